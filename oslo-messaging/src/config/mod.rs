@@ -1,0 +1,486 @@
+//! Configuration: oslo.config option names, groups and defaults.
+//!
+//! [`Config`] holds the three groups oslo.messaging reads: `[DEFAULT]` ([`DefaultOptions`]),
+//! `[oslo_messaging_rabbit]` ([`RabbitOptions`]) and `[oslo_messaging_notifications]`
+//! ([`NotificationOptions`]). Load it from oslo-style INI files, later files overriding earlier
+//! ones, or build it in Rust:
+//!
+//! ```
+//! use oslo_messaging::Config;
+//!
+//! let conf = Config::from_ini_str(
+//!     "[DEFAULT]\n\
+//!      transport_url = rabbit://nova:pw@rmq1:5672/\n\
+//!      control_exchange = nova\n\
+//!      [oslo_messaging_rabbit]\n\
+//!      heartbeat_timeout_threshold = 30\n",
+//! )?;
+//! assert_eq!(conf.default.control_exchange, "nova");
+//! assert_eq!(conf.rabbit.heartbeat_timeout_threshold, 30);
+//! assert_eq!(conf.default.rpc_response_timeout, 60);
+//!
+//! let conf = Config::builder()
+//!     .transport_url("memory://")
+//!     .control_exchange("nova")
+//!     .option("oslo_messaging_rabbit", "rabbit_qos_prefetch_count", "10")
+//!     .build()?;
+//! assert_eq!(conf.rabbit.rabbit_qos_prefetch_count, 10);
+//! # Ok::<(), oslo_messaging::Error>(())
+//! ```
+//!
+//! As in oslo.config, options a file sets that this library does not know are ignored (a
+//! `nova.conf` holds many other groups), while a bad value for a known option is an error naming
+//! the group, option and value. Query parameters of a `rabbit://` URL override
+//! `[oslo_messaging_rabbit]` options for that transport; there an unknown name is an error.
+
+use std::path::Path;
+
+use crate::error::{Error, Result};
+use crate::secret::Secret;
+
+mod ini;
+#[macro_use]
+mod opts;
+
+pub use opts::OptionInfo;
+
+options! {
+    /// `[DEFAULT]`: the transport URL, control exchange and RPC defaults.
+    pub struct DefaultOptions("DEFAULT") {
+        /// The broker URL (secret: it usually holds a password).
+        transport_url: Secret = Secret::new("rabbit://"), "secret string";
+        /// The default exchange for topics and notifications; services set their own
+        /// (`nova`, `neutron`...).
+        control_exchange: String = "openstack".to_owned(), "string";
+        /// Seconds to wait for a reply to a call.
+        rpc_response_timeout: i64 = 60, "integer";
+        /// Handlers an RPC server or notification listener runs at once.
+        executor_thread_pool_size: i64 = 64, "integer, min 1", deprecated ["rpc_thread_pool_size"], min 1;
+        /// Adds the `oslo_rpc_server_ping` method to RPC servers.
+        rpc_ping_enabled: bool = false, "boolean";
+    }
+}
+
+options! {
+    /// `[oslo_messaging_rabbit]`: the RabbitMQ driver's options, with Python's names and defaults.
+    pub struct RabbitOptions("oslo_messaging_rabbit") {
+        /// Durable topic exchanges and queues (forced on by `rabbit_quorum_queue`).
+        amqp_durable_queues: bool = false, "boolean";
+        /// `auto_delete` on topic exchanges and queues.
+        amqp_auto_delete: bool = false, "boolean";
+        /// Largest number of publishing connections.
+        rpc_conn_pool_size: i64 = 30, "integer, min 1", min 1;
+        /// Idle publishing connections kept open at least.
+        conn_pool_min_size: i64 = 2, "integer";
+        /// Seconds after which an idle publishing connection is closed.
+        conn_pool_ttl: i64 = 1200, "integer";
+        /// Connect over TLS.
+        ssl: bool = false, "boolean";
+        /// The TLS version to use (`TLSv1_2`, `TLSv1_3`; empty for the library's default).
+        ssl_version: String = String::new(), "string";
+        /// Client private key file (PEM).
+        ssl_key_file: String = String::new(), "string";
+        /// Client certificate file (PEM).
+        ssl_cert_file: String = String::new(), "string";
+        /// CA certificates to verify the broker with (PEM).
+        ssl_ca_file: String = String::new(), "string";
+        /// Deprecated: broker host names are always verified.
+        ssl_enforce_hostname_verification: bool = true, "boolean (deprecated, always on)";
+        /// Deprecated, no effect.
+        ssl_enforce_fips_mode: bool = false, "boolean (deprecated, no effect)";
+        /// Seconds to wait before reconnecting after an error (added to the backoff).
+        kombu_reconnect_delay: f64 = 1.0, "float, 0.0 to 4.5", min 0.0, max 4.5;
+        /// Extra random jitter, up to this many seconds, on each reconnect.
+        kombu_reconnect_splay: f64 = 0.0, "float, min 0.0", min 0.0;
+        /// Compression of published messages: `gzip` or `bz2` (unset: none).
+        kombu_compression: Option<String> = None, "string: gzip or bz2";
+        /// Seconds a server retries a reply to a missing reply queue.
+        kombu_missing_consumer_retry_timeout: i64 = 60, "integer", deprecated ["kombu_reconnect_timeout"];
+        /// Which host to try next after a failure: `round-robin` or `shuffle`.
+        kombu_failover_strategy: String = "round-robin".to_owned(), "round-robin or shuffle", choices ["round-robin", "shuffle"];
+        /// SASL mechanism: `PLAIN`, `AMQPLAIN`, `EXTERNAL` (or `RABBIT-CR-DEMO`, refused by the driver).
+        rabbit_login_method: String = "AMQPLAIN".to_owned(), "PLAIN, AMQPLAIN, EXTERNAL or RABBIT-CR-DEMO", choices ["PLAIN", "AMQPLAIN", "EXTERNAL", "RABBIT-CR-DEMO"];
+        /// First reconnect interval, seconds.
+        rabbit_retry_interval: i64 = 1, "integer, min 1", min 1;
+        /// Seconds added to the interval after each failed attempt.
+        rabbit_retry_backoff: i64 = 2, "integer, min 0", min 0;
+        /// Largest reconnect interval, seconds.
+        rabbit_interval_max: i64 = 30, "integer, min 1", min 1;
+        /// Legacy `x-ha-policy: all` queue argument (no effect on RabbitMQ 3.0 and later).
+        rabbit_ha_queues: bool = false, "boolean";
+        /// Quorum topic and notification queues (`x-queue-type: quorum`, durable).
+        rabbit_quorum_queue: bool = false, "boolean";
+        /// Quorum reply and fanout queues (durable).
+        rabbit_transient_quorum_queue: bool = false, "boolean";
+        /// `x-delivery-limit` of quorum queues (0: unset).
+        rabbit_quorum_delivery_limit: i64 = 0, "integer";
+        /// `x-max-in-memory-length` of quorum queues (0: unset).
+        rabbit_quorum_max_memory_length: i64 = 0, "integer";
+        /// `x-max-in-memory-bytes` of quorum queues (0: unset).
+        rabbit_quorum_max_memory_bytes: i64 = 0, "integer";
+        /// Seconds before an unused reply or fanout queue expires (`x-expires`; 0: never).
+        rabbit_transient_queues_ttl: i64 = 1800, "integer, min 0", min 0;
+        /// Unacknowledged messages a consumer may hold (0: unlimited).
+        rabbit_qos_prefetch_count: i64 = 0, "integer";
+        /// AMQP heartbeat timeout, seconds (0 disables heartbeats).
+        heartbeat_timeout_threshold: i64 = 60, "integer";
+        /// Heartbeat checks per timeout period.
+        heartbeat_rate: i64 = 3, "integer";
+        /// Deprecated: replies are always published mandatory.
+        direct_mandatory_flag: bool = true, "boolean (deprecated, always on)";
+        /// Ask the broker to cancel consumers on mirrored-queue failover.
+        enable_cancel_on_failover: bool = false, "boolean";
+        /// Stable reply and fanout queue names from host name, process name and a counter.
+        use_queue_manager: bool = false, "boolean";
+        /// Host name for the queue manager (default: this machine's).
+        hostname: String = default_hostname(), "string";
+        /// Process name for the queue manager (default: this program's file name).
+        processname: String = default_processname(), "string";
+        /// Fanout through one RabbitMQ stream per topic instead of a queue per server.
+        rabbit_stream_fanout: bool = false, "boolean";
+    }
+}
+
+options! {
+    /// `[oslo_messaging_notifications]`: how notifications are sent.
+    pub struct NotificationOptions("oslo_messaging_notifications") {
+        /// Notification drivers (`messagingv2`, `messaging`, `log`, `routing`, `test`, `noop`).
+        /// `None` when no configuration set it; see [`Notifier`](crate::notify::Notifier) for the
+        /// default.
+        driver: Option<Vec<String>> = None, "multi-valued string", deprecated ["notification_driver"];
+        /// A separate transport for notifications (default: the RPC transport's URL).
+        transport_url: Option<Secret> = None, "secret string";
+        /// Topics notifications are sent to.
+        topics: Vec<String> = vec!["notifications".to_owned()], "list", deprecated ["notification_topics"];
+        /// Reconnect attempts when sending a notification (-1: forever).
+        retry: i64 = -1, "integer";
+        /// YAML file of the `routing` driver.
+        routing_config: String = String::new(), "string";
+    }
+}
+
+fn default_hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .map(|s| s.trim().to_owned())
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "localhost".to_owned())
+}
+
+fn default_processname() -> String {
+    std::env::args_os()
+        .next()
+        .and_then(|a| {
+            Path::new(&a)
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+        })
+        .unwrap_or_else(|| "oslo-messaging".to_owned())
+}
+
+/// All the options oslo.messaging reads, by group.
+#[derive(Debug, Clone, Default)]
+#[non_exhaustive]
+pub struct Config {
+    /// `[DEFAULT]`.
+    pub default: DefaultOptions,
+    /// `[oslo_messaging_rabbit]`.
+    pub rabbit: RabbitOptions,
+    /// `[oslo_messaging_notifications]`.
+    pub notifications: NotificationOptions,
+}
+
+impl Config {
+    /// Loads INI files in order, later files overriding earlier ones (multi-valued options such
+    /// as `driver` collect the values of every file, as oslo.config does).
+    ///
+    /// `$name`, `${name}` and `${group.name}` in values are replaced by other options' values
+    /// (same group first, then `[DEFAULT]`); `$$` is a literal `$`.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::Configuration`](crate::ErrorKind::Configuration) for a file that cannot be
+    /// read or parsed, a bad value of a known option, or a substitution naming no option (the
+    /// message names file, group, option and value).
+    pub fn from_files<P: AsRef<Path>>(paths: &[P]) -> Result<Self> {
+        let mut raw = ini::Sections::new();
+        let mut sources = Vec::new();
+        for p in paths {
+            let path = p.as_ref();
+            let text = std::fs::read_to_string(path).map_err(|e| {
+                Error::with_source(
+                    crate::ErrorKind::Configuration,
+                    format!("cannot read config file {}", path.display()),
+                    e,
+                )
+            })?;
+            let source = path.display().to_string();
+            let sections = ini::parse(&text).map_err(|e| Error::config(format!("{source}: {e}")))?;
+            ini::merge(&mut raw, sections);
+            sources.push(source);
+        }
+        let mut conf = Self::default();
+        conf.apply_raw(&raw, &sources.join(", "))?;
+        Ok(conf)
+    }
+
+    /// Parses INI text over the defaults.
+    ///
+    /// # Errors
+    ///
+    /// As [`from_files`](Self::from_files).
+    pub fn from_ini_str(text: &str) -> Result<Self> {
+        let raw = ini::parse(text).map_err(|e| Error::config(format!("<string>: {e}")))?;
+        let mut conf = Self::default();
+        conf.apply_raw(&raw, "<string>")?;
+        Ok(conf)
+    }
+
+    fn apply_raw(&mut self, raw: &ini::Sections, source: &str) -> Result<()> {
+        for (group, entries) in raw {
+            for (key, values) in entries {
+                if !self.knows(group, key) {
+                    tracing::debug!(source, group, key, "ignoring unknown option");
+                    continue;
+                }
+                let values = values
+                    .iter()
+                    .map(|v| ini::substitute(v, group, raw))
+                    .collect::<std::result::Result<Vec<_>, _>>()
+                    .map_err(|e| Error::config(format!("{source}: [{group}] {key}: {e}")))?;
+                if let Err(SetError::Invalid(msg)) = self.set_values(group, key, &values) {
+                    return Err(Error::config(format!("{source}: {msg}")));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Sets one option from its text form, as a config file would.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::Configuration`](crate::ErrorKind::Configuration) for an unknown group or
+    /// option or a bad value.
+    pub fn set(&mut self, group: &str, name: &str, value: &str) -> Result<()> {
+        match self.set_values(group, name, &[value.to_owned()]) {
+            Ok(()) => Ok(()),
+            Err(SetError::Unknown) => Err(Error::config(format!(
+                "no such option [{group}] {name}"
+            ))),
+            Err(SetError::Invalid(msg)) => Err(Error::config(msg)),
+        }
+    }
+
+    fn knows(&self, group: &str, name: &str) -> bool {
+        match group {
+            "DEFAULT" => {
+                DefaultOptions::knows(name)
+                    || matches!(name, "notification_driver" | "notification_topics")
+            }
+            "oslo_messaging_rabbit" => RabbitOptions::knows(name),
+            "oslo_messaging_notifications" => NotificationOptions::knows(name),
+            _ => false,
+        }
+    }
+
+    fn set_values(&mut self, group: &str, name: &str, values: &[String]) -> Result<(), SetError> {
+        match group {
+            "DEFAULT" => {
+                // Deprecated DEFAULT-group names of notification options still work, as in
+                // oslo.config.
+                match self.default.set(name, values) {
+                    Err(SetError::Unknown) => match name {
+                        "notification_driver" | "notification_topics" => {
+                            self.notifications.set(name, values)
+                        }
+                        _ => Err(SetError::Unknown),
+                    },
+                    other => other,
+                }
+            }
+            "oslo_messaging_rabbit" => self.rabbit.set(name, values),
+            "oslo_messaging_notifications" => self.notifications.set(name, values),
+            _ => Err(SetError::Unknown),
+        }
+    }
+
+    /// Starts a [`ConfigBuilder`] from the defaults.
+    pub fn builder() -> ConfigBuilder {
+        ConfigBuilder::default()
+    }
+
+    /// The `[DEFAULT]` transport URL text (a secret).
+    pub fn transport_url(&self) -> &Secret {
+        &self.default.transport_url
+    }
+
+    /// The URL notifications use: `[oslo_messaging_notifications] transport_url`, else
+    /// `[DEFAULT] transport_url`.
+    pub fn notification_transport_url(&self) -> &Secret {
+        self.notifications
+            .transport_url
+            .as_ref()
+            .unwrap_or(&self.default.transport_url)
+    }
+
+    /// Checks combinations that the Python driver refuses at start-up.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::Configuration`](crate::ErrorKind::Configuration) describing the conflict.
+    pub fn validate(&self) -> Result<()> {
+        self.rabbit.validate()
+    }
+}
+
+impl RabbitOptions {
+    /// Applies `[oslo_messaging_rabbit]` overrides from a URL query, as Python's
+    /// `ConfigOptsProxy` does.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::Configuration`](crate::ErrorKind::Configuration) naming an unknown option or
+    /// a bad value.
+    pub fn apply_query(&mut self, query: &[(String, String)]) -> Result<()> {
+        for (k, v) in query {
+            match self.set(k, std::slice::from_ref(v)) {
+                Ok(()) => {}
+                Err(SetError::Unknown) => {
+                    return Err(Error::config(format!(
+                        "no such option {k:?} in group [oslo_messaging_rabbit] (from the transport URL query)"
+                    )));
+                }
+                Err(SetError::Invalid(msg)) => {
+                    return Err(Error::config(format!("{msg} (from the transport URL query)")));
+                }
+            }
+        }
+        self.validate()
+    }
+
+    /// The combinations Python refuses.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::Configuration`](crate::ErrorKind::Configuration) describing the conflict.
+    pub fn validate(&self) -> Result<()> {
+        if self.rabbit_ha_queues && self.rabbit_quorum_queue {
+            return Err(Error::config(
+                "rabbit_ha_queues and rabbit_quorum_queue cannot both be enabled",
+            ));
+        }
+        if self.rabbit_stream_fanout
+            && (self.rabbit_qos_prefetch_count <= 0 || !self.rabbit_transient_quorum_queue)
+        {
+            return Err(Error::config(
+                "rabbit_stream_fanout needs rabbit_qos_prefetch_count > 0 and rabbit_transient_quorum_queue = true",
+            ));
+        }
+        if self.conn_pool_min_size > self.rpc_conn_pool_size {
+            return Err(Error::config(
+                "rpc_conn_pool_size must be greater than or equal to conn_pool_min_size",
+            ));
+        }
+        if let Some(c) = &self.kombu_compression {
+            if !matches!(c.as_str(), "gzip" | "bz2") {
+                return Err(Error::config(format!(
+                    "kombu_compression {c:?} is not supported (use gzip or bz2)"
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Why an option could not be set.
+#[derive(Debug)]
+pub(crate) enum SetError {
+    /// No such option in the group.
+    Unknown,
+    /// The value is bad; the text names group, option and value.
+    Invalid(String),
+}
+
+/// Builds a [`Config`] in Rust, for programs without INI files.
+#[derive(Debug, Default)]
+pub struct ConfigBuilder {
+    conf: Config,
+    error: Option<Error>,
+}
+
+impl ConfigBuilder {
+    /// `[DEFAULT] transport_url`.
+    #[must_use]
+    pub fn transport_url(mut self, url: impl Into<String>) -> Self {
+        self.conf.default.transport_url = Secret::new(url.into());
+        self
+    }
+
+    /// `[DEFAULT] control_exchange`.
+    #[must_use]
+    pub fn control_exchange(mut self, exchange: impl Into<String>) -> Self {
+        self.conf.default.control_exchange = exchange.into();
+        self
+    }
+
+    /// `[DEFAULT] rpc_response_timeout`, in seconds.
+    #[must_use]
+    pub fn rpc_response_timeout(mut self, seconds: i64) -> Self {
+        self.conf.default.rpc_response_timeout = seconds;
+        self
+    }
+
+    /// `[DEFAULT] executor_thread_pool_size`.
+    #[must_use]
+    pub fn executor_thread_pool_size(mut self, size: i64) -> Self {
+        self.conf.default.executor_thread_pool_size = size;
+        self
+    }
+
+    /// `[DEFAULT] rpc_ping_enabled`.
+    #[must_use]
+    pub fn rpc_ping_enabled(mut self, enabled: bool) -> Self {
+        self.conf.default.rpc_ping_enabled = enabled;
+        self
+    }
+
+    /// `[oslo_messaging_notifications] driver`.
+    #[must_use]
+    pub fn notification_drivers<I, S>(mut self, drivers: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.conf.notifications.driver = Some(drivers.into_iter().map(Into::into).collect());
+        self
+    }
+
+    /// Any option by group and name, from its text form, checked as a config file would be.
+    #[must_use]
+    pub fn option(mut self, group: &str, name: &str, value: &str) -> Self {
+        if self.error.is_none() {
+            if let Err(e) = self.conf.set(group, name, value) {
+                self.error = Some(e);
+            }
+        }
+        self
+    }
+
+    /// The configuration.
+    ///
+    /// # Errors
+    ///
+    /// The first bad [`option`](Self::option), or a conflict [`Config::validate`] finds.
+    pub fn build(self) -> Result<Config> {
+        if let Some(e) = self.error {
+            return Err(e);
+        }
+        self.conf.validate()?;
+        Ok(self.conf)
+    }
+}
+
+#[cfg(test)]
+mod tests;

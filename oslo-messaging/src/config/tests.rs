@@ -1,0 +1,220 @@
+use super::*;
+use crate::ErrorKind;
+
+#[test]
+fn defaults_match_python() {
+    let c = Config::default();
+    assert_eq!(c.default.transport_url.expose(), "rabbit://");
+    assert_eq!(c.default.control_exchange, "openstack");
+    assert_eq!(c.default.rpc_response_timeout, 60);
+    assert_eq!(c.default.executor_thread_pool_size, 64);
+    assert!(!c.default.rpc_ping_enabled);
+
+    let r = &c.rabbit;
+    assert!(!r.amqp_durable_queues && !r.amqp_auto_delete);
+    assert_eq!((r.rpc_conn_pool_size, r.conn_pool_min_size, r.conn_pool_ttl), (30, 2, 1200));
+    assert!(!r.ssl && r.ssl_enforce_hostname_verification);
+    assert!((r.kombu_reconnect_delay - 1.0).abs() < f64::EPSILON);
+    assert!(r.kombu_reconnect_splay.abs() < f64::EPSILON);
+    assert_eq!(r.kombu_compression, None);
+    assert_eq!(r.kombu_missing_consumer_retry_timeout, 60);
+    assert_eq!(r.kombu_failover_strategy, "round-robin");
+    assert_eq!(r.rabbit_login_method, "AMQPLAIN");
+    assert_eq!((r.rabbit_retry_interval, r.rabbit_retry_backoff, r.rabbit_interval_max), (1, 2, 30));
+    assert!(!r.rabbit_ha_queues && !r.rabbit_quorum_queue && !r.rabbit_transient_quorum_queue);
+    assert_eq!(r.rabbit_quorum_delivery_limit, 0);
+    assert_eq!(r.rabbit_transient_queues_ttl, 1800);
+    assert_eq!(r.rabbit_qos_prefetch_count, 0);
+    assert_eq!((r.heartbeat_timeout_threshold, r.heartbeat_rate), (60, 3));
+    assert!(r.direct_mandatory_flag && !r.enable_cancel_on_failover);
+    assert!(!r.use_queue_manager && !r.rabbit_stream_fanout);
+    assert!(!r.hostname.is_empty() && !r.processname.is_empty());
+
+    let n = &c.notifications;
+    assert_eq!(n.driver, None);
+    assert_eq!(n.transport_url, None);
+    assert_eq!(n.topics, ["notifications"]);
+    assert_eq!(n.retry, -1);
+    assert_eq!(n.routing_config, "");
+}
+
+#[test]
+fn later_files_override_earlier_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = dir.path().join("a.conf");
+    let b = dir.path().join("b.conf");
+    std::fs::write(
+        &a,
+        "[DEFAULT]\ncontrol_exchange = nova\nrpc_response_timeout = 30\n\
+         [oslo_messaging_rabbit]\nheartbeat_rate = 2\n",
+    )
+    .unwrap();
+    std::fs::write(&b, "[DEFAULT]\nrpc_response_timeout = 90\n").unwrap();
+    let c = Config::from_files(&[&a, &b]).unwrap();
+    assert_eq!(c.default.control_exchange, "nova");
+    assert_eq!(c.default.rpc_response_timeout, 90);
+    assert_eq!(c.rabbit.heartbeat_rate, 2);
+}
+
+#[test]
+fn typed_conversion_and_python_spellings() {
+    let c = Config::from_ini_str(
+        "[oslo_messaging_rabbit]\n\
+         ssl = Yes\n\
+         amqp_durable_queues = 1\n\
+         rabbit_ha_queues = off\n\
+         kombu_reconnect_delay = 0.5\n\
+         rabbit_qos_prefetch_count = 10 \n\
+         kombu_compression = gzip\n\
+         [oslo_messaging_notifications]\n\
+         driver = messagingv2\n\
+         driver = log\n\
+         topics = notifications, audit ,\n",
+    )
+    .unwrap();
+    assert!(c.rabbit.ssl && c.rabbit.amqp_durable_queues && !c.rabbit.rabbit_ha_queues);
+    assert!((c.rabbit.kombu_reconnect_delay - 0.5).abs() < f64::EPSILON);
+    assert_eq!(c.rabbit.rabbit_qos_prefetch_count, 10);
+    assert_eq!(c.rabbit.kombu_compression.as_deref(), Some("gzip"));
+    assert_eq!(
+        c.notifications.driver.as_deref(),
+        Some(&["messagingv2".to_owned(), "log".to_owned()][..])
+    );
+    assert_eq!(c.notifications.topics, ["notifications", "audit"]);
+}
+
+#[test]
+fn bad_values_name_group_option_and_value() {
+    let cases = [
+        ("[DEFAULT]\nrpc_response_timeout = soon\n", "[DEFAULT] rpc_response_timeout: invalid value \"soon\": expected an integer"),
+        ("[oslo_messaging_rabbit]\nssl = maybe\n", "[oslo_messaging_rabbit] ssl: invalid value \"maybe\": expected a boolean"),
+        ("[oslo_messaging_rabbit]\nkombu_reconnect_delay = 9\n", "kombu_reconnect_delay: invalid value \"9\": expected a value of at most 4.5"),
+        ("[oslo_messaging_rabbit]\nrabbit_retry_interval = 0\n", "rabbit_retry_interval: invalid value \"0\": expected a value of at least 1"),
+        ("[oslo_messaging_rabbit]\nkombu_failover_strategy = random\n", "expected one of round-robin, shuffle"),
+        ("[oslo_messaging_rabbit]\nrabbit_login_method = KERBEROS\n", "expected one of PLAIN, AMQPLAIN, EXTERNAL, RABBIT-CR-DEMO"),
+    ];
+    for (text, want) in cases {
+        let err = Config::from_ini_str(text).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Configuration);
+        assert!(err.to_string().contains(want), "{text:?}: {err}");
+    }
+}
+
+#[test]
+fn unknown_options_in_files_are_ignored_but_not_in_set() {
+    let c = Config::from_ini_str(
+        "[DEFAULT]\ndebug = true\n[database]\nconnection = mysql://x\n\
+         [oslo_messaging_rabbit]\nheartbeat_in_pthread = true\n",
+    )
+    .unwrap();
+    assert_eq!(c.default.control_exchange, "openstack");
+
+    let mut c = Config::default();
+    let err = c.set("oslo_messaging_rabbit", "no_such_thing", "1").unwrap_err();
+    assert!(err.to_string().contains("no such option [oslo_messaging_rabbit] no_such_thing"), "{err}");
+}
+
+#[test]
+fn deprecated_names_still_work() {
+    let c = Config::from_ini_str(
+        "[DEFAULT]\nrpc_thread_pool_size = 8\nnotification_driver = messaging\n\
+         notification_topics = a,b\n\
+         [oslo_messaging_rabbit]\nkombu_reconnect_timeout = 5\n",
+    )
+    .unwrap();
+    assert_eq!(c.default.executor_thread_pool_size, 8);
+    assert_eq!(c.notifications.driver.as_deref(), Some(&["messaging".to_owned()][..]));
+    assert_eq!(c.notifications.topics, ["a", "b"]);
+    assert_eq!(c.rabbit.kombu_missing_consumer_retry_timeout, 5);
+}
+
+#[test]
+fn empty_multi_value_means_explicitly_none() {
+    let c = Config::from_ini_str("[oslo_messaging_notifications]\ndriver =\n").unwrap();
+    assert_eq!(c.notifications.driver, Some(vec![]));
+}
+
+#[test]
+fn url_query_overrides_with_typed_conversion() {
+    let mut r = RabbitOptions::default();
+    r.apply_query(&[
+        ("rabbit_qos_prefetch_count".to_owned(), "2".to_owned()),
+        ("ssl".to_owned(), "true".to_owned()),
+    ])
+    .unwrap();
+    assert_eq!(r.rabbit_qos_prefetch_count, 2);
+    assert!(r.ssl);
+
+    let err = RabbitOptions::default()
+        .apply_query(&[("nope".to_owned(), "1".to_owned())])
+        .unwrap_err();
+    assert!(err.to_string().contains("no such option \"nope\""), "{err}");
+    let err = RabbitOptions::default()
+        .apply_query(&[("heartbeat_rate".to_owned(), "x".to_owned())])
+        .unwrap_err();
+    assert!(err.to_string().contains("[oslo_messaging_rabbit] heartbeat_rate"), "{err}");
+}
+
+#[test]
+fn conflicts_python_refuses() {
+    let cases = [
+        ("rabbit_ha_queues = true\nrabbit_quorum_queue = true\n", "cannot both be enabled"),
+        ("rabbit_stream_fanout = true\n", "rabbit_stream_fanout needs"),
+        ("conn_pool_min_size = 40\n", "rpc_conn_pool_size must be"),
+        ("kombu_compression = lz4\n", "kombu_compression \"lz4\" is not supported"),
+    ];
+    for (body, want) in cases {
+        let c = Config::from_ini_str(&format!("[oslo_messaging_rabbit]\n{body}")).unwrap();
+        let err = c.validate().unwrap_err();
+        assert!(err.to_string().contains(want), "{body:?}: {err}");
+    }
+    let ok = Config::from_ini_str(
+        "[oslo_messaging_rabbit]\nrabbit_stream_fanout = true\nrabbit_qos_prefetch_count = 10\n\
+         rabbit_transient_quorum_queue = true\n",
+    )
+    .unwrap();
+    ok.validate().unwrap();
+}
+
+#[test]
+fn builder_checks_options() {
+    let err = Config::builder()
+        .option("DEFAULT", "rpc_response_timeout", "x")
+        .build()
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Configuration);
+    let c = Config::builder()
+        .transport_url("memory://")
+        .rpc_response_timeout(5)
+        .notification_drivers(["noop"])
+        .build()
+        .unwrap();
+    assert_eq!(c.default.transport_url.expose(), "memory://");
+    assert_eq!(c.default.rpc_response_timeout, 5);
+}
+
+#[test]
+fn debug_never_shows_transport_url_secrets() {
+    let c = Config::from_ini_str(
+        "[DEFAULT]\ntransport_url = rabbit://u:Sup3rS3cret@h/\n\
+         [oslo_messaging_notifications]\ntransport_url = rabbit://u:Sup3rS3cret@h/\n",
+    )
+    .unwrap();
+    assert!(!format!("{c:?}").contains("Sup3rS3cret"));
+    assert_eq!(c.notification_transport_url().expose(), "rabbit://u:Sup3rS3cret@h/");
+}
+
+#[test]
+fn option_listing_covers_every_group() {
+    let rabbit = RabbitOptions::options();
+    assert!(rabbit.iter().any(|o| o.name == "rabbit_quorum_queue" && o.default == "false"));
+    let hb = rabbit.iter().find(|o| o.name == "heartbeat_timeout_threshold").unwrap();
+    assert_eq!(hb.default, "60");
+    assert!(!hb.help.is_empty());
+    let url = DefaultOptions::options()
+        .into_iter()
+        .find(|o| o.name == "transport_url")
+        .unwrap();
+    assert_eq!(url.default, "(secret)");
+    assert_eq!(NotificationOptions::options().len(), 5);
+}

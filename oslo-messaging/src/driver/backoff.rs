@@ -1,0 +1,45 @@
+//! Reconnect delays (oslo's use of kombu's `ensure_connection` intervals).
+
+use std::time::Duration;
+
+use crate::config::RabbitOptions;
+
+/// The wait before reconnect attempt `attempt` (0-based): the interval grows linearly from
+/// `rabbit_retry_interval` by `rabbit_retry_backoff` per attempt up to `rabbit_interval_max`,
+/// plus `kombu_reconnect_delay`, plus a random `0..kombu_reconnect_splay` jitter.
+pub(crate) fn delay(opts: &RabbitOptions, attempt: u32) -> Duration {
+    let start = opts.rabbit_retry_interval.max(1) as f64;
+    let step = opts.rabbit_retry_backoff.max(0) as f64;
+    let max = opts.rabbit_interval_max.max(1) as f64;
+    let interval = (start + step * f64::from(attempt)).min(max);
+    let splay = if opts.kombu_reconnect_splay > 0.0 {
+        fastrand::f64() * opts.kombu_reconnect_splay
+    } else {
+        0.0
+    };
+    Duration::from_secs_f64(interval + opts.kombu_reconnect_delay.max(0.0) + splay)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grows_linearly_to_the_cap_plus_delay() {
+        let o = RabbitOptions::default();
+        let secs: Vec<f64> = (0..20).map(|a| delay(&o, a).as_secs_f64()).collect();
+        assert!((secs[0] - 2.0).abs() < 1e-9, "1 s interval + 1 s reconnect delay");
+        assert!((secs[1] - 4.0).abs() < 1e-9);
+        assert!((secs[19] - 31.0).abs() < 1e-9, "capped at 30 s + 1 s");
+    }
+
+    #[test]
+    fn splay_adds_bounded_jitter() {
+        let mut o = RabbitOptions::default();
+        o.kombu_reconnect_splay = 0.5;
+        for _ in 0..100 {
+            let d = delay(&o, 0).as_secs_f64();
+            assert!((2.0..2.5).contains(&d), "{d}");
+        }
+    }
+}

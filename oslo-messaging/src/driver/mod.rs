@@ -1,0 +1,370 @@
+//! The driver contract: what a transport backend must do.
+//!
+//! This is private, like oslo's `_drivers/base.py` ("the driver API is internal"), and written as
+//! a specification. The user API (`rpc`, `notify`) talks only to [`Driver`]; everything specific
+//! to a broker lives below it. Wire encoding is shared: drivers encode and decode with
+//! [`crate::wire`], so every driver carries the same bytes.
+//!
+//! # Contract
+//!
+//! **Sending.** [`Driver::send`] publishes one RPC request to
+//! `target.exchange or control_exchange` with routing key `topic` or `topic.server`, or to the
+//! `topic_fanout` exchange when `target.fanout` is set. For a call (`params.call` is `Some`), the
+//! driver MUST register the reply waiter *before* publishing, so a fast reply cannot be missed,
+//! and MUST return the [`ReplyReceiver`] only after the broker accepted the request. A publish
+//! that fails is retried as [`Retry`] allows; when retries run out the error is
+//! [`ErrorKind::DeliveryFailure`](crate::ErrorKind::DeliveryFailure). The driver MUST NOT
+//! duplicate a message by retrying one the broker already accepted. With `at_least_once`, a
+//! request no queue receives fails at once with
+//! [`ErrorKind::Undeliverable`](crate::ErrorKind::Undeliverable); without it, the broker drops it
+//! and the caller times out (as RabbitMQ does without `mandatory`).
+//!
+//! **Replies.** Every reply message for a pending call is decoded and handed, in arrival order,
+//! to the call's [`ReplyReceiver`]; heartbeats (`ending: false`) included. The timeout and
+//! call-monitor logic are not the driver's: the RPC client applies them. Replies for unknown
+//! message ids are logged and dropped.
+//!
+//! **Listening.** [`Driver::listen`] consumes `topic`, `topic.server` and the topic's fanout
+//! queue. RPC requests are acknowledged on receipt, before dispatch (oslo's at-most-once), and
+//! delivered decoded; a message that does not decode is logged and rejected without requeue,
+//! and the next one is delivered normally. [`ListenerControl::stop`] stops taking new messages;
+//! the [`RpcListener::incoming`] channel then ends once what was already received is read.
+//!
+//! **Notifications.** [`Driver::send_notification`] publishes to `<topic>` (already
+//! `<topic>.<priority>`) on `target.exchange or control_exchange`, declaring that queue first so
+//! early notifications are not lost. [`Driver::listen_for_notifications`] consumes
+//! `<topic>.<priority>` queues (or one `pool` queue bound to all of them); each message is
+//! acknowledged or requeued through its [`NotificationAcker`] after the handler ran.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use serde_json::Value;
+use tokio::sync::mpsc;
+
+use crate::error::Result;
+use crate::notify::Priority;
+use crate::target::Target;
+use crate::wire::{self, RemoteError};
+
+pub(crate) mod backoff;
+pub(crate) mod memory;
+
+/// A boxed, `Send` future: drivers are used as trait objects.
+pub(crate) type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// How many times a publish may reconnect before failing (oslo's `retry`).
+///
+/// # Examples
+///
+/// ```
+/// use oslo_messaging::Retry;
+///
+/// assert_eq!(Retry::from_python(-1), Retry::Forever);
+/// assert_eq!(Retry::from_python(0), Retry::Times(0));
+/// assert_eq!(Retry::from_python(3), Retry::Times(3));
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Retry {
+    /// Keep retrying until the broker is back (Python's `None` or `-1`, the default).
+    #[default]
+    Forever,
+    /// Retry at most this many times (0: fail on the first error).
+    Times(u32),
+}
+
+impl Retry {
+    /// Reads Python's integer convention: negative means forever.
+    pub fn from_python(retry: i64) -> Self {
+        u32::try_from(retry).map_or(Self::Forever, Self::Times)
+    }
+
+    /// Whether attempt number `attempt` (0 for the first retry) is allowed.
+    pub(crate) fn allows(self, attempt: u32) -> bool {
+        match self {
+            Self::Forever => true,
+            Self::Times(n) => attempt < n,
+        }
+    }
+}
+
+/// The reply half of a call.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct CallParams {
+    /// How long the caller waits; also sent as the AMQP `expiration` of the request.
+    pub(crate) timeout: Duration,
+    /// Sent as `_timeout`; the server heartbeats every half of it.
+    pub(crate) call_monitor_timeout: Option<Duration>,
+}
+
+/// One RPC request to send.
+#[derive(Debug)]
+pub(crate) struct SendParams {
+    /// The destination; its topic is set (the client checked).
+    pub(crate) target: Target,
+    /// What to call.
+    pub(crate) request: wire::Request,
+    /// `Some` for a call.
+    pub(crate) call: Option<CallParams>,
+    /// Reconnect budget for the publish.
+    pub(crate) retry: Retry,
+    /// Publish mandatory: fail at once when no queue takes the request.
+    pub(crate) at_least_once: bool,
+}
+
+/// The backend contract; see the [module documentation](self) for the specification.
+pub(crate) trait Driver: Send + Sync + fmt::Debug + 'static {
+    /// Publishes an RPC request; for calls returns the receiver of its replies.
+    fn send(&self, params: SendParams) -> BoxFuture<'_, Result<Option<ReplyReceiver>>>;
+
+    /// Publishes a notification (`envelope`: the v2 format) to `target`, whose topic is
+    /// `<topic>.<priority>`.
+    fn send_notification(
+        &self,
+        target: Target,
+        message: wire::Notification,
+        envelope: bool,
+        retry: Retry,
+    ) -> BoxFuture<'_, Result<()>>;
+
+    /// Starts consuming RPC requests for a server target (topic and server set).
+    fn listen(&self, target: Target) -> BoxFuture<'_, Result<RpcListener>>;
+
+    /// Starts consuming notifications for `(target, priority)` pairs, from `pool` when given.
+    fn listen_for_notifications(
+        &self,
+        targets: Vec<(Target, Priority)>,
+        pool: Option<String>,
+    ) -> BoxFuture<'_, Result<NotificationListenerStream>>;
+
+    /// Releases connections and background tasks. Later use fails with
+    /// [`ErrorKind::ShutDown`](crate::ErrorKind::ShutDown).
+    fn cleanup(&self) -> BoxFuture<'_, ()>;
+
+    /// The memory driver's test handle; `None` for other drivers.
+    fn memory_handle(&self) -> Option<crate::transport::MemoryHandle> {
+        None
+    }
+}
+
+// ===== replies =====
+
+/// Receives the replies of one call, in arrival order. Dropping it forgets the call: later
+/// replies for its message id are dropped.
+#[derive(Debug)]
+pub(crate) struct ReplyReceiver {
+    msg_id: String,
+    rx: mpsc::Receiver<wire::Reply>,
+    _registration: WaiterGuard,
+}
+
+impl ReplyReceiver {
+    /// The call's `_msg_id`.
+    pub(crate) fn msg_id(&self) -> &str {
+        &self.msg_id
+    }
+
+    /// The next reply; `None` when the driver shut down.
+    pub(crate) async fn recv(&mut self) -> Option<wire::Reply> {
+        self.rx.recv().await
+    }
+}
+
+/// Removes a waiter from its map when the call ends or is cancelled.
+struct WaiterGuard {
+    waiters: Weak<ReplyWaiters>,
+    msg_id: String,
+}
+
+impl fmt::Debug for WaiterGuard {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WaiterGuard").field("msg_id", &self.msg_id).finish()
+    }
+}
+
+impl Drop for WaiterGuard {
+    fn drop(&mut self) {
+        if let Some(w) = self.waiters.upgrade() {
+            w.remove(&self.msg_id);
+        }
+    }
+}
+
+/// Pending calls of one transport, by `_msg_id`: the single reply queue's demultiplexer.
+#[derive(Debug, Default)]
+pub(crate) struct ReplyWaiters {
+    map: Mutex<HashMap<String, mpsc::Sender<wire::Reply>>>,
+}
+
+/// Replies buffered per call; a call gets its final reply plus a few heartbeats at most.
+const REPLY_BUFFER: usize = 16;
+
+impl ReplyWaiters {
+    /// Registers a call; its replies go to the returned receiver until it is dropped.
+    pub(crate) fn register(self: &Arc<Self>, msg_id: String) -> ReplyReceiver {
+        let (tx, rx) = mpsc::channel(REPLY_BUFFER);
+        self.lock().insert(msg_id.clone(), tx);
+        ReplyReceiver {
+            msg_id: msg_id.clone(),
+            rx,
+            _registration: WaiterGuard {
+                waiters: Arc::downgrade(self),
+                msg_id,
+            },
+        }
+    }
+
+    fn remove(&self, msg_id: &str) {
+        self.lock().remove(msg_id);
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, mpsc::Sender<wire::Reply>>> {
+        // A poisoned map still holds valid senders: keep going.
+        self.map.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Hands a decoded reply to its call. Returns `false` (after logging) when no call waits
+    /// for it.
+    pub(crate) fn deliver(&self, reply: wire::Reply) -> bool {
+        let Some(msg_id) = reply.msg_id.clone() else {
+            tracing::warn!("dropping a reply without _msg_id");
+            return false;
+        };
+        let tx = self.lock().get(&msg_id).cloned();
+        match tx {
+            Some(tx) => match tx.try_send(reply) {
+                Ok(()) => true,
+                Err(mpsc::error::TrySendError::Full(_)) => {
+                    tracing::warn!(msg_id, "dropping a reply: the caller has too many unread replies");
+                    false
+                }
+                Err(mpsc::error::TrySendError::Closed(_)) => false,
+            },
+            None => {
+                tracing::info!(msg_id, "no calling task is waiting for this reply; dropping it");
+                false
+            }
+        }
+    }
+
+    /// The number of pending calls.
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    /// Ends every pending call (their receivers return `None`).
+    pub(crate) fn clear(&self) {
+        self.lock().clear();
+    }
+}
+
+// ===== RPC listening =====
+
+/// Sends replies and call-monitor heartbeats for one listener.
+pub(crate) trait ReplySink: Send + Sync + fmt::Debug + 'static {
+    /// Publishes the final reply to `reply_q` for `msg_id`.
+    fn reply<'a>(
+        &'a self,
+        reply_q: &'a str,
+        msg_id: &'a str,
+        outcome: Result<Value, RemoteError>,
+    ) -> BoxFuture<'a, Result<()>>;
+
+    /// Publishes a call-monitor heartbeat to `reply_q` for `msg_id`.
+    fn heartbeat<'a>(&'a self, reply_q: &'a str, msg_id: &'a str) -> BoxFuture<'a, Result<()>>;
+}
+
+/// Stops and cleans up a listener.
+pub(crate) trait ListenerControl: Send + Sync + fmt::Debug + 'static {
+    /// Stops taking new messages. Idempotent.
+    fn stop(&self) -> BoxFuture<'_, ()>;
+    /// Releases what the listener declared or opened that should not outlive it (the fanout
+    /// queue, its connection). Called after the last handler finished.
+    fn cleanup(&self) -> BoxFuture<'_, ()>;
+}
+
+/// A running RPC listener.
+#[derive(Debug)]
+pub(crate) struct RpcListener {
+    /// Decoded requests, already acknowledged.
+    pub(crate) incoming: mpsc::UnboundedReceiver<wire::IncomingRequest>,
+    /// Where replies go.
+    pub(crate) replies: Arc<dyn ReplySink>,
+    /// Stop and cleanup.
+    pub(crate) control: Box<dyn ListenerControl>,
+}
+
+// ===== notification listening =====
+
+/// Acknowledges or requeues one notification. Dropping it without either requeues it (as a
+/// closed AMQP channel would).
+pub(crate) trait NotificationAcker: Send + fmt::Debug + 'static {
+    /// The handler is done with the message.
+    fn ack(self: Box<Self>) -> BoxFuture<'static, Result<()>>;
+    /// Put the message back for another delivery.
+    fn requeue(self: Box<Self>) -> BoxFuture<'static, Result<()>>;
+}
+
+/// One received notification.
+#[derive(Debug)]
+pub(crate) struct IncomingNotification {
+    /// The decoded message.
+    pub(crate) message: wire::IncomingNotification,
+    /// Its acknowledgement.
+    pub(crate) acker: Box<dyn NotificationAcker>,
+}
+
+/// A running notification listener.
+#[derive(Debug)]
+pub(crate) struct NotificationListenerStream {
+    /// Decoded notifications.
+    pub(crate) incoming: mpsc::UnboundedReceiver<IncomingNotification>,
+    /// Stop and cleanup.
+    pub(crate) control: Box<dyn ListenerControl>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reply(id: &str) -> wire::Reply {
+        wire::Reply {
+            msg_id: Some(id.to_owned()),
+            result: Value::from(1),
+            failure: None,
+            ending: true,
+            unique_id: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn waiters_route_by_msg_id_and_forget_on_drop() {
+        let w = Arc::new(ReplyWaiters::default());
+        let mut a = w.register("a".into());
+        let b = w.register("b".into());
+        assert_eq!(w.len(), 2);
+        assert!(w.deliver(reply("a")));
+        assert_eq!(a.recv().await.unwrap().msg_id.as_deref(), Some("a"));
+        drop(b);
+        assert_eq!(w.len(), 1);
+        assert!(!w.deliver(reply("b")), "a cancelled call gets nothing");
+        assert!(!w.deliver(reply("zzz")), "unknown ids are dropped");
+        let mut no_id = reply("a");
+        no_id.msg_id = None;
+        assert!(!w.deliver(no_id));
+    }
+
+    #[test]
+    fn retry_budget() {
+        assert!(Retry::Forever.allows(1_000_000));
+        assert!(!Retry::Times(0).allows(0));
+        assert!(Retry::Times(2).allows(1));
+        assert!(!Retry::Times(2).allows(2));
+        assert_eq!(Retry::from_python(-5), Retry::Forever);
+    }
+}

@@ -1,0 +1,284 @@
+//! The crate's error type.
+//!
+//! Every fallible operation returns [`Error`], an opaque value with a [`kind`](Error::kind) to match
+//! on. The kinds map oslo.messaging's exception hierarchy:
+//!
+//! | [`ErrorKind`] | Python exception |
+//! |---|---|
+//! | [`Timeout`](ErrorKind::Timeout) | `MessagingTimeout` |
+//! | [`DeliveryFailure`](ErrorKind::DeliveryFailure) | `MessageDeliveryFailure` |
+//! | [`Undeliverable`](ErrorKind::Undeliverable) | `MessageUndeliverable` |
+//! | [`InvalidTarget`](ErrorKind::InvalidTarget) | `InvalidTarget` |
+//! | [`InvalidUrl`](ErrorKind::InvalidUrl) | `InvalidTransportURL` |
+//! | [`Configuration`](ErrorKind::Configuration) | `ConfigurationError`, oslo.config errors |
+//! | [`Remote`](ErrorKind::Remote) | `RemoteError` and re-raised remote exceptions |
+//! | [`VersionCap`](ErrorKind::VersionCap) | `RPCVersionCapError` |
+//!
+//! A failed `call` carries the [`RemoteError`] the server sent, exactly as the failure JSON
+//! described it (class, module, message, traceback, args, kwargs).
+
+use std::error::Error as StdError;
+use std::fmt;
+use std::sync::Arc;
+
+pub use crate::wire::RemoteError;
+
+/// A `Result` whose error defaults to [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// The kinds of [`Error`].
+///
+/// New kinds may be added in minor releases, so a `match` needs a wildcard arm.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// No reply arrived in time, or the call monitor saw no heartbeat in time
+    /// (Python `MessagingTimeout`).
+    Timeout,
+    /// A publish failed after the allowed retries, or the broker refused it
+    /// (Python `MessageDeliveryFailure`).
+    DeliveryFailure,
+    /// A mandatory publish found no queue (Python `MessageUndeliverable`).
+    Undeliverable,
+    /// The target misses a field its role needs, or a call was aimed at a fanout target.
+    InvalidTarget,
+    /// The transport URL could not be parsed or names an unknown driver.
+    InvalidUrl,
+    /// An option is unknown, has a bad value, or options conflict.
+    Configuration,
+    /// The remote side raised an error; see [`Error::remote`].
+    Remote,
+    /// The requested version is above the client's version cap.
+    VersionCap,
+    /// Arguments, a result or a payload could not be converted to or from JSON.
+    Serialization,
+    /// A message from the wire could not be understood (not JSON, bad envelope, missing fields).
+    Protocol,
+    /// The connection to the broker failed in a way not covered by another kind.
+    Transport,
+    /// The broker blocked publishing (memory or disk alarm).
+    Blocked,
+    /// The transport, server or listener has been shut down.
+    ShutDown,
+    /// The server or listener was used out of order (for example started twice).
+    InvalidState,
+}
+
+impl ErrorKind {
+    fn describe(self) -> &'static str {
+        match self {
+            Self::Timeout => "timed out",
+            Self::DeliveryFailure => "delivery failed",
+            Self::Undeliverable => "message undeliverable",
+            Self::InvalidTarget => "invalid target",
+            Self::InvalidUrl => "invalid transport URL",
+            Self::Configuration => "configuration error",
+            Self::Remote => "remote error",
+            Self::VersionCap => "version cap exceeded",
+            Self::Serialization => "serialization error",
+            Self::Protocol => "protocol error",
+            Self::Transport => "transport error",
+            Self::Blocked => "connection blocked",
+            Self::ShutDown => "shut down",
+            Self::InvalidState => "invalid state",
+        }
+    }
+}
+
+impl fmt::Display for ErrorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.describe())
+    }
+}
+
+type BoxError = Arc<dyn StdError + Send + Sync + 'static>;
+
+/// The error of every fallible operation in this crate.
+///
+/// It is cheap to clone, so one failure (a lost reply connection, say) can be handed to many
+/// waiting callers. Its text never contains a password: URLs are always rendered masked.
+///
+/// # Examples
+///
+/// ```
+/// use oslo_messaging::{ErrorKind, TransportUrl};
+///
+/// let err = TransportUrl::parse("nosuch://host/").unwrap_err();
+/// assert_eq!(err.kind(), ErrorKind::InvalidUrl);
+/// assert!(err.to_string().contains("nosuch"));
+/// ```
+#[derive(Clone)]
+pub struct Error {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    kind: ErrorKind,
+    message: String,
+    remote: Option<RemoteError>,
+    source: Option<BoxError>,
+}
+
+impl Error {
+    /// Creates an error of `kind` with a human-readable message.
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                kind,
+                message: message.into(),
+                remote: None,
+                source: None,
+            }),
+        }
+    }
+
+    /// Creates an error of `kind` caused by `source`.
+    pub fn with_source(
+        kind: ErrorKind,
+        message: impl Into<String>,
+        source: impl StdError + Send + Sync + 'static,
+    ) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                kind,
+                message: message.into(),
+                remote: None,
+                source: Some(Arc::new(source)),
+            }),
+        }
+    }
+
+    /// Creates a [`Remote`](ErrorKind::Remote) error from the failure a server sent.
+    pub fn remote(remote: RemoteError) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                kind: ErrorKind::Remote,
+                message: String::new(),
+                remote: Some(remote),
+                source: None,
+            }),
+        }
+    }
+
+    /// The kind of error.
+    pub fn kind(&self) -> ErrorKind {
+        self.inner.kind
+    }
+
+    /// The message, without the kind prefix that `Display` adds.
+    pub fn message(&self) -> &str {
+        match &self.inner.remote {
+            Some(remote) => remote.message(),
+            None => &self.inner.message,
+        }
+    }
+
+    /// The failure the remote side sent, for [`ErrorKind::Remote`] errors.
+    pub fn remote_error(&self) -> Option<&RemoteError> {
+        self.inner.remote.as_ref()
+    }
+
+    /// `true` for [`ErrorKind::Timeout`].
+    pub fn is_timeout(&self) -> bool {
+        self.kind() == ErrorKind::Timeout
+    }
+
+    pub(crate) fn timeout(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Timeout, message)
+    }
+
+    pub(crate) fn config(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Configuration, message)
+    }
+
+    pub(crate) fn invalid_target(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::InvalidTarget, message)
+    }
+
+    pub(crate) fn serialization(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Serialization, message)
+    }
+
+    pub(crate) fn shut_down(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::ShutDown, message)
+    }
+
+    pub(crate) fn transport(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Transport, message)
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.inner.remote {
+            Some(remote) => write!(f, "{}: {remote}", self.inner.kind),
+            None if self.inner.message.is_empty() => write!(f, "{}", self.inner.kind),
+            None => write!(f, "{}: {}", self.inner.kind, self.inner.message),
+        }
+    }
+}
+
+impl fmt::Debug for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut d = f.debug_struct("Error");
+        d.field("kind", &self.inner.kind);
+        if let Some(remote) = &self.inner.remote {
+            d.field("remote", remote);
+        } else {
+            d.field("message", &self.inner.message);
+        }
+        if let Some(source) = &self.inner.source {
+            d.field("source", source);
+        }
+        d.finish()
+    }
+}
+
+impl StdError for Error {
+    fn source(&self) -> Option<&(dyn StdError + 'static)> {
+        self.inner
+            .source
+            .as_deref()
+            .map(|e| e as &(dyn StdError + 'static))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn display_has_kind_and_message() {
+        let e = Error::timeout("timed out waiting for a reply to message ID abc");
+        assert_eq!(
+            e.to_string(),
+            "timed out: timed out waiting for a reply to message ID abc"
+        );
+        assert!(e.is_timeout());
+    }
+
+    #[test]
+    fn remote_error_display_and_access() {
+        let remote = RemoteError::new("builtins", "ValueError", "bad value");
+        let e = Error::remote(remote);
+        assert_eq!(e.kind(), ErrorKind::Remote);
+        assert_eq!(e.message(), "bad value");
+        assert_eq!(e.remote_error().unwrap().class(), "ValueError");
+        assert_eq!(e.to_string(), "remote error: ValueError: bad value");
+    }
+
+    #[test]
+    fn source_is_kept() {
+        let io = std::io::Error::other("boom");
+        let e = Error::with_source(ErrorKind::Transport, "connection lost", io);
+        assert_eq!(e.source().unwrap().to_string(), "boom");
+        let cloned = e.clone();
+        assert_eq!(cloned.to_string(), "transport error: connection lost");
+    }
+
+    #[test]
+    fn error_is_send_sync() {
+        fn assert_send_sync<T: Send + Sync + 'static>() {}
+        assert_send_sync::<Error>();
+    }
+}

@@ -1,0 +1,534 @@
+//! The RPC client: call, cast and fanout cast.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::{Map, Value};
+use tokio::time::Instant;
+
+use crate::context::Context;
+use crate::driver::{CallParams, ReplyReceiver, Retry, SendParams};
+use crate::error::{Error, ErrorKind, Result};
+use crate::serializer::Serializer;
+use crate::target::Target;
+use crate::transport::Transport;
+use crate::version::Version;
+use crate::wire;
+
+/// Invokes methods on remote servers: cheap to clone, safe to share between tasks.
+///
+/// * [`call`](Self::call) sends a request and waits for the result (or error) of the one
+///   server that takes it;
+/// * [`cast`](Self::cast) sends a request and returns once the broker accepted it; with a
+///   fanout target it reaches every server on the topic.
+///
+/// [`prepare`](Self::prepare) returns a copy with some target fields or options overridden, as
+/// Python's `client.prepare(...)`.
+///
+/// # Examples
+///
+/// ```
+/// use oslo_messaging::rpc::{Endpoint, Request, RpcClient, RpcError, RpcServer};
+/// use oslo_messaging::{Context, Target, Transport};
+/// use serde_json::{json, Value};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> oslo_messaging::Result<()> {
+/// let transport = Transport::memory();
+/// let echo = Endpoint::builder()
+///     .method("echo", |req: Request<Value>| async move { Ok::<_, RpcError>(req.into_args()) })
+///     .build()?;
+/// let server = RpcServer::builder(&transport, Target::new("demo").with_server("host-1"))
+///     .endpoint(echo)
+///     .build()?;
+/// server.start().await?;
+///
+/// let client = RpcClient::new(&transport, Target::new("demo"));
+/// let reply: Value = client.call(&Context::new(), "echo", &json!({"x": 1})).await?;
+/// assert_eq!(reply, json!({"x": 1}));
+///
+/// server.stop().await;
+/// server.wait().await;
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct RpcClient {
+    transport: Transport,
+    target: Target,
+    timeout: Option<Duration>,
+    version_cap: Option<Version>,
+    retry: Retry,
+    call_monitor_timeout: Option<Duration>,
+    at_least_once: bool,
+    serializer: Option<Arc<dyn Serializer>>,
+}
+
+impl fmt::Debug for RpcClient {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RpcClient")
+            .field("target", &self.target)
+            .field("timeout", &self.timeout)
+            .field("version_cap", &self.version_cap)
+            .field("retry", &self.retry)
+            .field("call_monitor_timeout", &self.call_monitor_timeout)
+            .field("at_least_once", &self.at_least_once)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RpcClient {
+    /// A client for `target` (its topic is required when sending).
+    pub fn new(transport: &Transport, target: Target) -> Self {
+        Self {
+            transport: transport.clone(),
+            target,
+            timeout: None,
+            version_cap: None,
+            retry: Retry::Forever,
+            call_monitor_timeout: None,
+            at_least_once: false,
+            serializer: None,
+        }
+    }
+
+    /// Sets the default call timeout (otherwise `[DEFAULT] rpc_response_timeout`).
+    #[must_use]
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = Some(timeout);
+        self
+    }
+
+    /// Caps the version of requests this client sends.
+    #[must_use]
+    pub fn with_version_cap(mut self, cap: Version) -> Self {
+        self.version_cap = Some(cap);
+        self
+    }
+
+    /// Sets how often a publish may reconnect.
+    #[must_use]
+    pub fn with_retry(mut self, retry: Retry) -> Self {
+        self.retry = retry;
+        self
+    }
+
+    /// Enables call monitoring: servers heartbeat every half of `timeout`, and a call fails
+    /// when nothing arrives for `timeout` (the overall call timeout still applies).
+    #[must_use]
+    pub fn with_call_monitor_timeout(mut self, timeout: Duration) -> Self {
+        self.call_monitor_timeout = Some(timeout);
+        self
+    }
+
+    /// Publishes requests mandatory: a request no server's queue takes fails at once with
+    /// [`ErrorKind::Undeliverable`] instead of timing out (oslo's
+    /// `TransportOptions(at_least_once=True)`).
+    #[must_use]
+    pub fn with_at_least_once(mut self, at_least_once: bool) -> Self {
+        self.at_least_once = at_least_once;
+        self
+    }
+
+    /// Passes arguments, results and the context through `serializer`.
+    #[must_use]
+    pub fn with_serializer(mut self, serializer: Arc<dyn Serializer>) -> Self {
+        self.serializer = Some(serializer);
+        self
+    }
+
+    /// The target.
+    pub fn target(&self) -> &Target {
+        &self.target
+    }
+
+    /// The call timeout in effect.
+    pub fn timeout(&self) -> Duration {
+        self.timeout.unwrap_or_else(|| {
+            let secs = self.transport.config().default.rpc_response_timeout.max(0);
+            Duration::from_secs(secs.unsigned_abs())
+        })
+    }
+
+    /// Starts a copy with overridden target fields or options (Python's `prepare()`).
+    pub fn prepare(&self) -> Prepare {
+        Prepare {
+            client: self.clone(),
+            error: None,
+        }
+    }
+
+    /// Whether a request at `version` (default: the target's) passes the version cap.
+    pub fn can_send_version(&self, version: Option<&Version>) -> bool {
+        let version = version.or(self.target.version());
+        crate::version::is_compatible(self.version_cap.as_ref(), version)
+    }
+
+    fn check_version_cap(&self) -> Result<()> {
+        if self.can_send_version(None) {
+            return Ok(());
+        }
+        let version = self
+            .target
+            .version()
+            .map_or_else(|| "None".to_owned(), ToString::to_string);
+        let cap = self
+            .version_cap
+            .map(|c| c.to_string())
+            .unwrap_or_default();
+        Err(Error::new(
+            ErrorKind::VersionCap,
+            format!(
+                "Requested message version, {version} is incompatible.  It needs to be equal in major version and less than or equal in minor version as the specified version cap {cap}."
+            ),
+        ))
+    }
+
+    fn make_request(&self, ctx: &Context, method: &str, args: &(impl Serialize + ?Sized)) -> Result<wire::Request> {
+        self.check_version_cap()?;
+        let value = serde_json::to_value(args).map_err(|e| {
+            Error::serialization(format!("cannot serialize the arguments of {method}(): {e}"))
+        })?;
+        let args = match value {
+            Value::Object(map) => map,
+            Value::Null => Map::new(),
+            other => {
+                return Err(Error::serialization(format!(
+                    "the arguments of {method}() must serialize to a JSON object of keyword arguments, not {}",
+                    wire::json_type_name(&other)
+                )));
+            }
+        };
+        let (context, args) = match &self.serializer {
+            None => (ctx.clone(), args),
+            Some(s) => {
+                let mut out = Map::with_capacity(args.len());
+                for (k, v) in args {
+                    out.insert(k, s.serialize_entity(ctx, v)?);
+                }
+                (s.serialize_context(ctx)?, out)
+            }
+        };
+        Ok(wire::Request {
+            method: method.to_owned(),
+            args,
+            namespace: self.target.namespace().map(str::to_owned),
+            version: self.target.version().map(ToString::to_string),
+            context,
+        })
+    }
+
+    /// Calls `method` with keyword arguments `args` and waits for its result.
+    ///
+    /// `args` must serialize to a JSON object (or `()`, for none); the result is deserialized
+    /// into `R` (use `serde_json::Value` to take it as it comes).
+    ///
+    /// The reply timer starts once the broker accepted the request, as in Python: while the
+    /// broker is unreachable the call waits for reconnection, as `retry` allows.
+    ///
+    /// # Errors
+    ///
+    /// * [`ErrorKind::InvalidTarget`]: no topic, or a fanout target;
+    /// * [`ErrorKind::VersionCap`]: the target version is above the cap;
+    /// * [`ErrorKind::Serialization`]: arguments or result do not convert;
+    /// * [`ErrorKind::Remote`]: the method raised; see [`Error::remote_error`];
+    /// * [`ErrorKind::Timeout`]: no reply (or, with call monitoring, no heartbeat) in time; the
+    ///   message names the request's message ID;
+    /// * [`ErrorKind::Undeliverable`]: with at-least-once, no queue took the request;
+    /// * [`ErrorKind::DeliveryFailure`], [`ErrorKind::ShutDown`]: the publish failed.
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropping the future (a `select!` branch losing, a `tokio::time::timeout`) forgets the
+    /// call: its reply waiter is removed and a late reply is dropped. If the request was
+    /// already published, the server still runs the method.
+    pub async fn call<R: DeserializeOwned>(
+        &self,
+        ctx: &Context,
+        method: &str,
+        args: &(impl Serialize + ?Sized),
+    ) -> Result<R> {
+        if self.target.fanout() {
+            return Err(Error::invalid_target(format!(
+                "A call cannot be used with fanout (target {})",
+                self.target
+            )));
+        }
+        self.target.require_topic()?;
+        let request = self.make_request(ctx, method, args)?;
+        let timeout = self.timeout();
+        let receiver = self
+            .transport
+            .driver()
+            .send(SendParams {
+                target: self.target.clone(),
+                request,
+                call: Some(CallParams {
+                    timeout,
+                    call_monitor_timeout: self.call_monitor_timeout,
+                }),
+                retry: self.retry,
+                at_least_once: self.at_least_once,
+            })
+            .await?
+            .ok_or_else(|| Error::transport("the driver returned no reply receiver for a call"))?;
+        let result = wait_for_reply(receiver, timeout, self.call_monitor_timeout).await?;
+        let result = match &self.serializer {
+            None => result,
+            Some(s) => s.deserialize_entity(ctx, result)?,
+        };
+        serde_json::from_value(result).map_err(|e| {
+            Error::serialization(format!("the result of {method}() does not convert to the expected type: {e}"))
+        })
+    }
+
+    /// Sends `method` without waiting for a result; returns once the broker accepted it.
+    /// With a fanout target, every server on the topic receives it.
+    ///
+    /// # Errors
+    ///
+    /// As [`call`](Self::call), except `Remote` and `Timeout`.
+    pub async fn cast(&self, ctx: &Context, method: &str, args: &(impl Serialize + ?Sized)) -> Result<()> {
+        self.target.require_topic()?;
+        let request = self.make_request(ctx, method, args)?;
+        self.transport
+            .driver()
+            .send(SendParams {
+                target: self.target.clone(),
+                request,
+                call: None,
+                retry: self.retry,
+                at_least_once: self.at_least_once,
+            })
+            .await?;
+        Ok(())
+    }
+}
+
+/// Waits for the final reply of a call, applying the call timeout and the call monitor.
+///
+/// A reply with a failure ends the call with that failure; a reply with a non-null result is
+/// kept (the legacy two-message protocol sends the result first, then `ending`); `ending: true`
+/// ends the call; a null, non-ending reply is a heartbeat and restarts the monitor timer.
+async fn wait_for_reply(
+    mut receiver: ReplyReceiver,
+    timeout: Duration,
+    call_monitor_timeout: Option<Duration>,
+) -> Result<Value> {
+    let start = Instant::now();
+    let deadline = start + timeout;
+    let mut monitor_deadline = call_monitor_timeout.map(|d| start + d);
+    let mut result = Value::Null;
+    loop {
+        let wake = monitor_deadline.map_or(deadline, |m| m.min(deadline));
+        let reply = match tokio::time::timeout_at(wake, receiver.recv()).await {
+            Ok(Some(reply)) => reply,
+            Ok(None) => return Err(Error::shut_down("the transport was cleaned up during a call")),
+            Err(_) => {
+                return Err(Error::timeout(format!(
+                    "Timed out waiting for a reply to message ID {}",
+                    receiver.msg_id()
+                )));
+            }
+        };
+        if let Some(failure) = reply.failure {
+            return Err(Error::remote(failure));
+        }
+        let heartbeat = reply.result.is_null() && !reply.ending;
+        if !reply.result.is_null() {
+            result = reply.result;
+        }
+        if reply.ending {
+            return Ok(result);
+        }
+        if heartbeat {
+            tracing::debug!(msg_id = receiver.msg_id(), "call-monitor heartbeat received");
+            if let Some(d) = call_monitor_timeout {
+                monitor_deadline = Some(Instant::now() + d);
+            }
+        }
+    }
+}
+
+/// A copy of an [`RpcClient`] being prepared; see [`RpcClient::prepare`].
+#[derive(Debug)]
+#[must_use]
+pub struct Prepare {
+    client: RpcClient,
+    error: Option<Error>,
+}
+
+impl Prepare {
+    fn set_target(mut self, f: impl FnOnce(&mut Target)) -> Self {
+        f(&mut self.client.target);
+        self
+    }
+
+    /// Overrides the exchange.
+    pub fn exchange(self, exchange: impl Into<String>) -> Self {
+        let e = exchange.into();
+        self.set_target(|t| t.set_exchange(Some(e)))
+    }
+
+    /// Overrides the topic.
+    pub fn topic(self, topic: impl Into<String>) -> Self {
+        let v = topic.into();
+        self.set_target(|t| t.set_topic(Some(v)))
+    }
+
+    /// Overrides the namespace.
+    pub fn namespace(self, namespace: impl Into<String>) -> Self {
+        let v = namespace.into();
+        self.set_target(|t| t.set_namespace(Some(v)))
+    }
+
+    /// Overrides the version (`"major.minor"`); a bad string fails [`build`](Self::build) with
+    /// Python's message.
+    pub fn version(mut self, version: &str) -> Self {
+        match Version::parse(version) {
+            Ok(v) => self.client.target.set_version(Some(v)),
+            Err(_) => {
+                self.error.get_or_insert(Error::config(format!(
+                    "Version must contain a major and minor integer. Got {version}"
+                )));
+            }
+        }
+        self
+    }
+
+    /// Directs requests to one server.
+    pub fn server(self, server: impl Into<String>) -> Self {
+        let v = server.into();
+        self.set_target(|t| t.set_server(Some(v)))
+    }
+
+    /// Sets fanout.
+    pub fn fanout(mut self, fanout: bool) -> Self {
+        self.client.target = self.client.target.with_fanout(fanout);
+        self
+    }
+
+    /// Overrides the call timeout.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.client.timeout = Some(timeout);
+        self
+    }
+
+    /// Overrides the version cap (`"major.minor"`).
+    pub fn version_cap(mut self, cap: &str) -> Self {
+        match Version::parse(cap) {
+            Ok(v) => self.client.version_cap = Some(v),
+            Err(e) => {
+                self.error.get_or_insert(e);
+            }
+        }
+        self
+    }
+
+    /// Overrides the publish retry budget.
+    pub fn retry(mut self, retry: Retry) -> Self {
+        self.client.retry = retry;
+        self
+    }
+
+    /// Overrides the call-monitor timeout.
+    pub fn call_monitor_timeout(mut self, timeout: Duration) -> Self {
+        self.client.call_monitor_timeout = Some(timeout);
+        self
+    }
+
+    /// Overrides at-least-once (mandatory) publishing.
+    pub fn at_least_once(mut self, at_least_once: bool) -> Self {
+        self.client.at_least_once = at_least_once;
+        self
+    }
+
+    /// The prepared client.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::Configuration`] for a bad version or version cap string.
+    pub fn build(self) -> Result<RpcClient> {
+        match self.error {
+            Some(e) => Err(e),
+            None => Ok(self.client),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::driver::ReplyWaiters;
+    use serde_json::json;
+
+    fn reply(result: Value, ending: bool) -> wire::Reply {
+        wire::Reply {
+            msg_id: Some("m".into()),
+            result,
+            failure: None,
+            ending,
+            unique_id: None,
+        }
+    }
+
+    fn setup() -> (Arc<ReplyWaiters>, ReplyReceiver) {
+        let w = Arc::new(ReplyWaiters::default());
+        let r = w.register("m".into());
+        (w, r)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn times_out_with_the_message_id() {
+        let (_w, r) = setup();
+        let err = wait_for_reply(r, Duration::from_secs(5), None).await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Timeout);
+        assert!(err.to_string().contains("message ID m"), "{err}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn heartbeats_keep_a_monitored_call_alive() {
+        let (w, r) = setup();
+        let waiter = tokio::spawn(wait_for_reply(r, Duration::from_secs(3600), Some(Duration::from_secs(2))));
+        for _ in 0..5 {
+            tokio::time::sleep(Duration::from_millis(1500)).await;
+            assert!(w.deliver(reply(Value::Null, false)));
+        }
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        assert!(w.deliver(reply(json!(4), true)));
+        assert_eq!(waiter.await.unwrap().unwrap(), json!(4));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn missing_heartbeat_fails_the_call_monitor() {
+        let (w, r) = setup();
+        let waiter = tokio::spawn(wait_for_reply(r, Duration::from_secs(3600), Some(Duration::from_secs(2))));
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        w.deliver(reply(Value::Null, false));
+        let err = waiter.await.unwrap().unwrap_err();
+        assert!(err.is_timeout());
+        // Failed at about 1.5 + 2 s, far before the 3600 s call timeout.
+        assert!(Instant::now().elapsed() < Duration::from_secs(1));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn legacy_two_message_reply_keeps_the_result() {
+        let (w, r) = setup();
+        w.deliver(reply(json!({"a": 1}), false));
+        w.deliver(reply(Value::Null, true));
+        assert_eq!(wait_for_reply(r, Duration::from_secs(5), None).await.unwrap(), json!({"a": 1}));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn failure_ends_the_call() {
+        let (w, r) = setup();
+        let mut f = reply(Value::Null, true);
+        f.failure = Some(wire::RemoteError::new("builtins", "ValueError", "bad"));
+        w.deliver(f);
+        let err = wait_for_reply(r, Duration::from_secs(5), None).await.unwrap_err();
+        assert_eq!(err.remote_error().unwrap().class(), "ValueError");
+    }
+}

@@ -1,0 +1,276 @@
+//! What a handler returns when it fails.
+
+use std::fmt;
+
+use serde_json::{Map, Value};
+
+use crate::error::{Error, ErrorKind};
+use crate::wire::RemoteError;
+
+/// The module of oslo's dispatcher exceptions, as Python names it.
+pub(crate) const DISPATCHER_MODULE: &str = "oslo_messaging.rpc.dispatcher";
+
+/// An error a handler returns; it reaches the caller as oslo's failure JSON.
+///
+/// The class and module are what a Python client sees: a failure from module `builtins`
+/// (`ValueError`, `KeyError`, `TypeError`...) is re-raised by Python callers as that native
+/// exception; any other becomes `oslo_messaging.RemoteError` there, and
+/// [`ErrorKind::Remote`](crate::ErrorKind::Remote) in Rust callers.
+///
+/// Mark errors that are part of the method's contract with [`expected`](Self::expected): they
+/// are logged at debug level instead of as failures (oslo's `expected_exceptions`).
+///
+/// # Examples
+///
+/// ```
+/// use oslo_messaging::RpcError;
+///
+/// let e = RpcError::value_error("volume size must be positive");
+/// assert_eq!((e.class(), e.module()), ("ValueError", "builtins"));
+///
+/// let e = RpcError::new("InstanceNotFound", "Instance 42 could not be found.")
+///     .with_module("nova.exception")
+///     .with_kwargs(serde_json::json!({"instance_id": 42}).as_object().unwrap().clone())
+///     .expected();
+/// assert!(e.is_expected());
+/// ```
+#[derive(Clone, PartialEq)]
+pub struct RpcError {
+    remote: RemoteError,
+    expected: bool,
+}
+
+impl RpcError {
+    /// An error of `class` with `message`, in module `builtins` until
+    /// [`with_module`](Self::with_module) says otherwise; `args` is `[message]`.
+    pub fn new(class: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            remote: RemoteError::new("builtins", class, message),
+            expected: false,
+        }
+    }
+
+    /// Python's `ValueError`.
+    pub fn value_error(message: impl Into<String>) -> Self {
+        Self::new("ValueError", message)
+    }
+
+    /// Python's `TypeError`.
+    pub fn type_error(message: impl Into<String>) -> Self {
+        Self::new("TypeError", message)
+    }
+
+    /// Python's `RuntimeError`.
+    pub fn runtime_error(message: impl Into<String>) -> Self {
+        Self::new("RuntimeError", message)
+    }
+
+    /// Python's `NotImplementedError`.
+    pub fn not_implemented(message: impl Into<String>) -> Self {
+        Self::new("NotImplementedError", message)
+    }
+
+    /// Python's `KeyError` for `key`: the message is the key's repr (`'key'`), the argument the
+    /// key itself, as Python's `str(KeyError(k))`.
+    pub fn key_error(key: impl Into<String>) -> Self {
+        let key = key.into();
+        let message = format!("'{}'", key.replace('\'', "\\'"));
+        Self {
+            remote: RemoteError::new("builtins", "KeyError", message)
+                .with_args(vec![Value::String(key)]),
+            expected: false,
+        }
+    }
+
+    /// A runtime error describing any Rust error.
+    pub fn from_error(err: &(dyn std::error::Error + 'static)) -> Self {
+        Self::runtime_error(err.to_string())
+    }
+
+    /// Sets the module of the class.
+    #[must_use]
+    pub fn with_module(mut self, module: impl Into<String>) -> Self {
+        self.remote = RemoteError::new(module, self.remote.class(), self.remote.message())
+            .with_args(self.remote.args().to_vec())
+            .with_kwargs(self.remote.kwargs().clone())
+            .with_traceback(self.remote.traceback().to_vec());
+        self
+    }
+
+    /// Replaces the exception arguments (default `[message]`).
+    #[must_use]
+    pub fn with_args(mut self, args: Vec<Value>) -> Self {
+        self.remote = self.remote.with_args(args);
+        self
+    }
+
+    /// Sets keyword arguments (Nova-style exceptions carry them).
+    #[must_use]
+    pub fn with_kwargs(mut self, kwargs: Map<String, Value>) -> Self {
+        self.remote = self.remote.with_kwargs(kwargs);
+        self
+    }
+
+    /// Sets traceback lines sent to the caller (none by default: they leak internals).
+    #[must_use]
+    pub fn with_traceback(mut self, traceback: Vec<String>) -> Self {
+        self.remote = self.remote.with_traceback(traceback);
+        self
+    }
+
+    /// Marks the error as expected: part of the method's contract, logged at debug level.
+    #[must_use]
+    pub fn expected(mut self) -> Self {
+        self.expected = true;
+        self
+    }
+
+    /// Whether [`expected`](Self::expected) was set.
+    pub fn is_expected(&self) -> bool {
+        self.expected
+    }
+
+    /// The class name.
+    pub fn class(&self) -> &str {
+        self.remote.class()
+    }
+
+    /// The module name.
+    pub fn module(&self) -> &str {
+        self.remote.module()
+    }
+
+    /// The message.
+    pub fn message(&self) -> &str {
+        self.remote.message()
+    }
+
+    /// The failure as it goes on the wire.
+    pub fn as_remote(&self) -> &RemoteError {
+        &self.remote
+    }
+
+    /// Consumes the error, returning the wire failure.
+    pub fn into_remote(self) -> RemoteError {
+        self.remote
+    }
+
+    pub(crate) fn no_such_method(method: &str) -> Self {
+        Self::new("NoSuchMethod", format!("Endpoint does not support RPC method {method}"))
+            .with_module(DISPATCHER_MODULE)
+    }
+
+    pub(crate) fn unsupported_version(version: &str, method: &str) -> Self {
+        Self::new(
+            "UnsupportedVersion",
+            format!("Endpoint does not support RPC version {version}. Attempted method: {method}"),
+        )
+        .with_module(DISPATCHER_MODULE)
+    }
+
+    pub(crate) fn is_no_such_method(&self) -> bool {
+        self.remote.class() == "NoSuchMethod" && self.remote.module() == DISPATCHER_MODULE
+    }
+}
+
+impl fmt::Display for RpcError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.remote.fmt(f)
+    }
+}
+
+impl fmt::Debug for RpcError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RpcError")
+            .field("remote", &self.remote)
+            .field("expected", &self.expected)
+            .finish()
+    }
+}
+
+impl From<RemoteError> for RpcError {
+    /// Passes a failure from a nested call through unchanged.
+    fn from(remote: RemoteError) -> Self {
+        Self {
+            remote,
+            expected: false,
+        }
+    }
+}
+
+impl From<Error> for RpcError {
+    /// A remote failure passes through unchanged; a local error becomes the oslo exception of
+    /// the same meaning (`MessagingTimeout`, `MessageDeliveryFailure`...).
+    fn from(err: Error) -> Self {
+        if let Some(remote) = err.remote_error() {
+            return remote.clone().into();
+        }
+        let class = match err.kind() {
+            ErrorKind::Timeout => "MessagingTimeout",
+            ErrorKind::DeliveryFailure => "MessageDeliveryFailure",
+            ErrorKind::Undeliverable => "MessageUndeliverable",
+            ErrorKind::InvalidTarget => "InvalidTarget",
+            ErrorKind::InvalidUrl => "InvalidTransportURL",
+            ErrorKind::Configuration => "ConfigurationError",
+            ErrorKind::VersionCap => "RPCVersionCapError",
+            _ => "MessagingException",
+        };
+        let module = match err.kind() {
+            ErrorKind::VersionCap => "oslo_messaging.rpc.client",
+            _ => "oslo_messaging.exceptions",
+        };
+        Self::new(class, err.message()).with_module(module)
+    }
+}
+
+impl From<serde_json::Error> for RpcError {
+    fn from(err: serde_json::Error) -> Self {
+        Self::value_error(err.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dispatcher_errors_match_python_text() {
+        let e = RpcError::no_such_method("nosuch");
+        assert_eq!(
+            e.as_remote().to_json(),
+            r#"{"class": "NoSuchMethod", "module": "oslo_messaging.rpc.dispatcher", "message": "Endpoint does not support RPC method nosuch", "tb": [], "args": ["Endpoint does not support RPC method nosuch"], "kwargs": {}}"#
+        );
+        let e = RpcError::unsupported_version("2.0", "echo");
+        assert_eq!(
+            e.message(),
+            "Endpoint does not support RPC version 2.0. Attempted method: echo"
+        );
+        assert_eq!(e.module(), DISPATCHER_MODULE);
+        assert!(RpcError::no_such_method("x").is_no_such_method());
+    }
+
+    #[test]
+    fn key_error_looks_like_python() {
+        let e = RpcError::key_error("k");
+        assert_eq!(e.message(), "'k'");
+        assert_eq!(e.as_remote().args(), &[Value::from("k")]);
+    }
+
+    #[test]
+    fn local_errors_map_to_oslo_exceptions() {
+        let e: RpcError = Error::timeout("Timed out waiting for a reply to message ID x").into();
+        assert_eq!((e.class(), e.module()), ("MessagingTimeout", "oslo_messaging.exceptions"));
+        let remote = RemoteError::new("builtins", "ValueError", "bad");
+        let e: RpcError = Error::remote(remote.clone()).into();
+        assert_eq!(e.as_remote(), &remote);
+    }
+
+    #[test]
+    fn with_module_keeps_the_rest() {
+        let e = RpcError::new("X", "m")
+            .with_args(vec![1.into()])
+            .with_module("my.mod");
+        assert_eq!(e.module(), "my.mod");
+        assert_eq!(e.as_remote().args(), &[Value::from(1)]);
+    }
+}

@@ -1,0 +1,382 @@
+//! The RPC server: consumes requests for a target and dispatches them to endpoints.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{Mutex, Semaphore, watch};
+use tokio::task::JoinHandle;
+
+use super::dispatcher::{Dispatcher, heartbeat_interval};
+use super::endpoint::Endpoint;
+use super::error::RpcError;
+use crate::dedup::DedupCache;
+use crate::driver::{ListenerControl, ReplySink};
+use crate::error::{Error, ErrorKind, Result};
+use crate::serializer::Serializer;
+use crate::target::Target;
+use crate::task::CatchUnwind;
+use crate::transport::Transport;
+use crate::wire;
+
+/// Serves endpoints on a target (`topic` and `server` required).
+///
+/// It consumes three queues, as Python servers do: `topic` (shared round-robin with the other
+/// servers of the topic), `topic.server` (requests for this server only) and a fanout queue
+/// (fanout casts). Requests are acknowledged on receipt, before dispatch (oslo's at-most-once).
+/// Up to `executor_thread_pool_size` handlers (default 64) run at once; while a handler runs for
+/// a caller that enabled call monitoring, the server sends heartbeats every half of the
+/// caller's `_timeout`.
+///
+/// The lifecycle is Python's: [`start`](Self::start), [`stop`](Self::stop) (no new requests),
+/// [`wait`](Self::wait) (in-flight handlers finish, then the listener is cleaned up). A handler
+/// that panics answers its caller with a `RuntimeError`; the server keeps running.
+///
+/// Handlers run on the Tokio runtime: a CPU-bound or blocking handler must use
+/// `tokio::task::spawn_blocking`, or it delays every other handler of its worker thread.
+///
+/// # Examples
+///
+/// ```
+/// use oslo_messaging::rpc::{Endpoint, Request, RpcError, RpcServer};
+/// use oslo_messaging::{Target, Transport};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> oslo_messaging::Result<()> {
+/// let transport = Transport::memory();
+/// let endpoint = Endpoint::builder()
+///     .method("ping", |_req: Request<serde_json::Value>| async { Ok::<_, RpcError>("pong") })
+///     .build()?;
+/// let server = RpcServer::builder(&transport, Target::new("compute").with_server("host-1"))
+///     .endpoint(endpoint)
+///     .executor_pool_size(8)
+///     .build()?;
+/// server.start().await?;
+/// // ... serve until shutdown ...
+/// server.stop().await;
+/// server.wait().await;
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct RpcServer {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    transport: Transport,
+    target: Target,
+    dispatcher: Dispatcher,
+    pool_size: u32,
+    serializer: Option<Arc<dyn Serializer>>,
+    lifecycle: Mutex<Lifecycle>,
+    stop_tx: watch::Sender<bool>,
+}
+
+enum Lifecycle {
+    Created,
+    Running {
+        poll: JoinHandle<()>,
+        control: Arc<dyn ListenerControl>,
+    },
+    Done,
+}
+
+impl fmt::Debug for RpcServer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RpcServer")
+            .field("target", &self.inner.target)
+            .field("pool_size", &self.inner.pool_size)
+            .field("dispatcher", &self.inner.dispatcher)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RpcServer {
+    /// Starts building a server for `target`.
+    pub fn builder(transport: &Transport, target: Target) -> RpcServerBuilder {
+        RpcServerBuilder {
+            transport: transport.clone(),
+            target,
+            endpoints: Vec::new(),
+            pool_size: None,
+            ping: None,
+            serializer: None,
+        }
+    }
+
+    /// The target served.
+    pub fn target(&self) -> &Target {
+        &self.inner.target
+    }
+
+    /// Starts consuming. Returns once the queues are declared and consumed.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::InvalidState`] when already started; driver errors when listening fails.
+    pub async fn start(&self) -> Result<()> {
+        let mut lifecycle = self.inner.lifecycle.lock().await;
+        if !matches!(*lifecycle, Lifecycle::Created) {
+            return Err(Error::new(ErrorKind::InvalidState, "the RPC server was already started"));
+        }
+        let listener = self
+            .inner
+            .transport
+            .driver()
+            .listen(self.inner.target.clone())
+            .await?;
+        let control: Arc<dyn ListenerControl> = Arc::from(listener.control);
+        let poll = tokio::spawn(poll_loop(
+            listener.incoming,
+            listener.replies,
+            self.inner.dispatcher.clone(),
+            self.inner.serializer.clone(),
+            self.inner.pool_size,
+            self.inner.stop_tx.subscribe(),
+        ));
+        tracing::info!(target_ = %self.inner.target, "RPC server started");
+        *lifecycle = Lifecycle::Running { poll, control };
+        Ok(())
+    }
+
+    /// Stops taking new requests. Requests already received still run; [`wait`](Self::wait)
+    /// for them. Does nothing when not running.
+    pub async fn stop(&self) {
+        let lifecycle = self.inner.lifecycle.lock().await;
+        if let Lifecycle::Running { control, .. } = &*lifecycle {
+            control.stop().await;
+            self.inner.stop_tx.send_replace(true);
+        }
+    }
+
+    /// Waits until the server is stopped (by [`stop`](Self::stop), possibly from another task)
+    /// and every in-flight handler has replied, then releases the listener. Returns at once when
+    /// the server never started or was already waited for.
+    pub async fn wait(&self) {
+        let mut stopped = self.inner.stop_tx.subscribe();
+        {
+            let lifecycle = self.inner.lifecycle.lock().await;
+            if !matches!(*lifecycle, Lifecycle::Running { .. }) {
+                return;
+            }
+        }
+        let _ = stopped.wait_for(|s| *s).await;
+        let mut lifecycle = self.inner.lifecycle.lock().await;
+        if let Lifecycle::Running { poll, control } = std::mem::replace(&mut *lifecycle, Lifecycle::Done) {
+            if let Err(e) = poll.await {
+                tracing::error!(error = %e, "the RPC server's poll loop failed");
+            }
+            control.cleanup().await;
+            tracing::info!(target_ = %self.inner.target, "RPC server stopped");
+        }
+    }
+
+    /// Starts, serves until `shutdown` completes, then stops gracefully.
+    ///
+    /// # Errors
+    ///
+    /// As [`start`](Self::start).
+    pub async fn serve_until(&self, shutdown: impl Future<Output = ()>) -> Result<()> {
+        self.start().await?;
+        shutdown.await;
+        self.stop().await;
+        self.wait().await;
+        Ok(())
+    }
+}
+
+async fn poll_loop(
+    mut incoming: tokio::sync::mpsc::UnboundedReceiver<wire::IncomingRequest>,
+    replies: Arc<dyn ReplySink>,
+    dispatcher: Dispatcher,
+    serializer: Option<Arc<dyn Serializer>>,
+    pool_size: u32,
+    mut stop: watch::Receiver<bool>,
+) {
+    let permits = Arc::new(Semaphore::new(pool_size as usize));
+    let mut seen = DedupCache::new();
+    let mut stopping = false;
+    loop {
+        let next = if stopping {
+            // Stopped: the driver no longer delivers; run what was already received (it was
+            // acknowledged, dropping it would lose it).
+            incoming.recv().await
+        } else {
+            tokio::select! {
+                biased;
+                r = incoming.recv() => r,
+                _ = stop.wait_for(|s| *s) => {
+                    stopping = true;
+                    continue;
+                }
+            }
+        };
+        let Some(request) = next else { break };
+        if let Some(id) = request.unique_id.as_deref() {
+            if !seen.insert(id) {
+                tracing::warn!(unique_id = id, method = %request.request.method, "dropping a duplicate request");
+                continue;
+            }
+        }
+        let Ok(permit) = permits.clone().acquire_owned().await else {
+            break;
+        };
+        let replies = replies.clone();
+        let dispatcher = dispatcher.clone();
+        let serializer = serializer.clone();
+        tokio::spawn(async move {
+            handle(request, replies, dispatcher, serializer).await;
+            drop(permit);
+        });
+    }
+    // Every handler holds a permit: taking them all waits for the last one.
+    let _ = permits.acquire_many(pool_size).await;
+}
+
+async fn handle(
+    incoming: wire::IncomingRequest,
+    replies: Arc<dyn ReplySink>,
+    dispatcher: Dispatcher,
+    serializer: Option<Arc<dyn Serializer>>,
+) {
+    let wire::IncomingRequest {
+        request,
+        msg_id,
+        reply_q,
+        client_timeout,
+        ..
+    } = incoming;
+    let method = request.method.clone();
+    let reply_to = match (msg_id, reply_q) {
+        (Some(id), Some(q)) => Some((id, q)),
+        (Some(id), None) => {
+            tracing::warn!(msg_id = id, method, "a call without _reply_q: no reply can be sent");
+            None
+        }
+        _ => None,
+    };
+    let heartbeats = match (&reply_to, heartbeat_interval(&client_timeout)) {
+        (Some((id, q)), Some(interval)) => Some(spawn_heartbeats(replies.clone(), q.clone(), id.clone(), interval)),
+        _ => None,
+    };
+    let outcome = CatchUnwind::new(dispatcher.dispatch(request, client_timeout, serializer))
+        .await
+        .unwrap_or_else(|panic| {
+            tracing::error!(method, panic, "an RPC handler panicked");
+            Err(RpcError::runtime_error(format!("the handler of {method}() panicked: {panic}")))
+        });
+    if let Some(hb) = heartbeats {
+        hb.abort();
+    }
+    match &outcome {
+        Ok(_) => tracing::trace!(method, "RPC request handled"),
+        Err(e) if e.is_expected() => {
+            tracing::debug!(method, error = %e, "expected exception during message handling");
+        }
+        Err(e) if e.is_no_such_method() && method.ends_with("_ignore_errors") => {
+            tracing::debug!(method, "method not found");
+        }
+        Err(e) => tracing::error!(method, error = %e, "exception during message handling"),
+    }
+    if let Some((msg_id, reply_q)) = reply_to {
+        let outcome = outcome.map_err(RpcError::into_remote);
+        if let Err(e) = replies.reply(&reply_q, &msg_id, outcome).await {
+            tracing::warn!(msg_id, reply_q, method, error = %e, "could not send the reply");
+        }
+    }
+}
+
+/// oslo's watchdog: a heartbeat every `interval` until aborted, or until one fails.
+fn spawn_heartbeats(replies: Arc<dyn ReplySink>, reply_q: String, msg_id: String, interval: Duration) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticker.tick().await;
+            tracing::debug!(msg_id, ?interval, "sending call-monitor heartbeat");
+            if let Err(e) = replies.heartbeat(&reply_q, &msg_id).await {
+                tracing::debug!(msg_id, error = %e, "call-monitor heartbeat failed");
+                return;
+            }
+        }
+    })
+}
+
+/// Builds an [`RpcServer`].
+#[must_use]
+pub struct RpcServerBuilder {
+    transport: Transport,
+    target: Target,
+    endpoints: Vec<Endpoint>,
+    pool_size: Option<usize>,
+    ping: Option<bool>,
+    serializer: Option<Arc<dyn Serializer>>,
+}
+
+impl fmt::Debug for RpcServerBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RpcServerBuilder")
+            .field("target", &self.target)
+            .field("endpoints", &self.endpoints)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RpcServerBuilder {
+    /// Adds an endpoint; requests go to the first compatible endpoint, in the order added.
+    pub fn endpoint(mut self, endpoint: Endpoint) -> Self {
+        self.endpoints.push(endpoint);
+        self
+    }
+
+    /// Handlers run at once (default `[DEFAULT] executor_thread_pool_size`, 64).
+    pub fn executor_pool_size(mut self, size: usize) -> Self {
+        self.pool_size = Some(size);
+        self
+    }
+
+    /// Adds the `oslo_rpc_server_ping` method (default `[DEFAULT] rpc_ping_enabled`).
+    pub fn ping(mut self, enabled: bool) -> Self {
+        self.ping = Some(enabled);
+        self
+    }
+
+    /// Passes contexts, arguments and results through `serializer`.
+    pub fn serializer(mut self, serializer: Arc<dyn Serializer>) -> Self {
+        self.serializer = Some(serializer);
+        self
+    }
+
+    /// The server (not yet started).
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::InvalidTarget`] unless the target has topic and server;
+    /// [`ErrorKind::Configuration`] for a pool size of 0.
+    pub fn build(self) -> Result<RpcServer> {
+        self.target.require_server_target()?;
+        let conf = &self.transport.config().default;
+        let pool_size = match self.pool_size {
+            Some(n) => n,
+            None => usize::try_from(conf.executor_thread_pool_size).unwrap_or(0),
+        };
+        let pool_size = u32::try_from(pool_size)
+            .ok()
+            .filter(|&n| n > 0 && n as usize <= Semaphore::MAX_PERMITS)
+            .ok_or_else(|| Error::config(format!("executor pool size must be at least 1, not {pool_size}")))?;
+        let ping = self.ping.unwrap_or(conf.rpc_ping_enabled);
+        let (stop_tx, _) = watch::channel(false);
+        Ok(RpcServer {
+            inner: Arc::new(Inner {
+                dispatcher: Dispatcher::new(self.endpoints, ping),
+                transport: self.transport,
+                target: self.target,
+                pool_size,
+                serializer: self.serializer,
+                lifecycle: Mutex::new(Lifecycle::Created),
+                stop_tx,
+            }),
+        })
+    }
+}

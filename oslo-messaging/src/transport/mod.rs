@@ -1,0 +1,192 @@
+//! Transports: a handle on a messaging backend, chosen by URL.
+//!
+//! ```
+//! use oslo_messaging::{Config, Transport};
+//!
+//! // In-memory, shared by every `memory://` transport of the process:
+//! let a = Transport::from_url("memory://")?;
+//! let b = Transport::from_url("memory://")?;
+//! assert_eq!(a.control_exchange(), "openstack");
+//!
+//! // From configuration (the `[DEFAULT] transport_url`):
+//! let conf = Config::builder().transport_url("fake://").control_exchange("nova").build()?;
+//! let t = Transport::new(&conf)?;
+//! assert_eq!(t.control_exchange(), "nova");
+//! assert_eq!(t.url().scheme(), "fake");
+//! # Ok::<(), oslo_messaging::Error>(())
+//! ```
+
+use std::fmt;
+use std::sync::{Arc, Mutex};
+
+use crate::config::Config;
+use crate::driver::Driver;
+use crate::driver::memory::MemoryDriver;
+use crate::error::{Error, ErrorKind, Result};
+use crate::notify::CapturedNotification;
+
+mod url;
+
+pub use crate::driver::Retry;
+pub use crate::driver::memory::{MemoryHandle, SentKind, SentMessage};
+pub use url::{DriverKind, TransportHost, TransportUrl};
+
+/// A connection to a messaging backend: cheap to clone, shared by clients, servers, notifiers
+/// and listeners.
+///
+/// The URL scheme picks the driver: `rabbit://` (or `kombu://`) for RabbitMQ, `memory://` (or
+/// `fake://`) for the in-process broker. Connections are opened lazily, when first needed, so
+/// building a transport never blocks.
+#[derive(Clone)]
+pub struct Transport {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    driver: Arc<dyn Driver>,
+    config: Config,
+    url: TransportUrl,
+    captured: Arc<Mutex<Vec<CapturedNotification>>>,
+}
+
+impl fmt::Debug for Transport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Transport")
+            .field("url", &self.inner.url)
+            .field("driver", &self.inner.driver)
+            .finish()
+    }
+}
+
+impl Transport {
+    /// A transport for `[DEFAULT] transport_url` of `config`.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::InvalidUrl`] for a URL that does not parse or names an unknown driver,
+    /// [`ErrorKind::Configuration`] for bad options (including URL query overrides).
+    pub fn new(config: &Config) -> Result<Self> {
+        Self::with_config(config.transport_url().expose(), config)
+    }
+
+    /// A transport for notifications: `[oslo_messaging_notifications] transport_url` when set,
+    /// else `[DEFAULT] transport_url`.
+    ///
+    /// # Errors
+    ///
+    /// As [`new`](Self::new).
+    pub fn for_notifications(config: &Config) -> Result<Self> {
+        Self::with_config(config.notification_transport_url().expose(), config)
+    }
+
+    /// A transport for `url` with default options.
+    ///
+    /// # Errors
+    ///
+    /// As [`new`](Self::new).
+    pub fn from_url(url: &str) -> Result<Self> {
+        Self::with_config(url, &Config::default())
+    }
+
+    /// A transport for `url` with `config`'s options.
+    ///
+    /// # Errors
+    ///
+    /// As [`new`](Self::new).
+    pub fn with_config(url: &str, config: &Config) -> Result<Self> {
+        let url = TransportUrl::parse(url)?;
+        let mut config = config.clone();
+        config.validate()?;
+        let exchange = config.default.control_exchange.clone();
+        let driver: Arc<dyn Driver> = match url.driver_kind()? {
+            DriverKind::Memory => {
+                if let Some((k, _)) = url.query().first() {
+                    return Err(Error::config(format!(
+                        "the memory driver takes no options, but the URL sets {k:?}"
+                    )));
+                }
+                let vhost = url.virtual_host().unwrap_or_default();
+                Arc::new(MemoryDriver::shared(vhost, exchange, config.rabbit.clone()))
+            }
+            DriverKind::Rabbit => {
+                config.rabbit.apply_query(url.query())?;
+                return Err(Error::new(
+                    ErrorKind::Configuration,
+                    format!("the RabbitMQ driver is not available in this build (URL {url})"),
+                ));
+            }
+        };
+        Ok(Self::from_parts(driver, config, url))
+    }
+
+    /// A transport on a private in-memory broker that nothing else in the process shares: the
+    /// usual choice for tests.
+    pub fn memory() -> Self {
+        Self::memory_with_config(&Config::default())
+    }
+
+    /// As [`memory`](Self::memory), with `config`'s options (control exchange, timeouts...).
+    pub fn memory_with_config(config: &Config) -> Self {
+        let driver = MemoryDriver::private(
+            config.default.control_exchange.clone(),
+            config.rabbit.clone(),
+        );
+        let url = TransportUrl::parse("memory://").expect("a valid URL");
+        Self::from_parts(Arc::new(driver), config.clone(), url)
+    }
+
+    fn from_parts(driver: Arc<dyn Driver>, config: Config, url: TransportUrl) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                driver,
+                config,
+                url,
+                captured: Arc::default(),
+            }),
+        }
+    }
+
+    /// The URL (its `Display` masks passwords).
+    pub fn url(&self) -> &TransportUrl {
+        &self.inner.url
+    }
+
+    /// The options this transport uses (URL query overrides applied).
+    pub fn config(&self) -> &Config {
+        &self.inner.config
+    }
+
+    /// The exchange used when a target names none (`[DEFAULT] control_exchange`).
+    pub fn control_exchange(&self) -> &str {
+        &self.inner.config.default.control_exchange
+    }
+
+    /// The memory broker's test handle, for `memory://` transports.
+    pub fn memory_handle(&self) -> Option<MemoryHandle> {
+        self.inner.driver.memory_handle()
+    }
+
+    /// Notifications the `test` notification driver captured through this transport, oldest
+    /// first.
+    pub fn captured_notifications(&self) -> Vec<CapturedNotification> {
+        self.inner
+            .captured
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    pub(crate) fn capture_store(&self) -> &Arc<Mutex<Vec<CapturedNotification>>> {
+        &self.inner.captured
+    }
+
+    pub(crate) fn driver(&self) -> &dyn Driver {
+        &*self.inner.driver
+    }
+
+    /// Closes connections and stops background work. Clients and servers built on this
+    /// transport fail with [`ErrorKind::ShutDown`] afterwards.
+    pub async fn cleanup(&self) {
+        self.inner.driver.cleanup().await;
+    }
+}

@@ -1,0 +1,369 @@
+//! JSON exactly as Python's `json.dumps` writes it, and a reader as liberal as `json.loads`.
+//!
+//! Python's default encoder (used by oslo.messaging through `oslo_serialization.jsonutils` and by
+//! kombu) separates items with `", "` and keys from values with `": "`, escapes every character
+//! outside printable ASCII as `\uXXXX` (`ensure_ascii=True`) and writes floats with `repr()`.
+//! [`PythonFormatter`] does the same for `serde_json`, so our bytes equal Python's for the same
+//! content and key order.
+//!
+//! Two differences are unavoidable with `serde_json` values and are documented: a non-finite
+//! float is written as `null` (Python writes `NaN`/`Infinity`), and integers beyond 64 bits are
+//! read as floats. When reading, the bare tokens `NaN`, `Infinity` and `-Infinity` that Python
+//! emits are accepted and read as `null`.
+
+use std::io::{self, Write};
+
+use serde::Serialize;
+use serde_json::Value;
+use serde_json::ser::{CharEscape, Formatter};
+
+/// A `serde_json` formatter producing Python `json.dumps` output.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct PythonFormatter;
+
+impl Formatter for PythonFormatter {
+    fn write_f64<W: ?Sized + Write>(&mut self, writer: &mut W, value: f64) -> io::Result<()> {
+        let mut buf = ryu::Buffer::new();
+        write_python_float(writer, buf.format_finite(value))
+    }
+
+    fn write_f32<W: ?Sized + Write>(&mut self, writer: &mut W, value: f32) -> io::Result<()> {
+        let mut buf = ryu::Buffer::new();
+        write_python_float(writer, buf.format_finite(value))
+    }
+
+    fn write_string_fragment<W: ?Sized + Write>(
+        &mut self,
+        writer: &mut W,
+        fragment: &str,
+    ) -> io::Result<()> {
+        write_ascii_escaped(writer, fragment)
+    }
+
+    fn write_char_escape<W: ?Sized + Write>(
+        &mut self,
+        writer: &mut W,
+        char_escape: CharEscape,
+    ) -> io::Result<()> {
+        let s: &[u8] = match char_escape {
+            CharEscape::Quote => b"\\\"",
+            CharEscape::ReverseSolidus => b"\\\\",
+            CharEscape::Solidus => b"/",
+            CharEscape::Backspace => b"\\b",
+            CharEscape::FormFeed => b"\\f",
+            CharEscape::LineFeed => b"\\n",
+            CharEscape::CarriageReturn => b"\\r",
+            CharEscape::Tab => b"\\t",
+            CharEscape::AsciiControl(byte) => {
+                return write_u_escape(writer, u16::from(byte));
+            }
+        };
+        writer.write_all(s)
+    }
+
+    fn begin_array_value<W: ?Sized + Write>(
+        &mut self,
+        writer: &mut W,
+        first: bool,
+    ) -> io::Result<()> {
+        if first {
+            Ok(())
+        } else {
+            writer.write_all(b", ")
+        }
+    }
+
+    fn begin_object_key<W: ?Sized + Write>(
+        &mut self,
+        writer: &mut W,
+        first: bool,
+    ) -> io::Result<()> {
+        if first {
+            Ok(())
+        } else {
+            writer.write_all(b", ")
+        }
+    }
+
+    fn begin_object_value<W: ?Sized + Write>(&mut self, writer: &mut W) -> io::Result<()> {
+        writer.write_all(b": ")
+    }
+}
+
+const HEX: &[u8; 16] = b"0123456789abcdef";
+
+fn write_u_escape<W: ?Sized + Write>(writer: &mut W, unit: u16) -> io::Result<()> {
+    let buf = [
+        b'\\',
+        b'u',
+        HEX[usize::from(unit >> 12)],
+        HEX[usize::from((unit >> 8) & 0xf)],
+        HEX[usize::from((unit >> 4) & 0xf)],
+        HEX[usize::from(unit & 0xf)],
+    ];
+    writer.write_all(&buf)
+}
+
+/// Writes `fragment` (which holds no quote, backslash or control character: serde_json escapes
+/// those itself) with everything outside printable ASCII escaped, as `ensure_ascii=True` does.
+fn write_ascii_escaped<W: ?Sized + Write>(writer: &mut W, fragment: &str) -> io::Result<()> {
+    let bytes = fragment.as_bytes();
+    let mut start = 0;
+    for (i, ch) in fragment.char_indices() {
+        if (' '..='~').contains(&ch) {
+            continue;
+        }
+        if start < i {
+            writer.write_all(&bytes[start..i])?;
+        }
+        let mut units = [0u16; 2];
+        for unit in ch.encode_utf16(&mut units) {
+            write_u_escape(writer, *unit)?;
+        }
+        start = i + ch.len_utf8();
+    }
+    if start < bytes.len() {
+        writer.write_all(&bytes[start..])?;
+    }
+    Ok(())
+}
+
+/// Lays out the shortest round-trip digits that `ryu` found the way Python's `repr(float)` does:
+/// positional notation when the decimal exponent is in `-4..16`, otherwise `d.ddde+XX`.
+fn write_python_float<W: ?Sized + Write>(writer: &mut W, ryu_text: &str) -> io::Result<()> {
+    let (negative, text) = match ryu_text.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, ryu_text),
+    };
+    let (mantissa, exp) = match text.split_once(['e', 'E']) {
+        Some((m, e)) => (m, e.parse::<i32>().unwrap_or(0)),
+        None => (text, 0),
+    };
+    // Digits without the dot, and the position of the dot within them.
+    let (int_part, frac_part) = mantissa.split_once('.').unwrap_or((mantissa, ""));
+    let mut digits: Vec<u8> = Vec::with_capacity(int_part.len() + frac_part.len());
+    digits.extend_from_slice(int_part.as_bytes());
+    digits.extend_from_slice(frac_part.as_bytes());
+    // Value = 0.DIGITS * 10^decpt
+    let mut decpt = i32::try_from(int_part.len()).unwrap_or(i32::MAX) + exp;
+    let leading_zeros = digits.iter().take_while(|&&d| d == b'0').count();
+    if leading_zeros == digits.len() {
+        return writer.write_all(if negative { b"-0.0" } else { b"0.0" });
+    }
+    digits.drain(..leading_zeros);
+    decpt -= i32::try_from(leading_zeros).unwrap_or(0);
+    while digits.last() == Some(&b'0') {
+        digits.pop();
+    }
+
+    if negative {
+        writer.write_all(b"-")?;
+    }
+    let n = i32::try_from(digits.len()).unwrap_or(i32::MAX);
+    if -4 < decpt && decpt <= 16 {
+        if decpt <= 0 {
+            writer.write_all(b"0.")?;
+            for _ in 0..-decpt {
+                writer.write_all(b"0")?;
+            }
+            writer.write_all(&digits)
+        } else if decpt >= n {
+            writer.write_all(&digits)?;
+            for _ in 0..decpt - n {
+                writer.write_all(b"0")?;
+            }
+            writer.write_all(b".0")
+        } else {
+            let split = usize::try_from(decpt).unwrap_or(0);
+            writer.write_all(&digits[..split])?;
+            writer.write_all(b".")?;
+            writer.write_all(&digits[split..])
+        }
+    } else {
+        writer.write_all(&digits[..1])?;
+        if digits.len() > 1 {
+            writer.write_all(b".")?;
+            writer.write_all(&digits[1..])?;
+        }
+        let e = decpt - 1;
+        let sign = if e < 0 { '-' } else { '+' };
+        write!(writer, "e{sign}{:02}", e.unsigned_abs())
+    }
+}
+
+/// Serializes `value` as Python's `json.dumps` would.
+///
+/// # Errors
+///
+/// Fails when `value`'s `Serialize` implementation fails (a map with non-string keys, say).
+pub fn to_string<T: Serialize + ?Sized>(value: &T) -> Result<String, serde_json::Error> {
+    let mut out = Vec::with_capacity(128);
+    write(&mut out, value)?;
+    // The formatter writes only ASCII.
+    String::from_utf8(out).map_err(|e| serde::ser::Error::custom(e.to_string()))
+}
+
+/// Appends `value`, serialized as Python's `json.dumps` would, to `out`.
+///
+/// # Errors
+///
+/// Fails when `value`'s `Serialize` implementation fails.
+pub fn write<T: Serialize + ?Sized>(out: &mut Vec<u8>, value: &T) -> Result<(), serde_json::Error> {
+    let mut ser = serde_json::Serializer::with_formatter(out, PythonFormatter);
+    value.serialize(&mut ser)
+}
+
+/// Appends `s` as a quoted, Python-escaped JSON string.
+pub(crate) fn write_str(out: &mut Vec<u8>, s: &str) {
+    // Writing to a Vec cannot fail, and a str always serializes.
+    let _ = write(out, s);
+}
+
+/// Parses JSON, also accepting the `NaN`, `Infinity` and `-Infinity` tokens Python writes
+/// (read as `null`).
+///
+/// # Errors
+///
+/// Fails on anything else that is not JSON.
+pub fn from_slice(bytes: &[u8]) -> Result<Value, serde_json::Error> {
+    match serde_json::from_slice(bytes) {
+        Ok(v) => Ok(v),
+        Err(err) => match replace_non_finite(bytes) {
+            Some(fixed) => serde_json::from_slice(&fixed),
+            None => Err(err),
+        },
+    }
+}
+
+/// Rewrites the bare tokens `NaN`, `Infinity` and `-Infinity` outside strings as `null`.
+/// Returns `None` when there is none, so the original error stands.
+fn replace_non_finite(bytes: &[u8]) -> Option<Vec<u8>> {
+    const TOKENS: [&[u8]; 3] = [b"-Infinity", b"Infinity", b"NaN"];
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut in_string = false;
+    let mut escaped = false;
+    let mut replaced = false;
+    let mut i = 0;
+    'outer: while i < bytes.len() {
+        let b = bytes[i];
+        if in_string {
+            if escaped {
+                escaped = false;
+            } else if b == b'\\' {
+                escaped = true;
+            } else if b == b'"' {
+                in_string = false;
+            }
+        } else if b == b'"' {
+            in_string = true;
+        } else {
+            for token in TOKENS {
+                if bytes[i..].starts_with(token) {
+                    out.extend_from_slice(b"null");
+                    i += token.len();
+                    replaced = true;
+                    continue 'outer;
+                }
+            }
+        }
+        out.push(b);
+        i += 1;
+    }
+    replaced.then_some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn float(v: f64) -> String {
+        to_string(&v).unwrap()
+    }
+
+    /// Expected values are Python 3.11 `json.dumps(x)`.
+    #[test]
+    fn floats_match_python_repr() {
+        let table: &[(f64, &str)] = &[
+            (1.0, "1.0"),
+            (0.1, "0.1"),
+            (1e16, "1e+16"),
+            (1e15, "1000000000000000.0"),
+            (123_456_789_012_345_680.0, "1.2345678901234568e+17"),
+            (1e-5, "1e-05"),
+            (0.0001, "0.0001"),
+            (0.0, "0.0"),
+            (-0.0, "-0.0"),
+            (1.5e300, "1.5e+300"),
+            (2.5e-300, "2.5e-300"),
+            (3.141_592_653_589_793, "3.141592653589793"),
+            (1e22, "1e+22"),
+            (f64::MAX, "1.7976931348623157e+308"),
+            (5e-324, "5e-324"),
+            (-2.5, "-2.5"),
+            (100.0, "100.0"),
+            (123.456, "123.456"),
+            (9_999_999_999_999_998.0, "9999999999999998.0"),
+            (0.000_123, "0.000123"),
+            (1.234e-5, "1.234e-05"),
+        ];
+        for (v, want) in table {
+            assert_eq!(float(*v), *want, "formatting {v:e}");
+        }
+    }
+
+    #[test]
+    fn non_finite_floats_become_null() {
+        assert_eq!(float(f64::NAN), "null");
+        assert_eq!(float(f64::INFINITY), "null");
+    }
+
+    #[test]
+    fn separators_and_nesting_match_python() {
+        let v = json!({"a": [1, 2, "x"], "b": {}, "c": [], "d": null, "e": true});
+        assert_eq!(
+            to_string(&v).unwrap(),
+            r#"{"a": [1, 2, "x"], "b": {}, "c": [], "d": null, "e": true}"#
+        );
+    }
+
+    /// `json.dumps("é\u2028\U0001F600\x7f\x00/\"\\\n\t")` in Python 3.11.
+    #[test]
+    fn strings_are_ascii_escaped_like_python() {
+        let s = "é\u{2028}\u{1F600}\u{7f}\u{0}/\"\\\n\t\u{8}\u{c}\r\u{1f}";
+        assert_eq!(
+            to_string(s).unwrap(),
+            r#""\u00e9\u2028\ud83d\ude00\u007f\u0000/\"\\\n\t\b\f\r\u001f""#
+        );
+        assert_eq!(to_string("café").unwrap(), r#""caf\u00e9""#);
+    }
+
+    #[test]
+    fn large_integers_are_exact() {
+        assert_eq!(to_string(&json!(u64::MAX)).unwrap(), "18446744073709551615");
+        assert_eq!(to_string(&json!(i64::MIN)).unwrap(), "-9223372036854775808");
+    }
+
+    #[test]
+    fn reads_python_non_finite_tokens() {
+        let v = from_slice(br#"{"a": NaN, "b": [Infinity, -Infinity], "c": "NaN Infinity"}"#)
+            .unwrap();
+        assert_eq!(
+            v,
+            json!({"a": null, "b": [null, null], "c": "NaN Infinity"})
+        );
+    }
+
+    #[test]
+    fn reading_garbage_is_an_error() {
+        assert!(from_slice(b"not json").is_err());
+        assert!(from_slice(b"{\"a\": NaNx}").is_err());
+        assert!(from_slice(b"").is_err());
+    }
+
+    #[test]
+    fn escaped_quote_inside_string_does_not_confuse_token_scan() {
+        let v = from_slice(br#"["a\"NaN", NaN]"#).unwrap();
+        assert_eq!(v, json!(["a\"NaN", null]));
+    }
+}

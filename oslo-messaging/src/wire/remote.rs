@@ -1,0 +1,230 @@
+//! The failure a server sends back when a method raises.
+
+use std::fmt;
+
+use serde_json::{Map, Value};
+
+use super::{WireError, json};
+
+/// An error raised on the remote side of a call, exactly as the failure JSON carries it:
+/// `{"class", "module", "message", "tb", "args", "kwargs"}`.
+///
+/// Clients receive it inside an [`Error`](crate::Error) of kind
+/// [`Remote`](crate::ErrorKind::Remote). No type is ever instantiated from these fields; they
+/// are data. A Python client re-raises failures whose module is `builtins` as the native
+/// exception (`ValueError`, `KeyError`...) built from `args` and `kwargs`, and turns any other
+/// into `oslo_messaging.RemoteError`.
+///
+/// # Examples
+///
+/// ```
+/// use oslo_messaging::RemoteError;
+///
+/// let e = RemoteError::new("builtins", "ValueError", "bad value");
+/// assert_eq!(
+///     e.to_json(),
+///     r#"{"class": "ValueError", "module": "builtins", "message": "bad value", "tb": [], "args": ["bad value"], "kwargs": {}}"#
+/// );
+/// let back = RemoteError::from_json(&e.to_json()).unwrap();
+/// assert_eq!(back, e);
+/// ```
+#[derive(Clone, PartialEq)]
+pub struct RemoteError {
+    class: String,
+    module: String,
+    message: String,
+    traceback: Vec<String>,
+    args: Vec<Value>,
+    kwargs: Map<String, Value>,
+}
+
+impl RemoteError {
+    /// A failure of class `module.class` with `message`; `args` is `[message]`, as for a Python
+    /// exception built from one string.
+    pub fn new(
+        module: impl Into<String>,
+        class: impl Into<String>,
+        message: impl Into<String>,
+    ) -> Self {
+        let message = message.into();
+        Self {
+            class: class.into(),
+            module: module.into(),
+            args: vec![Value::String(message.clone())],
+            message,
+            traceback: Vec::new(),
+            kwargs: Map::new(),
+        }
+    }
+
+    /// Replaces the exception arguments (`args`).
+    #[must_use]
+    pub fn with_args(mut self, args: Vec<Value>) -> Self {
+        self.args = args;
+        self
+    }
+
+    /// Replaces the keyword arguments (`kwargs`; Nova-style exceptions carry them).
+    #[must_use]
+    pub fn with_kwargs(mut self, kwargs: Map<String, Value>) -> Self {
+        self.kwargs = kwargs;
+        self
+    }
+
+    /// Replaces the traceback lines (`tb`).
+    #[must_use]
+    pub fn with_traceback(mut self, traceback: Vec<String>) -> Self {
+        self.traceback = traceback;
+        self
+    }
+
+    /// The exception class name, such as `ValueError` or `NoSuchMethod`.
+    pub fn class(&self) -> &str {
+        &self.class
+    }
+
+    /// The module of the class, such as `builtins` or `oslo_messaging.rpc.dispatcher`.
+    pub fn module(&self) -> &str {
+        &self.module
+    }
+
+    /// `str(exception)` on the remote side.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
+    /// The remote traceback, one string per frame (Python's `traceback.format_exception`).
+    pub fn traceback(&self) -> &[String] {
+        &self.traceback
+    }
+
+    /// The exception's positional arguments.
+    pub fn args(&self) -> &[Value] {
+        &self.args
+    }
+
+    /// The exception's keyword arguments.
+    pub fn kwargs(&self) -> &Map<String, Value> {
+        &self.kwargs
+    }
+
+    /// `true` when the class is `name` in module `builtins` (`exceptions` counts too, as Python 2
+    /// peers wrote it).
+    pub fn is_builtin(&self, name: &str) -> bool {
+        self.class == name && matches!(self.module.as_str(), "builtins" | "exceptions")
+    }
+
+    /// The failure JSON, as Python's `serialize_remote_exception` writes it.
+    pub fn to_json(&self) -> String {
+        let mut out = Vec::with_capacity(96 + self.message.len());
+        out.extend_from_slice(b"{\"class\": ");
+        json::write_str(&mut out, &self.class);
+        out.extend_from_slice(b", \"module\": ");
+        json::write_str(&mut out, &self.module);
+        out.extend_from_slice(b", \"message\": ");
+        json::write_str(&mut out, &self.message);
+        out.extend_from_slice(b", \"tb\": ");
+        let _ = json::write(&mut out, &self.traceback);
+        out.extend_from_slice(b", \"args\": ");
+        let _ = json::write(&mut out, &self.args);
+        out.extend_from_slice(b", \"kwargs\": ");
+        let _ = json::write(&mut out, &self.kwargs);
+        out.push(b'}');
+        String::from_utf8(out).unwrap_or_default()
+    }
+
+    /// Parses failure JSON.
+    ///
+    /// # Errors
+    ///
+    /// [`WireError::NotJson`] or [`WireError::NotAnObject`]. Missing keys are not errors: Python
+    /// reads them with defaults too.
+    pub fn from_json(text: &str) -> Result<Self, WireError> {
+        match json::from_slice(text.as_bytes()) {
+            Ok(Value::Object(map)) => Ok(Self::from_map(map)),
+            Ok(_) => Err(WireError::NotAnObject("failure")),
+            Err(e) => Err(WireError::NotJson(e.to_string())),
+        }
+    }
+
+    /// Reads the `failure` value of a reply however it came: a JSON string (the norm), an object
+    /// (tolerated), or anything else (kept as the message of an anonymous failure).
+    pub(crate) fn from_failure_value(v: Value) -> Self {
+        match v {
+            Value::String(text) => Self::from_json(&text).unwrap_or_else(|_| Self {
+                class: String::new(),
+                module: String::new(),
+                message: text,
+                traceback: Vec::new(),
+                args: Vec::new(),
+                kwargs: Map::new(),
+            }),
+            Value::Object(map) => Self::from_map(map),
+            other => Self::new("", "", other.to_string()),
+        }
+    }
+
+    fn from_map(mut map: Map<String, Value>) -> Self {
+        let mut string = |k: &str| match map.shift_remove(k) {
+            Some(Value::String(s)) => s,
+            Some(Value::Null) | None => String::new(),
+            Some(other) => other.to_string(),
+        };
+        let class = string("class");
+        let module = string("module");
+        let message = string("message");
+        let traceback = match map.shift_remove("tb") {
+            Some(Value::Array(lines)) => lines
+                .into_iter()
+                .map(|l| match l {
+                    Value::String(s) => s,
+                    other => other.to_string(),
+                })
+                .collect(),
+            Some(Value::String(s)) => vec![s],
+            _ => Vec::new(),
+        };
+        let args = match map.shift_remove("args") {
+            Some(Value::Array(a)) => a,
+            Some(Value::Null) | None => Vec::new(),
+            Some(other) => vec![other],
+        };
+        let kwargs = match map.shift_remove("kwargs") {
+            Some(Value::Object(k)) => k,
+            _ => Map::new(),
+        };
+        Self {
+            class,
+            module,
+            message,
+            traceback,
+            args,
+            kwargs,
+        }
+    }
+}
+
+impl fmt::Display for RemoteError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.module.is_empty() || self.module == "builtins" {
+            write!(f, "{}: {}", self.class, self.message)
+        } else {
+            write!(f, "{}.{}: {}", self.module, self.class, self.message)
+        }
+    }
+}
+
+impl fmt::Debug for RemoteError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RemoteError")
+            .field("class", &self.class)
+            .field("module", &self.module)
+            .field("message", &self.message)
+            .field("args", &self.args)
+            .field("kwargs", &self.kwargs)
+            .field("traceback_lines", &self.traceback.len())
+            .finish()
+    }
+}
+
+impl std::error::Error for RemoteError {}
