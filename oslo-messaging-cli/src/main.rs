@@ -1,1 +1,25 @@
-fn main() {}
+//! `oslo-messaging`: the operator command line of oslo-messaging for Rust.
+
+mod cli;
+mod commands;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+fn main() -> ExitCode {
+    let cli = cli::Cli::parse();
+    cli::init_logging(cli.global.verbose);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(cli::EXIT_FAILURE);
+        }
+    };
+    let code = runtime.block_on(commands::run(cli));
+    ExitCode::from(code)
+}

@@ -160,7 +160,11 @@ impl Context {
             .values
             .iter()
             .map(|(k, v)| {
-                let v = if is_secret_key(k) { Value::Null } else { v.clone() };
+                let v = if is_secret_key(k) {
+                    Value::Null
+                } else {
+                    v.clone()
+                };
                 (k.clone(), v)
             })
             .collect();

@@ -273,6 +273,7 @@ mod tests {
         let e = Error::with_source(ErrorKind::Transport, "connection lost", io);
         assert_eq!(e.source().unwrap().to_string(), "boom");
         let cloned = e.clone();
+        assert_eq!(cloned.to_string(), e.to_string());
         assert_eq!(cloned.to_string(), "transport error: connection lost");
     }
 

@@ -241,7 +241,10 @@ mod tests {
         assert_eq!(err.kind(), crate::ErrorKind::InvalidTarget);
         assert!(err.to_string().contains("topic and server"), "{err}");
         assert_eq!(
-            Target::new("t").with_server("s").require_server_target().unwrap(),
+            Target::new("t")
+                .with_server("s")
+                .require_server_target()
+                .unwrap(),
             ("t", "s")
         );
     }

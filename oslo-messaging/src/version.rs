@@ -197,7 +197,9 @@ mod tests {
 
     #[test]
     fn strict_parse_rejects_garbage() {
-        for s in ["", "1", "1.", ".1", "a.b", "1.2.3.4", "1.-2", " 1.2", "1.2 "] {
+        for s in [
+            "", "1", "1.", ".1", "a.b", "1.2.3.4", "1.-2", " 1.2", "1.2 ",
+        ] {
             let err = Version::parse(s).unwrap_err();
             assert!(err.to_string().contains("invalid version"), "{s:?}: {err}");
         }

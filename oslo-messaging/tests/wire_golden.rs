@@ -38,7 +38,9 @@ fn reencode_request(body: &str) -> Vec<u8> {
     let unique_id = r.unique_id.clone().expect("_unique_id");
     let timeout = match &r.client_timeout {
         Value::Null => None,
-        v => Some(Duration::from_secs_f64(v.as_f64().expect("numeric _timeout"))),
+        v => Some(Duration::from_secs_f64(
+            v.as_f64().expect("numeric _timeout"),
+        )),
     };
     match (&r.msg_id, &r.reply_q) {
         (Some(msg_id), Some(reply_q)) => {
@@ -129,8 +131,15 @@ fn python_request_fields_decode_as_expected() {
     assert!(ns.request.context.is_empty());
 
     let rc = wire::decode_request(get("cast_request_context").body.as_bytes()).unwrap();
-    assert_eq!(rc.request.context.get_str("auth_token"), Some("tok"), "RPC sends the whole context");
-    assert_eq!(rc.request.context.get("roles"), Some(&serde_json::json!(["admin"])));
+    assert_eq!(
+        rc.request.context.get_str("auth_token"),
+        Some("tok"),
+        "RPC sends the whole context"
+    );
+    assert_eq!(
+        rc.request.context.get("roles"),
+        Some(&serde_json::json!(["admin"]))
+    );
 }
 
 #[test]
@@ -138,10 +147,16 @@ fn python_failures_decode_to_remote_errors() {
     let all = fixtures();
     let failure = |name: &str| {
         let m = all.iter().find(|m| m.name == name).unwrap();
-        wire::decode_reply(m.body.as_bytes()).unwrap().failure.unwrap()
+        wire::decode_reply(m.body.as_bytes())
+            .unwrap()
+            .failure
+            .unwrap()
     };
     let v = failure("reply_failure_valueerror");
-    assert_eq!((v.class(), v.module(), v.message()), ("ValueError", "builtins", "('bad value', 42)"));
+    assert_eq!(
+        (v.class(), v.module(), v.message()),
+        ("ValueError", "builtins", "('bad value', 42)")
+    );
     assert_eq!(v.args(), &[Value::from("bad value"), Value::from(42)]);
     assert!(v.traceback().last().unwrap().starts_with("ValueError"));
 
@@ -151,7 +166,10 @@ fn python_failures_decode_to_remote_errors() {
     assert_eq!(n.message(), "Endpoint does not support RPC method nosuch");
 
     let u = failure("reply_failure_unsupportedversion");
-    assert_eq!(u.message(), "Endpoint does not support RPC version 2.0. Attempted method: echo");
+    assert_eq!(
+        u.message(),
+        "Endpoint does not support RPC version 2.0. Attempted method: echo"
+    );
 
     let t = failure("reply_failure_typeerror");
     assert_eq!((t.class(), t.module()), ("TypeError", "builtins"));
@@ -167,14 +185,22 @@ fn python_notifications_decode() {
     let (m, n) = get("notify_messagingv2_info");
     assert_eq!(m.routing_key, "golden_notifications.info");
     assert_eq!(n.priority.as_deref(), Some("INFO"));
-    assert_eq!(n.context.get("auth_token"), Some(&Value::Null), "Python redacts the token");
+    assert_eq!(
+        n.context.get("auth_token"),
+        Some(&Value::Null),
+        "Python redacts the token"
+    );
     let (_, n) = get("notify_messaging_error_dict_context");
     assert!(n.context.is_empty(), "Python drops plain-dict contexts");
     let (_, n) = get("notify_messagingv2_no_micros_no_publisher");
     assert_eq!(n.timestamp, "2026-11-22 01:56:03");
     assert_eq!(n.publisher_id, None);
     for m in &all {
-        assert_eq!(m.properties["content_type"], "application/json", "{}", m.name);
+        assert_eq!(
+            m.properties["content_type"], "application/json",
+            "{}",
+            m.name
+        );
         assert_eq!(m.properties["content_encoding"], "utf-8", "{}", m.name);
         assert_eq!(m.properties["delivery_mode"], 2, "{}", m.name);
         assert_eq!(m.properties["priority"], 0, "{}", m.name);

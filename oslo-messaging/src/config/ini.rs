@@ -170,7 +170,12 @@ pub(crate) fn substitute(value: &str, group: &str, sections: &Sections) -> Resul
     substitute_depth(value, group, sections, 0)
 }
 
-fn substitute_depth(value: &str, group: &str, sections: &Sections, depth: usize) -> Result<String, String> {
+fn substitute_depth(
+    value: &str,
+    group: &str,
+    sections: &Sections,
+    depth: usize,
+) -> Result<String, String> {
     if !value.contains('$') {
         return Ok(value.to_owned());
     }
@@ -189,9 +194,9 @@ fn substitute_depth(value: &str, group: &str, sections: &Sections, depth: usize)
             rest = after;
             continue;
         }
-        if tail.starts_with('\\') {
+        if let Some(after) = tail.strip_prefix('\\') {
             out.push('\\');
-            rest = &tail[1..];
+            rest = after;
             continue;
         }
         let after = &tail[1..];
@@ -263,8 +268,14 @@ multi = first
 \tthird
 ";
         let s = parse(text).unwrap();
-        assert_eq!(values(&s, "DEFAULT", "transport_url").unwrap(), &["rabbit://u:p@h/"]);
-        assert_eq!(values(&s, "DEFAULT", "control_exchange").unwrap(), &["nova"]);
+        assert_eq!(
+            values(&s, "DEFAULT", "transport_url").unwrap(),
+            &["rabbit://u:p@h/"]
+        );
+        assert_eq!(
+            values(&s, "DEFAULT", "control_exchange").unwrap(),
+            &["nova"]
+        );
         assert_eq!(values(&s, "DEFAULT", "quoted").unwrap(), &["a b"]);
         assert_eq!(values(&s, "DEFAULT", "single").unwrap(), &["x"]);
         assert_eq!(values(&s, "DEFAULT", "mixed").unwrap(), &["a:b"]);
@@ -277,7 +288,10 @@ multi = first
     #[test]
     fn merge_appends_values_of_later_files() {
         let mut a = parse("[DEFAULT]\ns = one\nm = a\n").unwrap();
-        merge(&mut a, parse("[DEFAULT]\ns = two\nm = b\n[x]\nk = v\n").unwrap());
+        merge(
+            &mut a,
+            parse("[DEFAULT]\ns = two\nm = b\n[x]\nk = v\n").unwrap(),
+        );
         assert_eq!(values(&a, "DEFAULT", "s").unwrap(), &["one", "two"]);
         assert_eq!(values(&a, "DEFAULT", "m").unwrap(), &["a", "b"]);
         assert_eq!(values(&a, "x", "k").unwrap(), &["v"]);
@@ -291,15 +305,28 @@ multi = first
         )
         .unwrap();
         let sub = |v: &str, g: &str| substitute(v, g, &s);
-        assert_eq!(sub("rabbit://$user@$my_ip:5672/", "DEFAULT").unwrap(), "rabbit://nova@10.0.0.5:5672/");
-        assert_eq!(sub("$user", "oslo_messaging_rabbit").unwrap(), "rabbit-user");
-        assert_eq!(sub("${oslo_messaging_rabbit.port}x", "DEFAULT").unwrap(), "5672x");
+        assert_eq!(
+            sub("rabbit://$user@$my_ip:5672/", "DEFAULT").unwrap(),
+            "rabbit://nova@10.0.0.5:5672/"
+        );
+        assert_eq!(
+            sub("$user", "oslo_messaging_rabbit").unwrap(),
+            "rabbit-user"
+        );
+        assert_eq!(
+            sub("${oslo_messaging_rabbit.port}x", "DEFAULT").unwrap(),
+            "5672x"
+        );
         assert_eq!(sub("a$$b \\$c $", "DEFAULT").unwrap(), "a$b $c $");
         assert_eq!(sub("no dollars", "DEFAULT").unwrap(), "no dollars");
         let err = sub("x$nosuch", "DEFAULT").unwrap_err();
         assert!(err.contains("${nosuch} names no option"), "{err}");
         let looped = parse("[DEFAULT]\na = $b\nb = $a\n").unwrap();
-        assert!(substitute("$a", "DEFAULT", &looped).unwrap_err().contains("loop"));
+        assert!(
+            substitute("$a", "DEFAULT", &looped)
+                .unwrap_err()
+                .contains("loop")
+        );
     }
 
     #[test]
@@ -311,7 +338,10 @@ multi = first
             ("  indented\n", "line 1: unexpected continuation line"),
             ("x = 1\n", "option set before any [section] header"),
             ("[DEFAULT]\n= 1\n", "line 2: empty key"),
-            ("[DEFAULT]\nx = 1\n\n y\n", "line 4: unexpected continuation line"),
+            (
+                "[DEFAULT]\nx = 1\n\n y\n",
+                "line 4: unexpected continuation line",
+            ),
         ];
         for (text, want) in cases {
             let err = parse(text).unwrap_err().to_string();

@@ -216,7 +216,8 @@ impl Config {
                 )
             })?;
             let source = path.display().to_string();
-            let sections = ini::parse(&text).map_err(|e| Error::config(format!("{source}: {e}")))?;
+            let sections =
+                ini::parse(&text).map_err(|e| Error::config(format!("{source}: {e}")))?;
             ini::merge(&mut raw, sections);
             sources.push(source);
         }
@@ -266,9 +267,9 @@ impl Config {
     pub fn set(&mut self, group: &str, name: &str, value: &str) -> Result<()> {
         match self.set_values(group, name, &[value.to_owned()]) {
             Ok(()) => Ok(()),
-            Err(SetError::Unknown) => Err(Error::config(format!(
-                "no such option [{group}] {name}"
-            ))),
+            Err(SetError::Unknown) => {
+                Err(Error::config(format!("no such option [{group}] {name}")))
+            }
             Err(SetError::Invalid(msg)) => Err(Error::config(msg)),
         }
     }
@@ -353,7 +354,9 @@ impl RabbitOptions {
                     )));
                 }
                 Err(SetError::Invalid(msg)) => {
-                    return Err(Error::config(format!("{msg} (from the transport URL query)")));
+                    return Err(Error::config(format!(
+                        "{msg} (from the transport URL query)"
+                    )));
                 }
             }
         }

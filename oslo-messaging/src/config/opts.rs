@@ -82,7 +82,10 @@ impl OptValue for bool {
 impl OptValue for i64 {
     fn parse(values: &[String], spec: &Spec) -> Result<Self, SetError> {
         let raw = last(values);
-        let v: Self = raw.trim().parse().map_err(|_| spec.invalid(raw, "an integer"))?;
+        let v: Self = raw
+            .trim()
+            .parse()
+            .map_err(|_| spec.invalid(raw, "an integer"))?;
         // Option bounds are small; the conversion is exact for them.
         #[allow(clippy::cast_precision_loss)]
         spec.check_range(raw, v as f64)?;
@@ -133,7 +136,8 @@ impl OptValue for Option<String> {
     }
 
     fn describe(&self) -> String {
-        self.as_ref().map_or_else(|| "unset".to_owned(), |s| format!("{s:?}"))
+        self.as_ref()
+            .map_or_else(|| "unset".to_owned(), |s| format!("{s:?}"))
     }
 }
 
@@ -154,7 +158,8 @@ impl OptValue for Option<Secret> {
     }
 
     fn describe(&self) -> String {
-        self.as_ref().map_or_else(|| "unset".to_owned(), |_| "(secret)".to_owned())
+        self.as_ref()
+            .map_or_else(|| "unset".to_owned(), |_| "(secret)".to_owned())
     }
 }
 

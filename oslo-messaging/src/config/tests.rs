@@ -12,7 +12,10 @@ fn defaults_match_python() {
 
     let r = &c.rabbit;
     assert!(!r.amqp_durable_queues && !r.amqp_auto_delete);
-    assert_eq!((r.rpc_conn_pool_size, r.conn_pool_min_size, r.conn_pool_ttl), (30, 2, 1200));
+    assert_eq!(
+        (r.rpc_conn_pool_size, r.conn_pool_min_size, r.conn_pool_ttl),
+        (30, 2, 1200)
+    );
     assert!(!r.ssl && r.ssl_enforce_hostname_verification);
     assert!((r.kombu_reconnect_delay - 1.0).abs() < f64::EPSILON);
     assert!(r.kombu_reconnect_splay.abs() < f64::EPSILON);
@@ -20,7 +23,14 @@ fn defaults_match_python() {
     assert_eq!(r.kombu_missing_consumer_retry_timeout, 60);
     assert_eq!(r.kombu_failover_strategy, "round-robin");
     assert_eq!(r.rabbit_login_method, "AMQPLAIN");
-    assert_eq!((r.rabbit_retry_interval, r.rabbit_retry_backoff, r.rabbit_interval_max), (1, 2, 30));
+    assert_eq!(
+        (
+            r.rabbit_retry_interval,
+            r.rabbit_retry_backoff,
+            r.rabbit_interval_max
+        ),
+        (1, 2, 30)
+    );
     assert!(!r.rabbit_ha_queues && !r.rabbit_quorum_queue && !r.rabbit_transient_quorum_queue);
     assert_eq!(r.rabbit_quorum_delivery_limit, 0);
     assert_eq!(r.rabbit_transient_queues_ttl, 1800);
@@ -86,12 +96,30 @@ fn typed_conversion_and_python_spellings() {
 #[test]
 fn bad_values_name_group_option_and_value() {
     let cases = [
-        ("[DEFAULT]\nrpc_response_timeout = soon\n", "[DEFAULT] rpc_response_timeout: invalid value \"soon\": expected an integer"),
-        ("[oslo_messaging_rabbit]\nssl = maybe\n", "[oslo_messaging_rabbit] ssl: invalid value \"maybe\": expected a boolean"),
-        ("[oslo_messaging_rabbit]\nkombu_reconnect_delay = 9\n", "kombu_reconnect_delay: invalid value \"9\": expected a value of at most 4.5"),
-        ("[oslo_messaging_rabbit]\nrabbit_retry_interval = 0\n", "rabbit_retry_interval: invalid value \"0\": expected a value of at least 1"),
-        ("[oslo_messaging_rabbit]\nkombu_failover_strategy = random\n", "expected one of round-robin, shuffle"),
-        ("[oslo_messaging_rabbit]\nrabbit_login_method = KERBEROS\n", "expected one of PLAIN, AMQPLAIN, EXTERNAL, RABBIT-CR-DEMO"),
+        (
+            "[DEFAULT]\nrpc_response_timeout = soon\n",
+            "[DEFAULT] rpc_response_timeout: invalid value \"soon\": expected an integer",
+        ),
+        (
+            "[oslo_messaging_rabbit]\nssl = maybe\n",
+            "[oslo_messaging_rabbit] ssl: invalid value \"maybe\": expected a boolean",
+        ),
+        (
+            "[oslo_messaging_rabbit]\nkombu_reconnect_delay = 9\n",
+            "kombu_reconnect_delay: invalid value \"9\": expected a value of at most 4.5",
+        ),
+        (
+            "[oslo_messaging_rabbit]\nrabbit_retry_interval = 0\n",
+            "rabbit_retry_interval: invalid value \"0\": expected a value of at least 1",
+        ),
+        (
+            "[oslo_messaging_rabbit]\nkombu_failover_strategy = random\n",
+            "expected one of round-robin, shuffle",
+        ),
+        (
+            "[oslo_messaging_rabbit]\nrabbit_login_method = KERBEROS\n",
+            "expected one of PLAIN, AMQPLAIN, EXTERNAL, RABBIT-CR-DEMO",
+        ),
     ];
     for (text, want) in cases {
         let err = Config::from_ini_str(text).unwrap_err();
@@ -110,8 +138,14 @@ fn unknown_options_in_files_are_ignored_but_not_in_set() {
     assert_eq!(c.default.control_exchange, "openstack");
 
     let mut c = Config::default();
-    let err = c.set("oslo_messaging_rabbit", "no_such_thing", "1").unwrap_err();
-    assert!(err.to_string().contains("no such option [oslo_messaging_rabbit] no_such_thing"), "{err}");
+    let err = c
+        .set("oslo_messaging_rabbit", "no_such_thing", "1")
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("no such option [oslo_messaging_rabbit] no_such_thing"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -123,7 +157,10 @@ fn deprecated_names_still_work() {
     )
     .unwrap();
     assert_eq!(c.default.executor_thread_pool_size, 8);
-    assert_eq!(c.notifications.driver.as_deref(), Some(&["messaging".to_owned()][..]));
+    assert_eq!(
+        c.notifications.driver.as_deref(),
+        Some(&["messaging".to_owned()][..])
+    );
     assert_eq!(c.notifications.topics, ["a", "b"]);
     assert_eq!(c.rabbit.kombu_missing_consumer_retry_timeout, 5);
 }
@@ -152,16 +189,29 @@ fn url_query_overrides_with_typed_conversion() {
     let err = RabbitOptions::default()
         .apply_query(&[("heartbeat_rate".to_owned(), "x".to_owned())])
         .unwrap_err();
-    assert!(err.to_string().contains("[oslo_messaging_rabbit] heartbeat_rate"), "{err}");
+    assert!(
+        err.to_string()
+            .contains("[oslo_messaging_rabbit] heartbeat_rate"),
+        "{err}"
+    );
 }
 
 #[test]
 fn conflicts_python_refuses() {
     let cases = [
-        ("rabbit_ha_queues = true\nrabbit_quorum_queue = true\n", "cannot both be enabled"),
-        ("rabbit_stream_fanout = true\n", "rabbit_stream_fanout needs"),
+        (
+            "rabbit_ha_queues = true\nrabbit_quorum_queue = true\n",
+            "cannot both be enabled",
+        ),
+        (
+            "rabbit_stream_fanout = true\n",
+            "rabbit_stream_fanout needs",
+        ),
         ("conn_pool_min_size = 40\n", "rpc_conn_pool_size must be"),
-        ("kombu_compression = lz4\n", "kombu_compression \"lz4\" is not supported"),
+        (
+            "kombu_compression = lz4\n",
+            "kombu_compression \"lz4\" is not supported",
+        ),
     ];
     for (body, want) in cases {
         let c = Config::from_ini_str(&format!("[oslo_messaging_rabbit]\n{body}")).unwrap();
@@ -201,14 +251,24 @@ fn debug_never_shows_transport_url_secrets() {
     )
     .unwrap();
     assert!(!format!("{c:?}").contains("Sup3rS3cret"));
-    assert_eq!(c.notification_transport_url().expose(), "rabbit://u:Sup3rS3cret@h/");
+    assert_eq!(
+        c.notification_transport_url().expose(),
+        "rabbit://u:Sup3rS3cret@h/"
+    );
 }
 
 #[test]
 fn option_listing_covers_every_group() {
     let rabbit = RabbitOptions::options();
-    assert!(rabbit.iter().any(|o| o.name == "rabbit_quorum_queue" && o.default == "false"));
-    let hb = rabbit.iter().find(|o| o.name == "heartbeat_timeout_threshold").unwrap();
+    assert!(
+        rabbit
+            .iter()
+            .any(|o| o.name == "rabbit_quorum_queue" && o.default == "false")
+    );
+    let hb = rabbit
+        .iter()
+        .find(|o| o.name == "heartbeat_timeout_threshold")
+        .unwrap();
     assert_eq!(hb.default, "60");
     assert!(!hb.help.is_empty());
     let url = DefaultOptions::options()

@@ -28,15 +28,20 @@ mod tests {
     fn grows_linearly_to_the_cap_plus_delay() {
         let o = RabbitOptions::default();
         let secs: Vec<f64> = (0..20).map(|a| delay(&o, a).as_secs_f64()).collect();
-        assert!((secs[0] - 2.0).abs() < 1e-9, "1 s interval + 1 s reconnect delay");
+        assert!(
+            (secs[0] - 2.0).abs() < 1e-9,
+            "1 s interval + 1 s reconnect delay"
+        );
         assert!((secs[1] - 4.0).abs() < 1e-9);
         assert!((secs[19] - 31.0).abs() < 1e-9, "capped at 30 s + 1 s");
     }
 
     #[test]
     fn splay_adds_bounded_jitter() {
-        let mut o = RabbitOptions::default();
-        o.kombu_reconnect_splay = 0.5;
+        let o = RabbitOptions {
+            kombu_reconnect_splay: 0.5,
+            ..RabbitOptions::default()
+        };
         for _ in 0..100 {
             let d = delay(&o, 0).as_secs_f64();
             assert!((2.0..2.5).contains(&d), "{d}");

@@ -168,7 +168,13 @@ impl Broker {
             });
     }
 
-    fn declare_bound_queue(state: &mut State, exchange: &str, fanout: bool, key: &str, queue: &str) {
+    fn declare_bound_queue(
+        state: &mut State,
+        exchange: &str,
+        fanout: bool,
+        key: &str,
+        queue: &str,
+    ) {
         Self::declare_exchange(state, exchange, fanout);
         state.queues.entry(queue.to_owned()).or_default();
         let ex = state.exchanges.get_mut(exchange).expect("declared above");
@@ -190,7 +196,13 @@ impl Broker {
     }
 
     /// Routes a message; returns how many queues took it.
-    fn publish(self: &Arc<Self>, exchange: &str, key: &str, body: Arc<[u8]>, expires: Option<tokio::time::Instant>) -> usize {
+    fn publish(
+        self: &Arc<Self>,
+        exchange: &str,
+        key: &str,
+        body: Arc<[u8]>,
+        expires: Option<tokio::time::Instant>,
+    ) -> usize {
         let mut state = lock(&self.state);
         let queues: Vec<String> = match state.exchanges.get(exchange) {
             Some(ex) if ex.fanout => ex.bindings.iter().map(|(_, q)| q.clone()).collect(),
@@ -227,7 +239,10 @@ impl Broker {
             let Some(msg) = queue.messages.pop_front() else {
                 return;
             };
-            if msg.expires.is_some_and(|t| t <= tokio::time::Instant::now()) {
+            if msg
+                .expires
+                .is_some_and(|t| t <= tokio::time::Instant::now())
+            {
                 continue;
             }
             let idx = queue.next % queue.consumers.len();
@@ -333,7 +348,9 @@ struct MemoryAcker {
 
 impl fmt::Debug for MemoryAcker {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("MemoryAcker").field("queue", &self.queue).finish()
+        f.debug_struct("MemoryAcker")
+            .field("queue", &self.queue)
+            .finish()
     }
 }
 
@@ -416,7 +433,11 @@ impl MemoryDriver {
     }
 
     /// Runs one publish with oslo's retry semantics against injected failures.
-    async fn publish_with_retry(&self, retry: Retry, publish: impl Fn() -> Result<()>) -> Result<()> {
+    async fn publish_with_retry(
+        &self,
+        retry: Retry,
+        publish: impl Fn() -> Result<()>,
+    ) -> Result<()> {
         let mut attempt = 0u32;
         loop {
             self.check_open()?;
@@ -432,7 +453,11 @@ impl MemoryDriver {
                 ));
             }
             let delay = super::backoff::delay(&self.options, attempt);
-            tracing::warn!(attempt, ?delay, "memory transport: injected publish failure; retrying");
+            tracing::warn!(
+                attempt,
+                ?delay,
+                "memory transport: injected publish failure; retrying"
+            );
             tokio::time::sleep(delay).await;
             attempt += 1;
         }
@@ -487,7 +512,9 @@ impl Driver for MemoryDriver {
                 if routed == 0 && mandatory {
                     return Err(Error::new(
                         ErrorKind::Undeliverable,
-                        format!("no queue is bound to exchange {exchange:?} with routing key {key:?}"),
+                        format!(
+                            "no queue is bound to exchange {exchange:?} with routing key {key:?}"
+                        ),
                     ));
                 }
                 Ok(())
@@ -508,11 +535,18 @@ impl Driver for MemoryDriver {
             self.check_open()?;
             let key = target.require_topic()?.to_owned();
             let exchange = self.exchange_of(&target).to_owned();
-            let body: Arc<[u8]> = wire::encode_notification(&message, &wire::new_id(), envelope).into();
+            let body: Arc<[u8]> =
+                wire::encode_notification(&message, &wire::new_id(), envelope).into();
             self.publish_with_retry(retry, || {
                 // The notifier declares the default queue so early notifications wait for a
                 // listener, as the RabbitMQ driver does.
-                Broker::declare_bound_queue(&mut lock(&self.broker.state), &exchange, false, &key, &key);
+                Broker::declare_bound_queue(
+                    &mut lock(&self.broker.state),
+                    &exchange,
+                    false,
+                    &key,
+                    &key,
+                );
                 self.broker
                     .record(SentKind::Notification, &exchange, &key, false, &body);
                 self.broker.publish(&exchange, &key, body.clone(), None);
@@ -534,7 +568,13 @@ impl Driver for MemoryDriver {
                 let mut state = lock(&self.broker.state);
                 Broker::declare_bound_queue(&mut state, &exchange, false, topic, topic);
                 Broker::declare_bound_queue(&mut state, &exchange, false, &server_key, &server_key);
-                Broker::declare_bound_queue(&mut state, &fanout_exchange, true, topic, &fanout_queue);
+                Broker::declare_bound_queue(
+                    &mut state,
+                    &fanout_exchange,
+                    true,
+                    topic,
+                    &fanout_queue,
+                );
             }
             let (tx, rx) = mpsc::unbounded_channel();
             let queues = [topic.to_owned(), server_key, fanout_queue.clone()];
@@ -568,11 +608,19 @@ impl Driver for MemoryDriver {
                 let mut state = lock(&self.broker.state);
                 for (target, priority) in &targets {
                     let topic = target.topic().filter(|t| !t.is_empty()).ok_or_else(|| {
-                        Error::invalid_target(format!("A target must have topic specified (target {target})"))
+                        Error::invalid_target(format!(
+                            "A target must have topic specified (target {target})"
+                        ))
                     })?;
                     let key = format!("{topic}.{}", priority.as_str());
                     let queue = pool.clone().unwrap_or_else(|| key.clone());
-                    Broker::declare_bound_queue(&mut state, self.exchange_of(target), false, &key, &queue);
+                    Broker::declare_bound_queue(
+                        &mut state,
+                        self.exchange_of(target),
+                        false,
+                        &key,
+                        &queue,
+                    );
                     if !queues.contains(&queue) {
                         queues.push(queue);
                     }
@@ -625,7 +673,9 @@ impl MemoryReplies {
             .upgrade()
             .ok_or_else(|| Error::shut_down("the memory broker is gone"))?;
         broker.record(SentKind::Reply, "", reply_q, true, &body);
-        let waiters = lock(&broker.reply_queues).get(reply_q).and_then(Weak::upgrade);
+        let waiters = lock(&broker.reply_queues)
+            .get(reply_q)
+            .and_then(Weak::upgrade);
         let Some(waiters) = waiters else {
             return Err(Error::new(
                 ErrorKind::Undeliverable,
@@ -649,7 +699,12 @@ impl ReplySink for MemoryReplies {
         msg_id: &'a str,
         outcome: Result<Value, RemoteError>,
     ) -> BoxFuture<'a, Result<()>> {
-        Box::pin(async move { self.send(reply_q, wire::encode_reply(msg_id, &wire::new_id(), &outcome)) })
+        Box::pin(async move {
+            self.send(
+                reply_q,
+                wire::encode_reply(msg_id, &wire::new_id(), &outcome),
+            )
+        })
     }
 
     fn heartbeat<'a>(&'a self, reply_q: &'a str, msg_id: &'a str) -> BoxFuture<'a, Result<()>> {
@@ -734,6 +789,19 @@ impl MemoryHandle {
     /// `retry`.
     pub fn fail_next_publishes(&self, n: u32) {
         self.broker.failures.store(n, Ordering::SeqCst);
+    }
+
+    /// Publishes raw bytes to `exchange` with `routing_key`, as another client on the broker
+    /// could: to feed servers and listeners hand-made or malformed messages. Returns how many
+    /// queues received it.
+    pub fn publish_raw(
+        &self,
+        exchange: &str,
+        routing_key: &str,
+        body: impl Into<Vec<u8>>,
+    ) -> usize {
+        let body: Arc<[u8]> = body.into().into();
+        self.broker.publish(exchange, routing_key, body, None)
     }
 
     /// The names of the declared queues, sorted.

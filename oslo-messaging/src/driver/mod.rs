@@ -182,7 +182,9 @@ struct WaiterGuard {
 
 impl fmt::Debug for WaiterGuard {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("WaiterGuard").field("msg_id", &self.msg_id).finish()
+        f.debug_struct("WaiterGuard")
+            .field("msg_id", &self.msg_id)
+            .finish()
     }
 }
 
@@ -224,7 +226,9 @@ impl ReplyWaiters {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, mpsc::Sender<wire::Reply>>> {
         // A poisoned map still holds valid senders: keep going.
-        self.map.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.map
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Hands a decoded reply to its call. Returns `false` (after logging) when no call waits
@@ -239,13 +243,19 @@ impl ReplyWaiters {
             Some(tx) => match tx.try_send(reply) {
                 Ok(()) => true,
                 Err(mpsc::error::TrySendError::Full(_)) => {
-                    tracing::warn!(msg_id, "dropping a reply: the caller has too many unread replies");
+                    tracing::warn!(
+                        msg_id,
+                        "dropping a reply: the caller has too many unread replies"
+                    );
                     false
                 }
                 Err(mpsc::error::TrySendError::Closed(_)) => false,
             },
             None => {
-                tracing::info!(msg_id, "no calling task is waiting for this reply; dropping it");
+                tracing::info!(
+                    msg_id,
+                    "no calling task is waiting for this reply; dropping it"
+                );
                 false
             }
         }

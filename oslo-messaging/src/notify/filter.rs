@@ -33,8 +33,11 @@ pub struct NotificationFilter {
 }
 
 fn compile(pattern: &str) -> Result<Regex> {
-    Regex::new(&format!(r"\A(?:{pattern})"))
-        .map_err(|e| Error::config(format!("invalid notification filter pattern {pattern:?}: {e}")))
+    Regex::new(&format!(r"\A(?:{pattern})")).map_err(|e| {
+        Error::config(format!(
+            "invalid notification filter pattern {pattern:?}: {e}"
+        ))
+    })
 }
 
 fn single_matches(re: Option<&Regex>, value: Option<&str>) -> bool {
@@ -51,9 +54,11 @@ fn keys_match(rules: &[(String, Regex)], data: Option<&serde_json::Map<String, V
     let Some(data) = data else {
         return false;
     };
-    rules
-        .iter()
-        .all(|(k, re)| data.get(k).and_then(Value::as_str).is_some_and(|v| re.is_match(v)))
+    rules.iter().all(|(k, re)| {
+        data.get(k)
+            .and_then(Value::as_str)
+            .is_some_and(|v| re.is_match(v))
+    })
 }
 
 impl NotificationFilter {
@@ -150,32 +155,62 @@ mod tests {
     #[test]
     fn matches_like_python_re_match() {
         let p = |pat| NotificationFilter::new().publisher_id(pat).unwrap();
-        assert!(!check(&p("host"), Some("compute.host"), json!({})), "anchored at the start");
-        assert!(check(&p("compute"), Some("compute.host"), json!({})), "a prefix match");
-        assert!(!check(&p("COMPUTE"), Some("compute.host"), json!({})), "case-sensitive");
+        assert!(
+            !check(&p("host"), Some("compute.host"), json!({})),
+            "anchored at the start"
+        );
+        assert!(
+            check(&p("compute"), Some("compute.host"), json!({})),
+            "a prefix match"
+        );
+        assert!(
+            !check(&p("COMPUTE"), Some("compute.host"), json!({})),
+            "case-sensitive"
+        );
         assert!(check(&p("(?i)COMPUTE"), Some("compute.host"), json!({})));
         assert!(!check(&p("compute$"), Some("compute.host"), json!({})));
-        assert!(!check(&p("compute"), None, json!({})), "a missing field never matches");
+        assert!(
+            !check(&p("compute"), None, json!({})),
+            "a missing field never matches"
+        );
 
         let pl = NotificationFilter::new().payload("n", "1").unwrap();
         assert!(check(&pl, None, json!({"n": "12"})));
-        assert!(!check(&pl, None, json!({"n": 1})), "non-strings never match");
-        assert!(!check(&pl, None, json!({"m": "1"})), "missing keys never match");
+        assert!(
+            !check(&pl, None, json!({"n": 1})),
+            "non-strings never match"
+        );
+        assert!(
+            !check(&pl, None, json!({"m": "1"})),
+            "missing keys never match"
+        );
         assert!(!check(&pl, None, json!({"n": {"x": "1"}})));
-        assert!(!check(&pl, None, json!(null)), "a non-object payload never matches");
+        assert!(
+            !check(&pl, None, json!(null)),
+            "a non-object payload never matches"
+        );
         assert!(!check(&pl, None, json!(["n"])));
 
         let ctx = NotificationFilter::new().context("user", "u").unwrap();
         assert!(check(&ctx, None, json!(null)));
-        let meta = NotificationFilter::new().metadata("timestamp", "2024").unwrap();
+        let meta = NotificationFilter::new()
+            .metadata("timestamp", "2024")
+            .unwrap();
         assert!(check(&meta, None, json!(null)));
 
-        assert!(check(&NotificationFilter::new(), None, json!(null)), "empty filter");
+        assert!(
+            check(&NotificationFilter::new(), None, json!(null)),
+            "empty filter"
+        );
     }
 
     #[test]
     fn bad_patterns_are_errors() {
         let err = NotificationFilter::new().event_type("(").unwrap_err();
-        assert!(err.to_string().contains("invalid notification filter pattern"), "{err}");
+        assert!(
+            err.to_string()
+                .contains("invalid notification filter pattern"),
+            "{err}"
+        );
     }
 }

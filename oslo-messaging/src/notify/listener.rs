@@ -107,7 +107,9 @@ impl IntoNotificationResult for () {
     }
 }
 
-impl<T: IntoNotificationResult, E: fmt::Display> IntoNotificationResult for std::result::Result<T, E> {
+impl<T: IntoNotificationResult, E: fmt::Display> IntoNotificationResult
+    for std::result::Result<T, E>
+{
     fn into_notification_result(self) -> NotificationResult {
         match self {
             Ok(v) => v.into_notification_result(),
@@ -207,7 +209,10 @@ impl NotificationEndpoint {
     }
 
     fn handler(&self, priority: Priority) -> Option<&SingleFn> {
-        self.handlers.iter().find(|(p, _)| *p == priority).map(|(_, h)| h)
+        self.handlers
+            .iter()
+            .find(|(p, _)| *p == priority)
+            .map(|(_, h)| h)
     }
 }
 
@@ -261,7 +266,10 @@ impl BatchNotificationEndpoint {
     }
 
     fn handler(&self, priority: Priority) -> Option<&BatchFn> {
-        self.handlers.iter().find(|(p, _)| *p == priority).map(|(_, h)| h)
+        self.handlers
+            .iter()
+            .find(|(p, _)| *p == priority)
+            .map(|(_, h)| h)
     }
 }
 
@@ -278,7 +286,10 @@ enum Mode {
 impl Mode {
     fn priorities(&self) -> Vec<Priority> {
         let handled: Vec<Priority> = match self {
-            Self::Single(eps) => eps.iter().flat_map(NotificationEndpoint::priorities).collect(),
+            Self::Single(eps) => eps
+                .iter()
+                .flat_map(NotificationEndpoint::priorities)
+                .collect(),
             Self::Batch { endpoints, .. } => endpoints
                 .iter()
                 .flat_map(BatchNotificationEndpoint::priorities)
@@ -377,7 +388,10 @@ impl NotificationListener {
 
     /// Starts building a batch listener: handlers get up to `batch_size` notifications of one
     /// priority at once, or fewer when `batch_timeout` passes first.
-    pub fn batch_builder(transport: &Transport, targets: Vec<Target>) -> BatchNotificationListenerBuilder {
+    pub fn batch_builder(
+        transport: &Transport,
+        targets: Vec<Target>,
+    ) -> BatchNotificationListenerBuilder {
         BatchNotificationListenerBuilder {
             common: Common::new(transport, targets),
             endpoints: Vec::new(),
@@ -394,7 +408,10 @@ impl NotificationListener {
     pub async fn start(&self) -> Result<()> {
         let mut lifecycle = self.inner.lifecycle.lock().await;
         if !matches!(*lifecycle, Lifecycle::Created) {
-            return Err(Error::new(ErrorKind::InvalidState, "the notification listener was already started"));
+            return Err(Error::new(
+                ErrorKind::InvalidState,
+                "the notification listener was already started",
+            ));
         }
         let priorities = self.inner.mode.priorities();
         let pairs: Vec<(Target, Priority)> = self
@@ -410,7 +427,11 @@ impl NotificationListener {
             .listen_for_notifications(pairs, self.inner.pool.clone())
             .await?;
         let control: Arc<dyn ListenerControl> = Arc::from(stream.control);
-        let poll = tokio::spawn(poll_loop(self.inner.clone(), stream.incoming, self.inner.stop_tx.subscribe()));
+        let poll = tokio::spawn(poll_loop(
+            self.inner.clone(),
+            stream.incoming,
+            self.inner.stop_tx.subscribe(),
+        ));
         *lifecycle = Lifecycle::Running { poll, control };
         Ok(())
     }
@@ -435,7 +456,9 @@ impl NotificationListener {
         }
         let _ = stopped.wait_for(|s| *s).await;
         let mut lifecycle = self.inner.lifecycle.lock().await;
-        if let Lifecycle::Running { poll, control } = std::mem::replace(&mut *lifecycle, Lifecycle::Done) {
+        if let Lifecycle::Running { poll, control } =
+            std::mem::replace(&mut *lifecycle, Lifecycle::Done)
+        {
             if let Err(e) = poll.await {
                 tracing::error!(error = %e, "the notification listener's poll loop failed");
             }
@@ -451,12 +474,18 @@ struct Received {
     acker: Box<dyn NotificationAcker>,
 }
 
-fn convert(incoming: driver::IncomingNotification, serializer: Option<&dyn Serializer>) -> Received {
+fn convert(
+    incoming: driver::IncomingNotification,
+    serializer: Option<&dyn Serializer>,
+) -> Received {
     let driver::IncomingNotification { message, acker } = incoming;
     let unique_id = message.unique_id.clone();
     let priority_text = message.priority.clone().unwrap_or_default();
     let Some(priority) = Priority::from_wire(&priority_text) else {
-        tracing::warn!(priority = priority_text, "unknown notification priority; acknowledging");
+        tracing::warn!(
+            priority = priority_text,
+            "unknown notification priority; acknowledging"
+        );
         return Received {
             notification: None,
             unique_id,
@@ -467,10 +496,10 @@ fn convert(incoming: driver::IncomingNotification, serializer: Option<&dyn Seria
     context.insert("client_timeout", Value::Null);
     let (context, payload) = match serializer {
         None => (context, message.payload),
-        Some(s) => match s
-            .deserialize_context(context)
-            .and_then(|ctx| s.deserialize_entity(&ctx, message.payload).map(|p| (ctx, p)))
-        {
+        Some(s) => match s.deserialize_context(context).and_then(|ctx| {
+            s.deserialize_entity(&ctx, message.payload)
+                .map(|p| (ctx, p))
+        }) {
             Ok(pair) => pair,
             Err(e) => {
                 tracing::error!(error = %e, "the serializer refused a notification; acknowledging");
@@ -506,7 +535,9 @@ async fn settle(received: Received, requeue: bool, seen: &StdMutex<DedupCache>) 
         let done = received.acker.ack().await;
         if done.is_ok() {
             if let Some(id) = &received.unique_id {
-                seen.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(id);
+                seen.lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .insert(id);
             }
         }
         done
@@ -516,7 +547,10 @@ async fn settle(received: Received, requeue: bool, seen: &StdMutex<DedupCache>) 
     }
 }
 
-async fn dispatch_single(endpoints: &[NotificationEndpoint], n: &Notification) -> NotificationResult {
+async fn dispatch_single(
+    endpoints: &[NotificationEndpoint],
+    n: &Notification,
+) -> NotificationResult {
     for ep in endpoints {
         let Some(handler) = ep.handler(n.priority) else {
             continue;
@@ -533,7 +567,12 @@ async fn dispatch_single(endpoints: &[NotificationEndpoint], n: &Notification) -
 
 /// Python's batch dispatch: group by priority (in name order), and for each group run the
 /// endpoints in order on the messages their filter passes; a `Requeue` requeues the whole group.
-async fn dispatch_batch(endpoints: &[BatchNotificationEndpoint], batch: Vec<Received>, allow_requeue: bool, seen: &StdMutex<DedupCache>) {
+async fn dispatch_batch(
+    endpoints: &[BatchNotificationEndpoint],
+    batch: Vec<Received>,
+    allow_requeue: bool,
+    seen: &StdMutex<DedupCache>,
+) {
     let mut groups: BTreeMap<&'static str, Vec<Received>> = BTreeMap::new();
     for r in batch {
         match &r.notification {
@@ -611,10 +650,15 @@ async fn poll_loop(
         let mut fresh = Vec::with_capacity(batch.len());
         for r in batch {
             let dup = r.unique_id.as_deref().is_some_and(|id| {
-                seen.lock().unwrap_or_else(std::sync::PoisonError::into_inner).contains(id)
+                seen.lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .contains(id)
             });
             if dup {
-                tracing::warn!(unique_id = r.unique_id.as_deref(), "dropping a duplicate notification");
+                tracing::warn!(
+                    unique_id = r.unique_id.as_deref(),
+                    "dropping a duplicate notification"
+                );
                 settle(r, false, &seen).await;
             } else {
                 fresh.push(r);
@@ -627,7 +671,12 @@ async fn poll_loop(
     let _ = permits.acquire_many(inner.pool_size).await;
 }
 
-async fn dispatch_now(inner: &Arc<Inner>, batch: Vec<Received>, permits: &Arc<Semaphore>, seen: &Arc<StdMutex<DedupCache>>) {
+async fn dispatch_now(
+    inner: &Arc<Inner>,
+    batch: Vec<Received>,
+    permits: &Arc<Semaphore>,
+    seen: &Arc<StdMutex<DedupCache>>,
+) {
     let Ok(permit) = permits.clone().acquire_owned().await else {
         return;
     };
@@ -686,15 +735,21 @@ impl Common {
 
     fn build(self, mode: Mode) -> Result<NotificationListener> {
         if self.targets.is_empty() {
-            return Err(Error::invalid_target("a notification listener needs at least one target"));
+            return Err(Error::invalid_target(
+                "a notification listener needs at least one target",
+            ));
         }
         for t in &self.targets {
             if t.topic().is_none_or(str::is_empty) {
-                return Err(Error::invalid_target(format!("A target must have topic specified (target {t})")));
+                return Err(Error::invalid_target(format!(
+                    "A target must have topic specified (target {t})"
+                )));
             }
         }
         if mode.priorities().is_empty() {
-            return Err(Error::config("no endpoint of the notification listener handles any priority"));
+            return Err(Error::config(
+                "no endpoint of the notification listener handles any priority",
+            ));
         }
         let conf = &self.transport.config().default;
         let size = self
@@ -703,7 +758,9 @@ impl Common {
         let pool_size = u32::try_from(size)
             .ok()
             .filter(|&n| n > 0 && n as usize <= Semaphore::MAX_PERMITS)
-            .ok_or_else(|| Error::config(format!("executor pool size must be at least 1, not {size}")))?;
+            .ok_or_else(|| {
+                Error::config(format!("executor pool size must be at least 1, not {size}"))
+            })?;
         let (stop_tx, _) = watch::channel(false);
         Ok(NotificationListener {
             inner: Arc::new(Inner {

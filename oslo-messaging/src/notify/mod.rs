@@ -14,8 +14,11 @@ mod routing;
 
 pub use filter::NotificationFilter;
 pub use listener::{
-    BatchNotificationEndpoint, BatchNotificationListenerBuilder, IntoNotificationResult, Notification,
-    NotificationEndpoint, NotificationListener, NotificationListenerBuilder, NotificationResult,
+    BatchNotificationEndpoint, BatchNotificationListenerBuilder, IntoNotificationResult,
+    Notification, NotificationEndpoint, NotificationListener, NotificationListenerBuilder,
+    NotificationResult,
 };
-pub use notifier::{CapturedNotification, Notifier, NotifierBuilder, NotifyDriver, PrepareNotifier};
+pub use notifier::{
+    CapturedNotification, Notifier, NotifierBuilder, NotifyDriver, PrepareNotifier,
+};
 pub use priority::Priority;

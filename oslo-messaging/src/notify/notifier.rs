@@ -269,7 +269,12 @@ impl Notifier {
         first_error.map_or(Ok(()), Err)
     }
 
-    async fn send_with(&self, driver: NotifyDriver, message: &wire::Notification, priority: Priority) -> Result<()> {
+    async fn send_with(
+        &self,
+        driver: NotifyDriver,
+        message: &wire::Notification,
+        priority: Priority,
+    ) -> Result<()> {
         match driver {
             NotifyDriver::MessagingV2 | NotifyDriver::Messaging => {
                 let envelope = driver == NotifyDriver::MessagingV2;
@@ -365,7 +370,8 @@ fn is_sanitized_key(key: &str) -> bool {
 fn mask_string(s: &str) -> String {
     static RE: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
         let keys = SANITIZE_KEYS.join("|");
-        regex::Regex::new(&format!(r#"(?i)((?:{keys})[0-9]*\s*=\s*)[^\s'"]+"#)).expect("a valid pattern")
+        regex::Regex::new(&format!(r#"(?i)((?:{keys})[0-9]*\s*=\s*)[^\s'"]+"#))
+            .expect("a valid pattern")
     });
     RE.replace_all(s, "${1}***").into_owned()
 }
@@ -408,11 +414,15 @@ fn log_notification(message: &wire::Notification, priority: Priority) {
     let text = wire::json::to_string(&mask_secrets(&Value::Object(shown))).unwrap_or_default();
     let event_type = message.event_type.as_str();
     match priority {
-        Priority::Debug => tracing::debug!(target: "oslo.messaging.notification", event_type, "{text}"),
+        Priority::Debug => {
+            tracing::debug!(target: "oslo.messaging.notification", event_type, "{text}")
+        }
         Priority::Info | Priority::Audit | Priority::Sample => {
             tracing::info!(target: "oslo.messaging.notification", event_type, "{text}");
         }
-        Priority::Warn => tracing::warn!(target: "oslo.messaging.notification", event_type, "{text}"),
+        Priority::Warn => {
+            tracing::warn!(target: "oslo.messaging.notification", event_type, "{text}")
+        }
         Priority::Error | Priority::Critical => {
             tracing::error!(target: "oslo.messaging.notification", event_type, "{text}");
         }
@@ -533,7 +543,9 @@ fn load_routing(path: &str) -> Result<RoutingConfig> {
     for name in cfg.driver_names() {
         let d: NotifyDriver = name.parse()?;
         if d == NotifyDriver::Routing {
-            return Err(Error::config("routing_config cannot route to the routing driver itself"));
+            return Err(Error::config(
+                "routing_config cannot route to the routing driver itself",
+            ));
         }
     }
     Ok(cfg)

@@ -37,7 +37,9 @@ fn string_list(v: &serde_yaml_ng::Value, what: &str) -> Result<Vec<String>> {
     seq.iter()
         .map(|item| match item {
             serde_yaml_ng::Value::String(s) => Ok(s.clone()),
-            other => Err(Error::config(format!("routing config: {what} holds {other:?}, not a string"))),
+            other => Err(Error::config(format!(
+                "routing config: {what} holds {other:?}, not a string"
+            ))),
         })
         .collect()
 }
@@ -54,9 +56,9 @@ impl RoutingConfig {
             _ => return Err(Error::config("routing config must be a mapping of groups")),
         };
         for (_group, drivers) in groups {
-            let drivers = drivers
-                .as_mapping()
-                .ok_or_else(|| Error::config("routing config: each group must map driver names to rules"))?;
+            let drivers = drivers.as_mapping().ok_or_else(|| {
+                Error::config("routing config: each group must map driver names to rules")
+            })?;
             for (driver, spec) in drivers {
                 let driver = driver
                     .as_str()
@@ -69,9 +71,12 @@ impl RoutingConfig {
                 if let Some(spec) = spec.as_mapping() {
                     for (k, v) in spec {
                         match k.as_str() {
-                            Some("accepted_events") => rule.accepted_events = Some(string_list(v, "accepted_events")?),
+                            Some("accepted_events") => {
+                                rule.accepted_events = Some(string_list(v, "accepted_events")?)
+                            }
                             Some("accepted_priorities") => {
-                                rule.accepted_priorities = Some(string_list(v, "accepted_priorities")?);
+                                rule.accepted_priorities =
+                                    Some(string_list(v, "accepted_priorities")?);
                             }
                             _ => {}
                         }
@@ -184,12 +189,21 @@ mod tests {
              group_2:\n  log:\n    accepted_priorities: ['error', 'crit*']\n",
         )
         .unwrap();
-        assert_eq!(cfg.drivers_for("compute.instance.create", Priority::Info), ["test", "noop"]);
-        assert_eq!(cfg.drivers_for("Compute.Instance.x", Priority::Info), ["noop"]);
+        assert_eq!(
+            cfg.drivers_for("compute.instance.create", Priority::Info),
+            ["test", "noop"]
+        );
+        assert_eq!(
+            cfg.drivers_for("Compute.Instance.x", Priority::Info),
+            ["noop"]
+        );
         assert_eq!(cfg.drivers_for("Foo.bar", Priority::Warn), ["test", "noop"]);
         assert_eq!(cfg.drivers_for("x", Priority::Error), ["noop", "log"]);
         assert_eq!(cfg.drivers_for("x", Priority::Critical), ["noop", "log"]);
-        assert_eq!(cfg.driver_names().collect::<Vec<_>>(), ["test", "noop", "log"]);
+        assert_eq!(
+            cfg.driver_names().collect::<Vec<_>>(),
+            ["test", "noop", "log"]
+        );
     }
 
     #[test]

@@ -175,10 +175,7 @@ impl RpcClient {
             .target
             .version()
             .map_or_else(|| "None".to_owned(), ToString::to_string);
-        let cap = self
-            .version_cap
-            .map(|c| c.to_string())
-            .unwrap_or_default();
+        let cap = self.version_cap.map(|c| c.to_string()).unwrap_or_default();
         Err(Error::new(
             ErrorKind::VersionCap,
             format!(
@@ -187,7 +184,12 @@ impl RpcClient {
         ))
     }
 
-    fn make_request(&self, ctx: &Context, method: &str, args: &(impl Serialize + ?Sized)) -> Result<wire::Request> {
+    fn make_request(
+        &self,
+        ctx: &Context,
+        method: &str,
+        args: &(impl Serialize + ?Sized),
+    ) -> Result<wire::Request> {
         self.check_version_cap()?;
         let value = serde_json::to_value(args).map_err(|e| {
             Error::serialization(format!("cannot serialize the arguments of {method}(): {e}"))
@@ -281,7 +283,9 @@ impl RpcClient {
             Some(s) => s.deserialize_entity(ctx, result)?,
         };
         serde_json::from_value(result).map_err(|e| {
-            Error::serialization(format!("the result of {method}() does not convert to the expected type: {e}"))
+            Error::serialization(format!(
+                "the result of {method}() does not convert to the expected type: {e}"
+            ))
         })
     }
 
@@ -291,7 +295,12 @@ impl RpcClient {
     /// # Errors
     ///
     /// As [`call`](Self::call), except `Remote` and `Timeout`.
-    pub async fn cast(&self, ctx: &Context, method: &str, args: &(impl Serialize + ?Sized)) -> Result<()> {
+    pub async fn cast(
+        &self,
+        ctx: &Context,
+        method: &str,
+        args: &(impl Serialize + ?Sized),
+    ) -> Result<()> {
         self.target.require_topic()?;
         let request = self.make_request(ctx, method, args)?;
         self.transport
@@ -326,7 +335,11 @@ async fn wait_for_reply(
         let wake = monitor_deadline.map_or(deadline, |m| m.min(deadline));
         let reply = match tokio::time::timeout_at(wake, receiver.recv()).await {
             Ok(Some(reply)) => reply,
-            Ok(None) => return Err(Error::shut_down("the transport was cleaned up during a call")),
+            Ok(None) => {
+                return Err(Error::shut_down(
+                    "the transport was cleaned up during a call",
+                ));
+            }
             Err(_) => {
                 return Err(Error::timeout(format!(
                     "Timed out waiting for a reply to message ID {}",
@@ -345,7 +358,10 @@ async fn wait_for_reply(
             return Ok(result);
         }
         if heartbeat {
-            tracing::debug!(msg_id = receiver.msg_id(), "call-monitor heartbeat received");
+            tracing::debug!(
+                msg_id = receiver.msg_id(),
+                "call-monitor heartbeat received"
+            );
             if let Some(d) = call_monitor_timeout {
                 monitor_deadline = Some(Instant::now() + d);
             }
@@ -484,7 +500,9 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn times_out_with_the_message_id() {
         let (_w, r) = setup();
-        let err = wait_for_reply(r, Duration::from_secs(5), None).await.unwrap_err();
+        let err = wait_for_reply(r, Duration::from_secs(5), None)
+            .await
+            .unwrap_err();
         assert_eq!(err.kind(), ErrorKind::Timeout);
         assert!(err.to_string().contains("message ID m"), "{err}");
     }
@@ -492,7 +510,11 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn heartbeats_keep_a_monitored_call_alive() {
         let (w, r) = setup();
-        let waiter = tokio::spawn(wait_for_reply(r, Duration::from_secs(3600), Some(Duration::from_secs(2))));
+        let waiter = tokio::spawn(wait_for_reply(
+            r,
+            Duration::from_secs(3600),
+            Some(Duration::from_secs(2)),
+        ));
         for _ in 0..5 {
             tokio::time::sleep(Duration::from_millis(1500)).await;
             assert!(w.deliver(reply(Value::Null, false)));
@@ -505,7 +527,11 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn missing_heartbeat_fails_the_call_monitor() {
         let (w, r) = setup();
-        let waiter = tokio::spawn(wait_for_reply(r, Duration::from_secs(3600), Some(Duration::from_secs(2))));
+        let waiter = tokio::spawn(wait_for_reply(
+            r,
+            Duration::from_secs(3600),
+            Some(Duration::from_secs(2)),
+        ));
         tokio::time::sleep(Duration::from_millis(1500)).await;
         w.deliver(reply(Value::Null, false));
         let err = waiter.await.unwrap().unwrap_err();
@@ -519,7 +545,12 @@ mod tests {
         let (w, r) = setup();
         w.deliver(reply(json!({"a": 1}), false));
         w.deliver(reply(Value::Null, true));
-        assert_eq!(wait_for_reply(r, Duration::from_secs(5), None).await.unwrap(), json!({"a": 1}));
+        assert_eq!(
+            wait_for_reply(r, Duration::from_secs(5), None)
+                .await
+                .unwrap(),
+            json!({"a": 1})
+        );
     }
 
     #[tokio::test(start_paused = true)]
@@ -528,7 +559,9 @@ mod tests {
         let mut f = reply(Value::Null, true);
         f.failure = Some(wire::RemoteError::new("builtins", "ValueError", "bad"));
         w.deliver(f);
-        let err = wait_for_reply(r, Duration::from_secs(5), None).await.unwrap_err();
+        let err = wait_for_reply(r, Duration::from_secs(5), None)
+            .await
+            .unwrap_err();
         assert_eq!(err.remote_error().unwrap().class(), "ValueError");
     }
 }

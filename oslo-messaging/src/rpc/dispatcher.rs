@@ -56,7 +56,9 @@ impl Dispatcher {
         let mut found_compatible = false;
         for endpoint in self.endpoints.iter() {
             if !endpoint.target().accepts_namespace(namespace)
-                || !endpoint.effective_version().is_compatible_with(Some(&requested))
+                || !endpoint
+                    .effective_version()
+                    .is_compatible_with(Some(&requested))
             {
                 continue;
             }
@@ -126,9 +128,11 @@ impl Dispatcher {
 /// strings accepted).
 pub(crate) fn heartbeat_interval(client_timeout: &Value) -> Option<std::time::Duration> {
     let whole: i64 = match client_timeout {
-        Value::Number(n) => n
-            .as_i64()
-            .or_else(|| n.as_f64().filter(|f| f.is_finite()).map(|f| f.trunc() as i64))?,
+        Value::Number(n) => n.as_i64().or_else(|| {
+            n.as_f64()
+                .filter(|f| f.is_finite())
+                .map(|f| f.trunc() as i64)
+        })?,
         Value::String(s) => s.trim().parse().ok()?,
         Value::Bool(true) => 1,
         _ => return None,
@@ -167,7 +171,12 @@ mod tests {
         b.build().unwrap()
     }
 
-    async fn call(d: &Dispatcher, method: &str, ns: Option<&str>, v: Option<&str>) -> Result<Value, RpcError> {
+    async fn call(
+        d: &Dispatcher,
+        method: &str,
+        ns: Option<&str>,
+        v: Option<&str>,
+    ) -> Result<Value, RpcError> {
         let req = wire::Request {
             method: method.into(),
             args: serde_json::Map::new(),
@@ -190,18 +199,30 @@ mod tests {
             false,
         );
         assert_eq!(call(&d, "foo", None, None).await.unwrap(), json!("foo"));
-        assert_eq!(call(&d, "bar", Some("ns"), Some("1.4")).await.unwrap(), json!("bar"));
-        assert_eq!(call(&d, "baz", None, Some("2.1")).await.unwrap(), json!("baz"));
+        assert_eq!(
+            call(&d, "bar", Some("ns"), Some("1.4")).await.unwrap(),
+            json!("bar")
+        );
+        assert_eq!(
+            call(&d, "baz", None, Some("2.1")).await.unwrap(),
+            json!("baz")
+        );
 
         let e = call(&d, "bar", None, None).await.unwrap_err();
         assert_eq!(e.message(), "Endpoint does not support RPC method bar");
 
         let e = call(&d, "foo", Some("ns"), Some("1.6")).await.unwrap_err();
         assert_eq!(e.class(), "UnsupportedVersion");
-        assert_eq!(e.message(), "Endpoint does not support RPC version 1.6. Attempted method: foo");
+        assert_eq!(
+            e.message(),
+            "Endpoint does not support RPC version 1.6. Attempted method: foo"
+        );
 
         let e = call(&d, "foo", Some("other"), None).await.unwrap_err();
-        assert_eq!(e.message(), "Endpoint does not support RPC version 1.0. Attempted method: foo");
+        assert_eq!(
+            e.message(),
+            "Endpoint does not support RPC version 1.0. Attempted method: foo"
+        );
 
         let e = call(&d, "foo", None, Some("3.0")).await.unwrap_err();
         assert_eq!(e.class(), "UnsupportedVersion");
@@ -233,14 +254,30 @@ mod tests {
     #[tokio::test]
     async fn ping_endpoint_answers_pong_at_version_1_0_only() {
         let d = Dispatcher::new(vec![ep(None, Some("1.3"), &["foo"])], true);
-        assert_eq!(call(&d, PING_METHOD, None, None).await.unwrap(), json!("pong"));
-        assert_eq!(call(&d, PING_METHOD, None, Some("1.0.0")).await.unwrap(), json!("pong"));
+        assert_eq!(
+            call(&d, PING_METHOD, None, None).await.unwrap(),
+            json!("pong")
+        );
+        assert_eq!(
+            call(&d, PING_METHOD, None, Some("1.0.0")).await.unwrap(),
+            json!("pong")
+        );
         // Python: the 1.3 endpoint is compatible with 1.1 but has no ping: NoSuchMethod.
-        assert!(call(&d, PING_METHOD, None, Some("1.1")).await.unwrap_err().is_no_such_method());
+        assert!(
+            call(&d, PING_METHOD, None, Some("1.1"))
+                .await
+                .unwrap_err()
+                .is_no_such_method()
+        );
         let e = call(&d, PING_METHOD, None, Some("1.4")).await.unwrap_err();
         assert_eq!(e.class(), "UnsupportedVersion");
         let off = Dispatcher::new(vec![ep(None, None, &["foo"])], false);
-        assert!(call(&off, PING_METHOD, None, None).await.unwrap_err().is_no_such_method());
+        assert!(
+            call(&off, PING_METHOD, None, None)
+                .await
+                .unwrap_err()
+                .is_no_such_method()
+        );
     }
 
     #[tokio::test]

@@ -41,7 +41,11 @@ impl<T> Request<T> {
         }
     }
 
-    pub(crate) fn with_target(mut self, namespace: Option<String>, version: Option<String>) -> Self {
+    pub(crate) fn with_target(
+        mut self,
+        namespace: Option<String>,
+        version: Option<String>,
+    ) -> Self {
         self.namespace = namespace;
         self.version = version;
         self
@@ -116,7 +120,10 @@ impl<'de> Deserialize<'de> for NoArgs {
             fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 f.write_str("no keyword arguments")
             }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> std::result::Result<NoArgs, A::Error> {
+            fn visit_map<A: MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> std::result::Result<NoArgs, A::Error> {
                 match map.next_key::<String>()? {
                     None => Ok(NoArgs {}),
                     Some(k) => Err(serde::de::Error::unknown_field(&k, &[])),
@@ -131,7 +138,8 @@ impl<'de> Deserialize<'de> for NoArgs {
 }
 
 /// The boxed future a handler returns once erased.
-pub(crate) type HandlerFuture = Pin<Box<dyn Future<Output = std::result::Result<Value, RpcError>> + Send>>;
+pub(crate) type HandlerFuture =
+    Pin<Box<dyn Future<Output = std::result::Result<Value, RpcError>> + Send>>;
 
 /// A function that can serve an RPC method.
 ///
@@ -210,12 +218,16 @@ where
 
 fn result_to_value<R: Serialize>(method: &str, result: &R) -> std::result::Result<Value, RpcError> {
     serde_json::to_value(result).map_err(|e| {
-        RpcError::type_error(format!("the result of {method}() is not JSON serializable: {e}"))
+        RpcError::type_error(format!(
+            "the result of {method}() is not JSON serializable: {e}"
+        ))
     })
 }
 
 /// Builds `T` from the keyword arguments; a mismatch becomes Python's `TypeError` text.
-fn take_args<T: DeserializeOwned>(req: Request<Value>) -> std::result::Result<Request<T>, RpcError> {
+fn take_args<T: DeserializeOwned>(
+    req: Request<Value>,
+) -> std::result::Result<Request<T>, RpcError> {
     let args = match &req.args {
         Value::Null => Value::Object(serde_json::Map::new()),
         _ => req.args.clone(),
@@ -225,7 +237,11 @@ fn take_args<T: DeserializeOwned>(req: Request<Value>) -> std::result::Result<Re
         Err(e) => {
             let path = e.path().to_string();
             let text = e.into_inner().to_string();
-            Err(RpcError::type_error(argument_error(&req.method, &path, &text)))
+            Err(RpcError::type_error(argument_error(
+                &req.method,
+                &path,
+                &text,
+            )))
         }
     }
 }
@@ -362,7 +378,10 @@ impl<S> fmt::Debug for EndpointBuilder<S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("EndpointBuilder")
             .field("target", &self.target)
-            .field("methods", &self.methods.iter().map(|(n, _)| n).collect::<Vec<_>>())
+            .field(
+                "methods",
+                &self.methods.iter().map(|(n, _)| n).collect::<Vec<_>>(),
+            )
             .finish_non_exhaustive()
     }
 }
@@ -443,7 +462,9 @@ impl<S: Clone + Send + Sync + 'static> EndpointBuilder<S> {
                 ));
             }
             if methods.insert(name.clone(), handler).is_some() {
-                return Err(Error::config(format!("RPC method {name:?} is registered twice")));
+                return Err(Error::config(format!(
+                    "RPC method {name:?} is registered twice"
+                )));
             }
         }
         Ok(Endpoint {
@@ -487,16 +508,29 @@ mod tests {
     fn argument_errors_read_like_python() {
         let e = take_args::<AddArgs>(req(json!({"b": 1}))).unwrap_err();
         assert_eq!((e.class(), e.module()), ("TypeError", "builtins"));
-        assert_eq!(e.message(), "add() missing 1 required positional argument: 'a'");
+        assert_eq!(
+            e.message(),
+            "add() missing 1 required positional argument: 'a'"
+        );
 
         let e = take_args::<Strict>(req(json!({"a": 1, "c": 2}))).unwrap_err();
         assert_eq!(e.message(), "add() got an unexpected keyword argument 'c'");
 
         let e = take_args::<AddArgs>(req(json!({"a": "x"}))).unwrap_err();
-        assert!(e.message().starts_with("add() argument 'a': invalid type: string \"x\""), "{}", e.message());
+        assert!(
+            e.message()
+                .starts_with("add() argument 'a': invalid type: string \"x\""),
+            "{}",
+            e.message()
+        );
 
         let e = take_args::<Nested>(req(json!({"inner": {"a": 1, "z": 0}}))).unwrap_err();
-        assert!(e.message().starts_with("add() argument 'inner' (at inner.z)"), "{}", e.message());
+        assert!(
+            e.message()
+                .starts_with("add() argument 'inner' (at inner.z)"),
+            "{}",
+            e.message()
+        );
 
         let e = take_args::<NoArgs>(req(json!({"x": 1}))).unwrap_err();
         assert_eq!(e.message(), "add() got an unexpected keyword argument 'x'");
@@ -513,7 +547,10 @@ mod tests {
             (Endpoint::builder().method("_private", h), "starts with '_'"),
             (Endpoint::builder().method("target", h), "reserved"),
             (Endpoint::builder().method("", h), "cannot be empty"),
-            (Endpoint::builder().method("a", h).method("a", h), "registered twice"),
+            (
+                Endpoint::builder().method("a", h).method("a", h),
+                "registered twice",
+            ),
             (Endpoint::builder().version("1"), "invalid version"),
         ];
         for (b, want) in cases {
@@ -534,7 +571,9 @@ mod tests {
             .build()
             .unwrap();
         let h = ep.handler("f").unwrap();
-        let out = h(Request::new(Context::new(), "f", json!({"a": 2}))).await.unwrap();
+        let out = h(Request::new(Context::new(), "f", json!({"a": 2})))
+            .await
+            .unwrap();
         assert_eq!(out, json!(42));
     }
 }

@@ -36,7 +36,8 @@ pub(crate) const DISPATCHER_MODULE: &str = "oslo_messaging.rpc.dispatcher";
 /// ```
 #[derive(Clone, PartialEq)]
 pub struct RpcError {
-    remote: RemoteError,
+    // Boxed: handlers return `Result<_, RpcError>` on every path, so keep it one pointer wide.
+    remote: Box<RemoteError>,
     expected: bool,
 }
 
@@ -45,7 +46,7 @@ impl RpcError {
     /// [`with_module`](Self::with_module) says otherwise; `args` is `[message]`.
     pub fn new(class: impl Into<String>, message: impl Into<String>) -> Self {
         Self {
-            remote: RemoteError::new("builtins", class, message),
+            remote: Box::new(RemoteError::new("builtins", class, message)),
             expected: false,
         }
     }
@@ -76,8 +77,10 @@ impl RpcError {
         let key = key.into();
         let message = format!("'{}'", key.replace('\'', "\\'"));
         Self {
-            remote: RemoteError::new("builtins", "KeyError", message)
-                .with_args(vec![Value::String(key)]),
+            remote: Box::new(
+                RemoteError::new("builtins", "KeyError", message)
+                    .with_args(vec![Value::String(key)]),
+            ),
             expected: false,
         }
     }
@@ -90,31 +93,34 @@ impl RpcError {
     /// Sets the module of the class.
     #[must_use]
     pub fn with_module(mut self, module: impl Into<String>) -> Self {
-        self.remote = RemoteError::new(module, self.remote.class(), self.remote.message())
-            .with_args(self.remote.args().to_vec())
-            .with_kwargs(self.remote.kwargs().clone())
-            .with_traceback(self.remote.traceback().to_vec());
+        let r = &self.remote;
+        self.remote = Box::new(
+            RemoteError::new(module, r.class(), r.message())
+                .with_args(r.args().to_vec())
+                .with_kwargs(r.kwargs().clone())
+                .with_traceback(r.traceback().to_vec()),
+        );
         self
     }
 
     /// Replaces the exception arguments (default `[message]`).
     #[must_use]
     pub fn with_args(mut self, args: Vec<Value>) -> Self {
-        self.remote = self.remote.with_args(args);
+        self.remote = Box::new((*self.remote).with_args(args));
         self
     }
 
     /// Sets keyword arguments (Nova-style exceptions carry them).
     #[must_use]
     pub fn with_kwargs(mut self, kwargs: Map<String, Value>) -> Self {
-        self.remote = self.remote.with_kwargs(kwargs);
+        self.remote = Box::new((*self.remote).with_kwargs(kwargs));
         self
     }
 
     /// Sets traceback lines sent to the caller (none by default: they leak internals).
     #[must_use]
     pub fn with_traceback(mut self, traceback: Vec<String>) -> Self {
-        self.remote = self.remote.with_traceback(traceback);
+        self.remote = Box::new((*self.remote).with_traceback(traceback));
         self
     }
 
@@ -152,12 +158,15 @@ impl RpcError {
 
     /// Consumes the error, returning the wire failure.
     pub fn into_remote(self) -> RemoteError {
-        self.remote
+        *self.remote
     }
 
     pub(crate) fn no_such_method(method: &str) -> Self {
-        Self::new("NoSuchMethod", format!("Endpoint does not support RPC method {method}"))
-            .with_module(DISPATCHER_MODULE)
+        Self::new(
+            "NoSuchMethod",
+            format!("Endpoint does not support RPC method {method}"),
+        )
+        .with_module(DISPATCHER_MODULE)
     }
 
     pub(crate) fn unsupported_version(version: &str, method: &str) -> Self {
@@ -192,7 +201,7 @@ impl From<RemoteError> for RpcError {
     /// Passes a failure from a nested call through unchanged.
     fn from(remote: RemoteError) -> Self {
         Self {
-            remote,
+            remote: Box::new(remote),
             expected: false,
         }
     }
@@ -259,7 +268,10 @@ mod tests {
     #[test]
     fn local_errors_map_to_oslo_exceptions() {
         let e: RpcError = Error::timeout("Timed out waiting for a reply to message ID x").into();
-        assert_eq!((e.class(), e.module()), ("MessagingTimeout", "oslo_messaging.exceptions"));
+        assert_eq!(
+            (e.class(), e.module()),
+            ("MessagingTimeout", "oslo_messaging.exceptions")
+        );
         let remote = RemoteError::new("builtins", "ValueError", "bad");
         let e: RpcError = Error::remote(remote.clone()).into();
         assert_eq!(e.as_remote(), &remote);

@@ -118,7 +118,10 @@ impl RpcServer {
     pub async fn start(&self) -> Result<()> {
         let mut lifecycle = self.inner.lifecycle.lock().await;
         if !matches!(*lifecycle, Lifecycle::Created) {
-            return Err(Error::new(ErrorKind::InvalidState, "the RPC server was already started"));
+            return Err(Error::new(
+                ErrorKind::InvalidState,
+                "the RPC server was already started",
+            ));
         }
         let listener = self
             .inner
@@ -163,7 +166,9 @@ impl RpcServer {
         }
         let _ = stopped.wait_for(|s| *s).await;
         let mut lifecycle = self.inner.lifecycle.lock().await;
-        if let Lifecycle::Running { poll, control } = std::mem::replace(&mut *lifecycle, Lifecycle::Done) {
+        if let Lifecycle::Running { poll, control } =
+            std::mem::replace(&mut *lifecycle, Lifecycle::Done)
+        {
             if let Err(e) = poll.await {
                 tracing::error!(error = %e, "the RPC server's poll loop failed");
             }
@@ -251,20 +256,31 @@ async fn handle(
     let reply_to = match (msg_id, reply_q) {
         (Some(id), Some(q)) => Some((id, q)),
         (Some(id), None) => {
-            tracing::warn!(msg_id = id, method, "a call without _reply_q: no reply can be sent");
+            tracing::warn!(
+                msg_id = id,
+                method,
+                "a call without _reply_q: no reply can be sent"
+            );
             None
         }
         _ => None,
     };
     let heartbeats = match (&reply_to, heartbeat_interval(&client_timeout)) {
-        (Some((id, q)), Some(interval)) => Some(spawn_heartbeats(replies.clone(), q.clone(), id.clone(), interval)),
+        (Some((id, q)), Some(interval)) => Some(spawn_heartbeats(
+            replies.clone(),
+            q.clone(),
+            id.clone(),
+            interval,
+        )),
         _ => None,
     };
     let outcome = CatchUnwind::new(dispatcher.dispatch(request, client_timeout, serializer))
         .await
         .unwrap_or_else(|panic| {
             tracing::error!(method, panic, "an RPC handler panicked");
-            Err(RpcError::runtime_error(format!("the handler of {method}() panicked: {panic}")))
+            Err(RpcError::runtime_error(format!(
+                "the handler of {method}() panicked: {panic}"
+            )))
         });
     if let Some(hb) = heartbeats {
         hb.abort();
@@ -288,7 +304,12 @@ async fn handle(
 }
 
 /// oslo's watchdog: a heartbeat every `interval` until aborted, or until one fails.
-fn spawn_heartbeats(replies: Arc<dyn ReplySink>, reply_q: String, msg_id: String, interval: Duration) -> JoinHandle<()> {
+fn spawn_heartbeats(
+    replies: Arc<dyn ReplySink>,
+    reply_q: String,
+    msg_id: String,
+    interval: Duration,
+) -> JoinHandle<()> {
     tokio::spawn(async move {
         let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -364,7 +385,11 @@ impl RpcServerBuilder {
         let pool_size = u32::try_from(pool_size)
             .ok()
             .filter(|&n| n > 0 && n as usize <= Semaphore::MAX_PERMITS)
-            .ok_or_else(|| Error::config(format!("executor pool size must be at least 1, not {pool_size}")))?;
+            .ok_or_else(|| {
+                Error::config(format!(
+                    "executor pool size must be at least 1, not {pool_size}"
+                ))
+            })?;
         let ping = self.ping.unwrap_or(conf.rpc_ping_enabled);
         let (stop_tx, _) = watch::channel(false);
         Ok(RpcServer {

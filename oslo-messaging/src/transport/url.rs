@@ -42,7 +42,11 @@ impl TransportHost {
 
     /// Adds credentials.
     #[must_use]
-    pub fn with_credentials(mut self, username: impl Into<String>, password: impl Into<Secret>) -> Self {
+    pub fn with_credentials(
+        mut self,
+        username: impl Into<String>,
+        password: impl Into<Secret>,
+    ) -> Self {
         self.username = Some(username.into());
         self.password = Some(password.into());
         self
@@ -166,7 +170,8 @@ impl TransportUrl {
 
     fn parse_any_scheme(url: &str) -> Result<Self> {
         let shown = mask_password_in_raw(url);
-        let (scheme, rest) = split_scheme(url).ok_or_else(|| invalid(&shown, "No scheme specified"))?;
+        let (scheme, rest) =
+            split_scheme(url).ok_or_else(|| invalid(&shown, "No scheme specified"))?;
         let scheme = scheme.to_ascii_lowercase();
         // urlsplit: fragment, then query, off the end; the netloc after "//".
         let rest = rest.split_once('#').map_or(rest, |(r, _)| r);
@@ -215,7 +220,10 @@ impl TransportUrl {
             let port = match port_text {
                 None | Some("") => None,
                 Some(p) => Some(p.trim().parse::<u16>().map_err(|_| {
-                    invalid(&shown, format_args!("invalid port {p:?} (expected 0 to 65535)"))
+                    invalid(
+                        &shown,
+                        format_args!("invalid port {p:?} (expected 0 to 65535)"),
+                    )
                 })?),
             };
             if username.is_some() && password.is_some() {
@@ -440,7 +448,12 @@ mod tests {
         TransportUrl::parse(url).unwrap_or_else(|e| panic!("{url}: {e}"))
     }
 
-    fn host(h: Option<&str>, port: Option<u16>, user: Option<&str>, pass: Option<&str>) -> TransportHost {
+    fn host(
+        h: Option<&str>,
+        port: Option<u16>,
+        user: Option<&str>,
+        pass: Option<&str>,
+    ) -> TransportHost {
         TransportHost {
             hostname: h.map(str::to_owned),
             port,
@@ -455,11 +468,31 @@ mod tests {
         let cases: Vec<(&str, Option<&str>, Vec<TransportHost>)> = vec![
             ("rabbit://", None, vec![]),
             ("rabbit://h", None, vec![host(Some("h"), None, None, None)]),
-            ("rabbit://h/", Some(""), vec![host(Some("h"), None, None, None)]),
-            ("rabbit://h//", Some("/"), vec![host(Some("h"), None, None, None)]),
-            ("rabbit://h/%2F", Some("/"), vec![host(Some("h"), None, None, None)]),
-            ("rabbit://h/foo", Some("foo"), vec![host(Some("h"), None, None, None)]),
-            ("rabbit://h:10", None, vec![host(Some("h"), Some(10), None, None)]),
+            (
+                "rabbit://h/",
+                Some(""),
+                vec![host(Some("h"), None, None, None)],
+            ),
+            (
+                "rabbit://h//",
+                Some("/"),
+                vec![host(Some("h"), None, None, None)],
+            ),
+            (
+                "rabbit://h/%2F",
+                Some("/"),
+                vec![host(Some("h"), None, None, None)],
+            ),
+            (
+                "rabbit://h/foo",
+                Some("foo"),
+                vec![host(Some("h"), None, None, None)],
+            ),
+            (
+                "rabbit://h:10",
+                None,
+                vec![host(Some("h"), Some(10), None, None)],
+            ),
             (
                 "rabbit://u:p@h:5673/v",
                 Some("v"),
@@ -483,21 +516,37 @@ mod tests {
                 Some(""),
                 vec![host(Some("h"), None, Some("us@er"), Some("pass"))],
             ),
-            ("rabbit://[::1]:5672/", Some(""), vec![host(Some("::1"), Some(5672), None, None)]),
+            (
+                "rabbit://[::1]:5672/",
+                Some(""),
+                vec![host(Some("::1"), Some(5672), None, None)],
+            ),
             (
                 "rabbit://u:p@[fe80::1]/",
                 Some(""),
                 vec![host(Some("fe80::1"), None, Some("u"), Some("p"))],
             ),
-            ("rabbit://u@h/", Some(""), vec![host(Some("h"), None, Some("u"), None)]),
-            ("rabbit://:p@h/", Some(""), vec![host(Some("h"), None, Some(""), Some("p"))]),
+            (
+                "rabbit://u@h/",
+                Some(""),
+                vec![host(Some("h"), None, Some("u"), None)],
+            ),
+            (
+                "rabbit://:p@h/",
+                Some(""),
+                vec![host(Some("h"), None, Some(""), Some("p"))],
+            ),
             ("rabbit:///", Some(""), vec![]),
             ("fake://", None, vec![]),
             ("kombu+memory:////", Some("/"), vec![]),
-            ("rabbit://h1,,h2/", Some(""), vec![
-                host(Some("h1"), None, None, None),
-                host(Some("h2"), None, None, None),
-            ]),
+            (
+                "rabbit://h1,,h2/",
+                Some(""),
+                vec![
+                    host(Some("h1"), None, None, None),
+                    host(Some("h2"), None, None, None),
+                ],
+            ),
         ];
         for (url, vhost, hosts) in cases {
             let parsed = p(url);
@@ -511,7 +560,10 @@ mod tests {
         let u = p("rabbit://h/?a=1&a=2&b=3&c=&d");
         assert_eq!(
             u.query(),
-            &[("a".to_owned(), "1,2".to_owned()), ("b".to_owned(), "3".to_owned())]
+            &[
+                ("a".to_owned(), "1,2".to_owned()),
+                ("b".to_owned(), "3".to_owned())
+            ]
         );
         assert_eq!(p("rabbit://h/?x=a+b%2C").query_value("x"), Some("a b,"));
     }
@@ -527,7 +579,10 @@ mod tests {
             ("rabbit://h/%2F", "rabbit://h//"),
             ("rabbit://h/foo", "rabbit://h/foo"),
             ("rabbit://u:p@h:5673/v", "rabbit://u:p@h:5673/v"),
-            ("rabbit://u:p@h1:1,u2:p2@h2:2/vh", "rabbit://u:p@h1:1,u2:p2@h2:2/vh"),
+            (
+                "rabbit://u:p@h1:1,u2:p2@h2:2/vh",
+                "rabbit://u:p@h1:1,u2:p2@h2:2/vh",
+            ),
             ("rabbit://us%40er:pa%3Ass@h/", "rabbit://us%40er:pa%3Ass@h/"),
             ("rabbit://[::1]:5672/", "rabbit://[::1]:5672/"),
             ("rabbit://u:p@[fe80::1]/", "rabbit://u:p@[fe80::1]/"),
@@ -564,7 +619,10 @@ mod tests {
 
         let e = TransportUrl::parse("amqp1://u:Sup3r@h/").unwrap_err();
         let text = e.to_string();
-        assert!(text.contains("unknown transport driver \"amqp1\""), "{text}");
+        assert!(
+            text.contains("unknown transport driver \"amqp1\""),
+            "{text}"
+        );
         assert!(text.contains("rabbit, kombu, memory, fake"), "{text}");
         assert!(!text.contains("Sup3r"), "{text}");
 

@@ -296,7 +296,7 @@ mod tests {
             (-0.0, "-0.0"),
             (1.5e300, "1.5e+300"),
             (2.5e-300, "2.5e-300"),
-            (3.141_592_653_589_793, "3.141592653589793"),
+            (std::f64::consts::PI, "3.141592653589793"),
             (1e22, "1e+22"),
             (f64::MAX, "1.7976931348623157e+308"),
             (5e-324, "5e-324"),
@@ -346,8 +346,8 @@ mod tests {
 
     #[test]
     fn reads_python_non_finite_tokens() {
-        let v = from_slice(br#"{"a": NaN, "b": [Infinity, -Infinity], "c": "NaN Infinity"}"#)
-            .unwrap();
+        let v =
+            from_slice(br#"{"a": NaN, "b": [Infinity, -Infinity], "c": "NaN Infinity"}"#).unwrap();
         assert_eq!(
             v,
             json!({"a": null, "b": [null, null], "c": "NaN Infinity"})

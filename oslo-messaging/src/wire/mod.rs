@@ -62,11 +62,16 @@ impl fmt::Display for WireError {
             Self::NotJson(e) => write!(f, "message body is not JSON: {e}"),
             Self::NotAnObject(what) => write!(f, "{what} is not a JSON object"),
             Self::UnsupportedEnvelopeVersion(v) => {
-                write!(f, "unsupported envelope version {v:?} (expected {ENVELOPE_VERSION})")
+                write!(
+                    f,
+                    "unsupported envelope version {v:?} (expected {ENVELOPE_VERSION})"
+                )
             }
             Self::BadEnvelope => f.write_str("envelope's oslo.message is not a JSON string"),
             Self::MissingField(k) => write!(f, "message has no {k:?} key"),
-            Self::BadField { field, expected } => write!(f, "message key {field:?} is not {expected}"),
+            Self::BadField { field, expected } => {
+                write!(f, "message key {field:?} is not {expected}")
+            }
         }
     }
 }
@@ -347,7 +352,11 @@ pub fn decode_request(body: &[u8]) -> Result<IncomingRequest, WireError> {
 // ===== replies =====
 
 /// Encodes the final reply to a call: a result or a failure, with `"ending": true`.
-pub fn encode_reply(msg_id: &str, unique_id: &str, outcome: &Result<Value, RemoteError>) -> Vec<u8> {
+pub fn encode_reply(
+    msg_id: &str,
+    unique_id: &str,
+    outcome: &Result<Value, RemoteError>,
+) -> Vec<u8> {
     let mut out = Vec::with_capacity(128);
     out.push(b'{');
     let mut first = true;

@@ -39,7 +39,11 @@ fn call_request_is_byte_identical() {
         reply_q: "reply_d4902a819fab4dbba0c08fd084044f0a",
         call_monitor_timeout: None,
     };
-    let body = encode_request(&echo_request(), Some(&info), "7870927a196042f8aeb8fac721fbcf77");
+    let body = encode_request(
+        &echo_request(),
+        Some(&info),
+        "7870927a196042f8aeb8fac721fbcf77",
+    );
     assert_eq!(std::str::from_utf8(&body).unwrap(), CALL);
 }
 
@@ -47,10 +51,19 @@ fn call_request_is_byte_identical() {
 fn call_request_decodes() {
     let r = decode_request(CALL.as_bytes()).unwrap();
     assert_eq!(r.request, echo_request());
-    assert_eq!(r.msg_id.as_deref(), Some("65db6de7fdc54f00a5c3552dacfe3bb6"));
-    assert_eq!(r.reply_q.as_deref(), Some("reply_d4902a819fab4dbba0c08fd084044f0a"));
+    assert_eq!(
+        r.msg_id.as_deref(),
+        Some("65db6de7fdc54f00a5c3552dacfe3bb6")
+    );
+    assert_eq!(
+        r.reply_q.as_deref(),
+        Some("reply_d4902a819fab4dbba0c08fd084044f0a")
+    );
     assert_eq!(r.client_timeout, Value::Null);
-    assert_eq!(r.unique_id.as_deref(), Some("7870927a196042f8aeb8fac721fbcf77"));
+    assert_eq!(
+        r.unique_id.as_deref(),
+        Some("7870927a196042f8aeb8fac721fbcf77")
+    );
     assert!(r.wants_reply());
 }
 
@@ -61,7 +74,15 @@ fn cast_has_no_reply_keys() {
     let keys: Vec<&str> = inner.keys().map(String::as_str).collect();
     assert_eq!(
         keys,
-        ["method", "args", "version", "_unique_id", "_context_user", "_context_project_id", "_context_request_id"]
+        [
+            "method",
+            "args",
+            "version",
+            "_unique_id",
+            "_context_user",
+            "_context_project_id",
+            "_context_request_id"
+        ]
     );
 }
 
@@ -73,19 +94,31 @@ fn call_monitor_timeout_is_an_integer_when_whole() {
         call_monitor_timeout: Some(Duration::from_secs(2)),
     };
     let body = encode_request(&echo_request(), Some(&info), "u");
-    assert!(std::str::from_utf8(&body).unwrap().contains(r#"\"_timeout\": 2, "#));
+    assert!(
+        std::str::from_utf8(&body)
+            .unwrap()
+            .contains(r#"\"_timeout\": 2, "#)
+    );
     let info = CallInfo {
         call_monitor_timeout: Some(Duration::from_millis(2500)),
         ..info
     };
     let body = encode_request(&echo_request(), Some(&info), "u");
-    assert!(std::str::from_utf8(&body).unwrap().contains(r#"\"_timeout\": 2.5, "#));
+    assert!(
+        std::str::from_utf8(&body)
+            .unwrap()
+            .contains(r#"\"_timeout\": 2.5, "#)
+    );
 }
 
 #[test]
 fn reply_is_byte_identical() {
     let result = json!({"a": [1, 2, "x"], "u": "café"});
-    let body = encode_reply("65db6de7fdc54f00a5c3552dacfe3bb6", "0bd29a075dd84167bb87d7f0cd7a000f", &Ok(result.clone()));
+    let body = encode_reply(
+        "65db6de7fdc54f00a5c3552dacfe3bb6",
+        "0bd29a075dd84167bb87d7f0cd7a000f",
+        &Ok(result.clone()),
+    );
     assert_eq!(std::str::from_utf8(&body).unwrap(), REPLY);
     let r = decode_reply(REPLY.as_bytes()).unwrap();
     assert_eq!(r.result, result);
@@ -94,7 +127,10 @@ fn reply_is_byte_identical() {
 
 #[test]
 fn heartbeat_matches_capture() {
-    let body = encode_heartbeat("a36670b991b34854b33884fe8ff6f2e1", "29ff1e47e119416d8a932f85771316d3");
+    let body = encode_heartbeat(
+        "a36670b991b34854b33884fe8ff6f2e1",
+        "29ff1e47e119416d8a932f85771316d3",
+    );
     let inner = r#"{"result": null, "failure": null, "ending": false, "_msg_id": "a36670b991b34854b33884fe8ff6f2e1", "_unique_id": "29ff1e47e119416d8a932f85771316d3"}"#;
     assert_eq!(body, wrap_envelope(inner.as_bytes()));
     let r = decode_reply(&body).unwrap();
@@ -110,7 +146,9 @@ fn failure_reply_carries_failure_json_as_a_string() {
     assert_eq!(inner["result"], Value::Null);
     assert_eq!(
         inner["failure"],
-        json!(r#"{"class": "ValueError", "module": "builtins", "message": "('bad value', 42)", "tb": [], "args": ["bad value", 42], "kwargs": {}}"#)
+        json!(
+            r#"{"class": "ValueError", "module": "builtins", "message": "('bad value', 42)", "tb": [], "args": ["bad value", 42], "kwargs": {}}"#
+        )
     );
     assert_eq!(decode_reply(&body).unwrap().failure, Some(failure));
 }
@@ -172,16 +210,55 @@ fn bad_input_is_a_typed_error() {
     let cases: &[(&[u8], WireError)] = &[
         (b"not json", WireError::NotJson(String::new())),
         (b"[1, 2]", WireError::NotAnObject("message body")),
-        (br#"{"oslo.version": "3.0", "oslo.message": "{}"}"#, WireError::UnsupportedEnvelopeVersion("3.0".into())),
-        (br#"{"oslo.version": "2.1", "oslo.message": "{}"}"#, WireError::UnsupportedEnvelopeVersion("2.1".into())),
-        (br#"{"oslo.version": "1.0", "oslo.message": "{}"}"#, WireError::UnsupportedEnvelopeVersion("1.0".into())),
-        (br#"{"oslo.version": 2, "oslo.message": "{}"}"#, WireError::UnsupportedEnvelopeVersion("2".into())),
-        (br#"{"oslo.version": "2.0", "oslo.message": {"method": "m"}}"#, WireError::BadEnvelope),
-        (br#"{"oslo.version": "2.0", "oslo.message": "[]"}"#, WireError::NotAnObject("envelope's oslo.message")),
-        (br#"{"oslo.version": "2.0", "oslo.message": "{\"args\": {}}"}"#, WireError::MissingField("method")),
-        (br#"{"method": 5}"#, WireError::BadField { field: "method", expected: "a string" }),
-        (br#"{"method": "m", "args": [1]}"#, WireError::BadField { field: "args", expected: "an object" }),
-        (br#"{"method": "m", "_msg_id": 7}"#, WireError::BadField { field: "_msg_id", expected: "a string" }),
+        (
+            br#"{"oslo.version": "3.0", "oslo.message": "{}"}"#,
+            WireError::UnsupportedEnvelopeVersion("3.0".into()),
+        ),
+        (
+            br#"{"oslo.version": "2.1", "oslo.message": "{}"}"#,
+            WireError::UnsupportedEnvelopeVersion("2.1".into()),
+        ),
+        (
+            br#"{"oslo.version": "1.0", "oslo.message": "{}"}"#,
+            WireError::UnsupportedEnvelopeVersion("1.0".into()),
+        ),
+        (
+            br#"{"oslo.version": 2, "oslo.message": "{}"}"#,
+            WireError::UnsupportedEnvelopeVersion("2".into()),
+        ),
+        (
+            br#"{"oslo.version": "2.0", "oslo.message": {"method": "m"}}"#,
+            WireError::BadEnvelope,
+        ),
+        (
+            br#"{"oslo.version": "2.0", "oslo.message": "[]"}"#,
+            WireError::NotAnObject("envelope's oslo.message"),
+        ),
+        (
+            br#"{"oslo.version": "2.0", "oslo.message": "{\"args\": {}}"}"#,
+            WireError::MissingField("method"),
+        ),
+        (
+            br#"{"method": 5}"#,
+            WireError::BadField {
+                field: "method",
+                expected: "a string",
+            },
+        ),
+        (
+            br#"{"method": "m", "args": [1]}"#,
+            WireError::BadField {
+                field: "args",
+                expected: "an object",
+            },
+        ),
+        (
+            br#"{"method": "m", "_msg_id": 7}"#,
+            WireError::BadField {
+                field: "_msg_id",
+                expected: "a string",
+            },
+        ),
     ];
     for (body, want) in cases {
         let got = decode_request(body).unwrap_err();
@@ -205,9 +282,18 @@ fn revision_zero_envelope_is_accepted_like_python() {
 
 #[test]
 fn python_timestamps() {
-    assert_eq!(format_utc_timestamp(Duration::from_micros(1_795_312_563_142_045)), "2026-11-22 01:56:03.142045");
-    assert_eq!(format_utc_timestamp(Duration::from_secs(1_795_312_563)), "2026-11-22 01:56:03");
-    assert_eq!(format_utc_timestamp(Duration::from_secs(951_782_400)), "2000-02-29 00:00:00");
+    assert_eq!(
+        format_utc_timestamp(Duration::from_micros(1_795_312_563_142_045)),
+        "2026-11-22 01:56:03.142045"
+    );
+    assert_eq!(
+        format_utc_timestamp(Duration::from_secs(1_795_312_563)),
+        "2026-11-22 01:56:03"
+    );
+    assert_eq!(
+        format_utc_timestamp(Duration::from_secs(951_782_400)),
+        "2000-02-29 00:00:00"
+    );
     assert_eq!(format_utc_timestamp(Duration::ZERO), "1970-01-01 00:00:00");
     let now = utc_timestamp_now();
     assert_eq!(now.as_bytes()[10], b' ');
@@ -217,5 +303,8 @@ fn python_timestamps() {
 fn ids_look_like_python_uuid_hex() {
     let id = new_id();
     assert_eq!(id.len(), 32);
-    assert!(id.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()));
+    assert!(
+        id.bytes()
+            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+    );
 }

@@ -1,0 +1,98 @@
+//! Helpers shared by the integration tests.
+#![allow(dead_code, unreachable_pub)]
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use oslo_messaging::rpc::{Endpoint, Request, RpcError, RpcServer};
+use oslo_messaging::{Target, Transport};
+use serde_json::Value;
+
+/// A name no other test uses, for topics and exchanges on shared brokers.
+pub fn unique(prefix: &str) -> String {
+    format!("{prefix}_{}", uuid_hex())
+}
+
+fn uuid_hex() -> String {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    format!(
+        "{:x}{:x}{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// Counts calls per server name.
+#[derive(Clone, Default)]
+pub struct Calls(pub Arc<std::sync::Mutex<Vec<(String, Value)>>>);
+
+impl Calls {
+    pub fn push(&self, who: &str, v: Value) {
+        self.0.lock().unwrap().push((who.to_owned(), v));
+    }
+    pub fn by(&self, who: &str) -> Vec<Value> {
+        self.0
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(w, _)| w == who)
+            .map(|(_, v)| v.clone())
+            .collect()
+    }
+    pub fn len(&self) -> usize {
+        self.0.lock().unwrap().len()
+    }
+}
+
+/// An endpoint recording `record(value)` calls as `name` and echoing `echo(value)`.
+pub fn recording_endpoint(name: &str, calls: &Calls) -> Endpoint {
+    let (n1, c1) = (name.to_owned(), calls.clone());
+    let n2 = name.to_owned();
+    Endpoint::builder()
+        .method("record", move |req: Request<Value>| {
+            let (n, c) = (n1.clone(), c1.clone());
+            async move {
+                c.push(&n, req.args()["value"].clone());
+                Ok::<_, RpcError>(n)
+            }
+        })
+        .method("whoami", move |_req: Request<Value>| {
+            let n = n2.clone();
+            async move { Ok::<_, RpcError>(n) }
+        })
+        .method("echo", |req: Request<Value>| async move {
+            Ok::<_, RpcError>(req.args()["value"].clone())
+        })
+        .method("sleep", |req: Request<Value>| async move {
+            let secs = req.args()["seconds"].as_f64().unwrap_or(0.0);
+            tokio::time::sleep(Duration::from_secs_f64(secs)).await;
+            Ok::<_, RpcError>(secs)
+        })
+        .build()
+        .unwrap()
+}
+
+/// Starts a server on `topic`/`server` with `endpoint`.
+pub async fn start_server(
+    transport: &Transport,
+    topic: &str,
+    server: &str,
+    endpoint: Endpoint,
+) -> RpcServer {
+    let s = RpcServer::builder(transport, Target::new(topic).with_server(server))
+        .endpoint(endpoint)
+        .build()
+        .unwrap();
+    s.start().await.unwrap();
+    s
+}
+
+pub async fn stop(server: &RpcServer) {
+    server.stop().await;
+    server.wait().await;
+}
