@@ -108,6 +108,13 @@ fn write_u_escape<W: ?Sized + Write>(writer: &mut W, unit: u16) -> io::Result<()
 /// those itself) with everything outside printable ASCII escaped, as `ensure_ascii=True` does.
 fn write_ascii_escaped<W: ?Sized + Write>(writer: &mut W, fragment: &str) -> io::Result<()> {
     let bytes = fragment.as_bytes();
+    // Most text is printable ASCII: copy it in one go.
+    let Some(first) = bytes.iter().position(|&b| b >= 0x7f) else {
+        return writer.write_all(bytes);
+    };
+    writer.write_all(&bytes[..first])?;
+    let fragment = &fragment[first..];
+    let bytes = fragment.as_bytes();
     let mut start = 0;
     for (i, ch) in fragment.char_indices() {
         if (' '..='~').contains(&ch) {
@@ -213,10 +220,131 @@ pub fn write<T: Serialize + ?Sized>(out: &mut Vec<u8>, value: &T) -> Result<(), 
     value.serialize(&mut ser)
 }
 
+/// Bytes that cannot appear as they are inside a Python (`ensure_ascii`) JSON string.
+static NEEDS_ESCAPE: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut i = 0;
+    while i < 256 {
+        t[i] = i < 0x20 || i >= 0x7f || i == b'"' as usize || i == b'\\' as usize;
+        i += 1;
+    }
+    t
+};
+
+/// The index of the first byte that needs escaping, checking eight bytes at a time while they
+/// are all plain printable ASCII (a word-at-a-time test: any byte below 0x20, at or above 0x7f,
+/// or equal to `"` or `\\`).
+fn first_needing_escape(bytes: &[u8]) -> Option<usize> {
+    const LO: u64 = 0x0101_0101_0101_0101;
+    const HI: u64 = 0x8080_8080_8080_8080;
+    let has_zero_byte = |v: u64| v.wrapping_sub(LO) & !v & HI != 0;
+    let mut i = 0;
+    for chunk in bytes.chunks_exact(8) {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(chunk);
+        let x = u64::from_le_bytes(word);
+        let suspicious = x & HI != 0
+            || x.wrapping_sub(LO * 0x20) & !x & HI != 0
+            || has_zero_byte(x ^ (LO * u64::from(b'"')))
+            || has_zero_byte(x ^ (LO * u64::from(b'\\')))
+            || has_zero_byte(x ^ (LO * 0x7f));
+        if suspicious {
+            break;
+        }
+        i += 8;
+    }
+    bytes[i..]
+        .iter()
+        .position(|&b| NEEDS_ESCAPE[usize::from(b)])
+        .map(|p| p + i)
+}
+
 /// Appends `s` as a quoted, Python-escaped JSON string.
 pub(crate) fn write_str(out: &mut Vec<u8>, s: &str) {
-    // Writing to a Vec cannot fail, and a str always serializes.
-    let _ = write(out, s);
+    out.reserve(s.len() + 2);
+    out.push(b'"');
+    let bytes = s.as_bytes();
+    let mut start = 0;
+    while let Some(offset) = first_needing_escape(&bytes[start..]) {
+        let i = start + offset;
+        out.extend_from_slice(&bytes[start..i]);
+        let b = bytes[i];
+        if b < 0x80 {
+            match b {
+                b'"' => out.extend_from_slice(b"\\\""),
+                b'\\' => out.extend_from_slice(b"\\\\"),
+                b'\n' => out.extend_from_slice(b"\\n"),
+                b'\r' => out.extend_from_slice(b"\\r"),
+                b'\t' => out.extend_from_slice(b"\\t"),
+                0x08 => out.extend_from_slice(b"\\b"),
+                0x0c => out.extend_from_slice(b"\\f"),
+                _ => {
+                    let _ = write_u_escape(out, u16::from(b));
+                }
+            }
+            start = i + 1;
+        } else {
+            // A multi-byte character: escape it as UTF-16 units.
+            let ch = s[i..].chars().next().unwrap_or('\u{fffd}');
+            let mut units = [0u16; 2];
+            for unit in ch.encode_utf16(&mut units) {
+                let _ = write_u_escape(out, *unit);
+            }
+            start = i + ch.len_utf8();
+        }
+    }
+    out.extend_from_slice(&bytes[start..]);
+    out.push(b'"');
+}
+
+/// Appends a JSON value as Python's `json.dumps` writes it (a direct walk, faster than going
+/// through `serde`'s serializer for the trees messages carry).
+pub(crate) fn write_value(out: &mut Vec<u8>, v: &Value) {
+    match v {
+        Value::Null => out.extend_from_slice(b"null"),
+        Value::Bool(true) => out.extend_from_slice(b"true"),
+        Value::Bool(false) => out.extend_from_slice(b"false"),
+        Value::Number(n) => {
+            if let Some(u) = n.as_u64() {
+                out.extend_from_slice(itoa::Buffer::new().format(u).as_bytes());
+            } else if let Some(i) = n.as_i64() {
+                out.extend_from_slice(itoa::Buffer::new().format(i).as_bytes());
+            } else {
+                let f = n.as_f64().unwrap_or(f64::NAN);
+                if f.is_finite() {
+                    let _ = write_python_float(out, ryu::Buffer::new().format_finite(f));
+                } else {
+                    out.extend_from_slice(b"null");
+                }
+            }
+        }
+        Value::String(s) => write_str(out, s),
+        Value::Array(items) => {
+            out.push(b'[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.extend_from_slice(b", ");
+                }
+                write_value(out, item);
+            }
+            out.push(b']');
+        }
+        Value::Object(map) => write_object(out, map),
+    }
+}
+
+/// Appends a JSON object as Python's `json.dumps` writes it.
+pub(crate) fn write_object(out: &mut Vec<u8>, map: &serde_json::Map<String, Value>) {
+    out.push(b'{');
+    for (i, (k, item)) in map.iter().enumerate() {
+        if i > 0 {
+            out.extend_from_slice(b", ");
+        }
+        write_str(out, k);
+        out.extend_from_slice(b": ");
+        write_value(out, item);
+    }
+    out.push(b'}');
 }
 
 /// Parses JSON, also accepting the `NaN`, `Infinity` and `-Infinity` tokens Python writes
@@ -336,6 +464,37 @@ mod tests {
             r#""\u00e9\u2028\ud83d\ude00\u007f\u0000/\"\\\n\t\b\f\r\u001f""#
         );
         assert_eq!(to_string("café").unwrap(), r#""caf\u00e9""#);
+    }
+
+    /// The direct walker and the serde formatter write the same bytes.
+    #[test]
+    fn value_walker_matches_the_formatter() {
+        let v = json!({
+            "s": "é\u{2028}\u{1F600}\u{7f}\u{0}/\"\\\n\t\u{8}\u{c}\r\u{1f} plain",
+            "n": [0, -1, u64::MAX, i64::MIN, 0.1, 1e16, 1e-5, -0.0, 123.456],
+            "nested": {"a": [], "b": {}, "c": [true, false, null]},
+            "": "empty key"
+        });
+        let mut walked = Vec::new();
+        write_value(&mut walked, &v);
+        assert_eq!(String::from_utf8(walked).unwrap(), to_string(&v).unwrap());
+    }
+
+    /// The word-at-a-time scan finds the same byte as a plain scan, wherever it is.
+    #[test]
+    fn escape_scan_matches_a_byte_scan() {
+        for special in [0u8, 0x1f, b'"', b'\\', 0x7f, 0x80, 0xff, b' ', b'~', b'a'] {
+            for pos in 0..20 {
+                let mut bytes = vec![b'x'; 20];
+                bytes[pos] = special;
+                let want = bytes.iter().position(|&b| NEEDS_ESCAPE[usize::from(b)]);
+                assert_eq!(
+                    first_needing_escape(&bytes),
+                    want,
+                    "byte {special:#x} at {pos}"
+                );
+            }
+        }
     }
 
     #[test]

@@ -23,6 +23,7 @@ use serde_json::{Map, Value};
 
 use crate::context::Context;
 
+mod fast;
 pub mod json;
 mod remote;
 
@@ -105,11 +106,30 @@ pub fn new_id() -> String {
 
 /// Wraps an inner JSON text (as written by [`json::to_string`]) in the 2.0 envelope.
 pub fn wrap_envelope(inner: &[u8]) -> Vec<u8> {
+    if inner.iter().any(|&b| !(0x20..0x7f).contains(&b)) {
+        let mut out = Vec::with_capacity(inner.len() + inner.len() / 8 + 48);
+        out.extend_from_slice(b"{\"oslo.version\": \"2.0\", \"oslo.message\": ");
+        json::write_str(&mut out, &String::from_utf8_lossy(inner));
+        out.push(b'}');
+        return out;
+    }
+    wrap_printable(inner)
+}
+
+/// [`wrap_envelope`] for inner text known to be printable ASCII (everything our encoders
+/// write): only quotes and backslashes need escaping.
+fn wrap_printable(inner: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(inner.len() + inner.len() / 8 + 48);
-    out.extend_from_slice(b"{\"oslo.version\": \"2.0\", \"oslo.message\": ");
-    // The inner text is ASCII, so this only escapes quotes and backslashes.
-    json::write_str(&mut out, std::str::from_utf8(inner).unwrap_or_default());
-    out.push(b'}');
+    out.extend_from_slice(b"{\"oslo.version\": \"2.0\", \"oslo.message\": \"");
+    let mut start = 0;
+    for i in memchr::memchr2_iter(b'"', b'\\', inner) {
+        out.extend_from_slice(&inner[start..i]);
+        out.push(b'\\');
+        out.push(inner[i]);
+        start = i + 1;
+    }
+    out.extend_from_slice(&inner[start..]);
+    out.extend_from_slice(b"\"}");
     out
 }
 
@@ -165,8 +185,7 @@ fn write_key(out: &mut Vec<u8>, first: &mut bool, key: &str) {
 }
 
 fn write_value(out: &mut Vec<u8>, value: &Value) {
-    // A serde_json Value always serializes.
-    let _ = json::write(out, value);
+    json::write_value(out, value);
 }
 
 fn write_context(out: &mut Vec<u8>, first: &mut bool, context: &Context) {
@@ -260,7 +279,7 @@ pub fn encode_request(req: &Request, call: Option<&CallInfo<'_>>, unique_id: &st
     write_key(&mut out, &mut first, "method");
     json::write_str(&mut out, &req.method);
     write_key(&mut out, &mut first, "args");
-    let _ = json::write(&mut out, &req.args);
+    json::write_object(&mut out, &req.args);
     if let Some(ns) = &req.namespace {
         write_key(&mut out, &mut first, "namespace");
         json::write_str(&mut out, ns);
@@ -284,7 +303,7 @@ pub fn encode_request(req: &Request, call: Option<&CallInfo<'_>>, unique_id: &st
     json::write_str(&mut out, unique_id);
     write_context(&mut out, &mut first, &req.context);
     out.push(b'}');
-    wrap_envelope(&out)
+    wrap_printable(&out)
 }
 
 /// An RPC request as a server receives it.
@@ -315,6 +334,11 @@ impl IncomingRequest {
 ///
 /// Any [`WireError`]: not JSON, bad envelope, no `method`, fields of the wrong type.
 pub fn decode_request(body: &[u8]) -> Result<IncomingRequest, WireError> {
+    fast::request(body).map_or_else(|| decode_request_general(body), Ok)
+}
+
+/// The reference decoder: also the one that reports errors.
+fn decode_request_general(body: &[u8]) -> Result<IncomingRequest, WireError> {
     let mut map = unwrap_envelope(body)?;
     let context = take_context(&mut map);
     let msg_id = take_opt_string(&mut map, "_msg_id")?;
@@ -374,7 +398,7 @@ pub fn encode_reply(
     out.extend_from_slice(b"true");
     write_reply_ids(&mut out, &mut first, msg_id, unique_id);
     out.push(b'}');
-    wrap_envelope(&out)
+    wrap_printable(&out)
 }
 
 /// Encodes a call-monitor heartbeat: `{"result": null, "failure": null, "ending": false, ...}`.
@@ -384,7 +408,7 @@ pub fn encode_heartbeat(msg_id: &str, unique_id: &str) -> Vec<u8> {
     let mut first = false;
     write_reply_ids(&mut out, &mut first, msg_id, unique_id);
     out.push(b'}');
-    wrap_envelope(&out)
+    wrap_printable(&out)
 }
 
 fn write_reply_ids(out: &mut Vec<u8>, first: &mut bool, msg_id: &str, unique_id: &str) {
@@ -416,6 +440,10 @@ pub struct Reply {
 /// Any [`WireError`]; a `failure` that is not valid failure JSON is reported as a failure
 /// carrying the raw text, not as an error.
 pub fn decode_reply(body: &[u8]) -> Result<Reply, WireError> {
+    fast::reply(body).map_or_else(|| decode_reply_general(body), Ok)
+}
+
+fn decode_reply_general(body: &[u8]) -> Result<Reply, WireError> {
     let mut map = unwrap_envelope(body)?;
     let msg_id = take_opt_string(&mut map, "_msg_id")?;
     let unique_id = take_opt_string(&mut map, "_unique_id")?;
@@ -484,7 +512,7 @@ pub fn encode_notification(n: &Notification, unique_id: &str, envelope: bool) ->
     json::write_str(&mut out, unique_id);
     write_context(&mut out, &mut first, &n.context);
     out.push(b'}');
-    if envelope { wrap_envelope(&out) } else { out }
+    if envelope { wrap_printable(&out) } else { out }
 }
 
 /// A notification as a listener receives it. Fields Python reads with `.get()` are optional.
@@ -514,6 +542,10 @@ pub struct IncomingNotification {
 ///
 /// Any [`WireError`].
 pub fn decode_notification(body: &[u8]) -> Result<IncomingNotification, WireError> {
+    fast::notification(body).map_or_else(|| decode_notification_general(body), Ok)
+}
+
+fn decode_notification_general(body: &[u8]) -> Result<IncomingNotification, WireError> {
     let mut map = unwrap_envelope(body)?;
     let context = take_context(&mut map);
     let lenient_string = |map: &mut Map<String, Value>, k: &str| match map.shift_remove(k) {

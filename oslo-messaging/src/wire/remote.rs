@@ -123,12 +123,22 @@ impl RemoteError {
         json::write_str(&mut out, &self.module);
         out.extend_from_slice(b", \"message\": ");
         json::write_str(&mut out, &self.message);
-        out.extend_from_slice(b", \"tb\": ");
-        let _ = json::write(&mut out, &self.traceback);
-        out.extend_from_slice(b", \"args\": ");
-        let _ = json::write(&mut out, &self.args);
-        out.extend_from_slice(b", \"kwargs\": ");
-        let _ = json::write(&mut out, &self.kwargs);
+        out.extend_from_slice(b", \"tb\": [");
+        for (i, line) in self.traceback.iter().enumerate() {
+            if i > 0 {
+                out.extend_from_slice(b", ");
+            }
+            json::write_str(&mut out, line);
+        }
+        out.extend_from_slice(b"], \"args\": [");
+        for (i, arg) in self.args.iter().enumerate() {
+            if i > 0 {
+                out.extend_from_slice(b", ");
+            }
+            json::write_value(&mut out, arg);
+        }
+        out.extend_from_slice(b"], \"kwargs\": ");
+        json::write_object(&mut out, &self.kwargs);
         out.push(b'}');
         String::from_utf8(out).unwrap_or_default()
     }

@@ -308,3 +308,49 @@ fn ids_look_like_python_uuid_hex() {
             .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
     );
 }
+
+/// The fast decoders must agree with the reference decoders wherever they answer.
+#[test]
+fn fast_paths_agree_with_the_reference() {
+    let fixtures: Value =
+        serde_json::from_str(include_str!("../../tests/fixtures/python_18.3.1.json")).unwrap();
+    let mut bodies: Vec<String> = fixtures["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["body"].as_str().unwrap().to_owned())
+        .collect();
+    bodies.extend(
+        [
+            CALL,
+            REPLY,
+            NOTIFY_V1,
+            NOTIFY_V2,
+            r#"{"method": "m", "args": null, "_context_a": 1, "_context_a": 2, "x": [1]}"#,
+            r#"{"method": "m", "namespace": null, "version": null, "_timeout": "4"}"#,
+            r#"{"oslo.message": "{\"method\": \"m\"}", "oslo.version": "2.0", "extra": 1}"#,
+            r#"{"payload": {"oslo.message": "not an envelope"}, "method": "m"}"#,
+            r#"{"result": 1, "failure": null, "ending": true, "_msg_id": "x"}"#,
+            r#"{"result": null, "failure": "", "ending": 1}"#,
+            r#"{"priority": null, "publisher_id": 5, "_context_user": "u"}"#,
+        ]
+        .map(str::to_owned),
+    );
+    for body in &bodies {
+        let b = body.as_bytes();
+        if let Some(fast) = fast::request(b) {
+            assert_eq!(Ok(fast), decode_request_general(b), "{body}");
+        }
+        if let Some(fast) = fast::reply(b) {
+            assert_eq!(Ok(fast), decode_reply_general(b), "{body}");
+        }
+        if let Some(fast) = fast::notification(b) {
+            assert_eq!(Ok(fast), decode_notification_general(b), "{body}");
+        }
+    }
+    // The fast paths do take the common shapes.
+    assert!(fast::request(CALL.as_bytes()).is_some());
+    assert!(fast::reply(REPLY.as_bytes()).is_some());
+    assert!(fast::notification(NOTIFY_V1.as_bytes()).is_some());
+    assert!(fast::notification(NOTIFY_V2.as_bytes()).is_some());
+}
