@@ -25,7 +25,12 @@ pub(crate) struct Cli {
 pub(crate) struct Global {
     /// Transport URL, such as rabbit://user:pass@host:5672/ (default: the config's
     /// transport_url).
-    #[arg(long, global = true, env = "OSLO_MESSAGING_URL")]
+    #[arg(
+        long,
+        global = true,
+        env = "OSLO_MESSAGING_URL",
+        hide_env_values = true
+    )]
     pub(crate) url: Option<String>,
     /// An oslo.config INI file; repeat for several, later ones override earlier ones.
     #[arg(long = "config-file", global = true, value_name = "FILE")]
@@ -50,8 +55,8 @@ pub(crate) enum Command {
 
 #[derive(Debug, Args)]
 pub(crate) struct DemoArgs {
-    /// Seconds the timeout step waits for a reply that never comes.
-    #[arg(long, default_value_t = 1.0)]
+    /// Seconds the timeout step waits for a reply that never comes (0.1 to 60).
+    #[arg(long, default_value_t = 1.0, value_parser = parse_demo_timeout)]
     pub(crate) timeout: f64,
 }
 
@@ -68,4 +73,15 @@ pub(crate) fn init_logging(verbose: u8) {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .try_init();
+}
+
+fn parse_demo_timeout(text: &str) -> Result<f64, String> {
+    let v: f64 = text
+        .parse()
+        .map_err(|_| format!("{text:?} is not a number of seconds"))?;
+    if (0.1..=60.0).contains(&v) {
+        Ok(v)
+    } else {
+        Err(format!("{v} is outside 0.1 to 60 seconds"))
+    }
 }

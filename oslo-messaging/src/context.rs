@@ -5,24 +5,71 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-/// Keys whose values are secrets: masked in `Debug` output and blanked by
-/// [`Context::redacted`] before a notification leaves the process.
-///
-/// `auth_token` and `auth_token_info` are what oslo.context's `redacted_copy()` clears; the others
-/// catch services that put credentials into their contexts under obvious names.
-const SECRET_KEYS: &[&str] = &[
-    "auth_token",
-    "auth_token_info",
-    "service_token",
+/// oslo.utils' `_SANITIZE_KEYS`: a key containing any of these (case-insensitively) holds a
+/// secret. Used to blank contexts before notifications leave the process, to mask `Debug`
+/// output, and by the `log` notification driver.
+pub(crate) const SANITIZE_KEYS: &[&str] = &[
+    "adminpass",
+    "admin_pass",
     "password",
     "admin_password",
+    "auth_token",
+    "new_pass",
+    "auth_password",
+    "secret_uuid",
     "secret",
+    "sys_pswd",
     "token",
+    "configdrive",
+    "chappassword",
+    "encrypted_key",
+    "private_key",
+    "fernetkey",
+    "sslkey",
+    "passphrase",
+    "cephclusterfsid",
+    "octaviaheartbeatkey",
+    "rabbitcookie",
+    "cephmanilaclientkey",
+    "pacemakerremoteauthkey",
+    "designaterndckey",
+    "cephadminkey",
+    "heatauthencryptionkey",
+    "cephclientkey",
+    "keystonecredential",
+    "barbicansimplecryptokek",
+    "cephrgwkey",
+    "swifthashsuffix",
+    "migrationsshkey",
+    "cephmdskey",
+    "cephmonkey",
+    "chapsecret",
 ];
 
+/// Whether `key` names a secret (a substring match on [`SANITIZE_KEYS`]).
 pub(crate) fn is_secret_key(key: &str) -> bool {
     let lower = key.to_ascii_lowercase();
-    SECRET_KEYS.contains(&lower.as_str()) || lower.contains("password")
+    SANITIZE_KEYS.iter().any(|k| lower.contains(k))
+}
+
+/// Blanks (to `null`) the values of secret-looking keys, at any depth.
+fn redact_value(v: &Value) -> Value {
+    match v {
+        Value::Object(map) => Value::Object(
+            map.iter()
+                .map(|(k, v)| {
+                    let v = if is_secret_key(k) {
+                        Value::Null
+                    } else {
+                        redact_value(v)
+                    };
+                    (k.clone(), v)
+                })
+                .collect(),
+        ),
+        Value::Array(items) => Value::Array(items.iter().map(redact_value).collect()),
+        other => other.clone(),
+    }
 }
 
 /// The context that travels with every RPC request and notification: a JSON object.
@@ -143,8 +190,9 @@ impl Context {
         self.values
     }
 
-    /// A copy with secrets (`auth_token`, passwords and the like) set to `null`, as
-    /// oslo.context's `redacted_copy()` does before a notification is sent.
+    /// A copy with secrets set to `null` before a notification is sent, as oslo.context's
+    /// `redacted_copy()` does for `auth_token`: here every key, at any depth, whose name
+    /// contains one of oslo.utils' secret words (`password`, `token`, `secret`, ...).
     ///
     /// ```
     /// use oslo_messaging::Context;
@@ -156,19 +204,10 @@ impl Context {
     /// ```
     #[must_use]
     pub fn redacted(&self) -> Self {
-        let values = self
-            .values
-            .iter()
-            .map(|(k, v)| {
-                let v = if is_secret_key(k) {
-                    Value::Null
-                } else {
-                    v.clone()
-                };
-                (k.clone(), v)
-            })
-            .collect();
-        Self { values }
+        match redact_value(&Value::Object(self.values.clone())) {
+            Value::Object(values) => Self { values },
+            _ => Self::new(),
+        }
     }
 }
 
@@ -179,7 +218,7 @@ impl fmt::Debug for Context {
             if is_secret_key(k) && !v.is_null() {
                 m.entry(k, &"***");
             } else {
-                m.entry(k, v);
+                m.entry(k, &redact_value(v));
             }
         }
         m.finish()
@@ -246,6 +285,27 @@ mod tests {
         assert_eq!(r.get("auth_token"), Some(&Value::Null));
         assert_eq!(r.get("service_token"), Some(&Value::Null));
         assert_eq!(r.get_str("user"), Some("u"));
+    }
+
+    #[test]
+    fn redaction_matches_substrings_at_any_depth() {
+        let ctx = Context::from_value(serde_json::json!({
+            "access_token": "a", "application_credential_secret": "b",
+            "auth": {"token": "c", "user": "u"}, "list": [{"password": "d"}], "roles": ["admin"]
+        }))
+        .unwrap();
+        let r = ctx.redacted();
+        assert_eq!(
+            Value::Object(r.into_map()),
+            serde_json::json!({
+                "access_token": null, "application_credential_secret": null,
+                "auth": {"token": null, "user": "u"}, "list": [{"password": null}], "roles": ["admin"]
+            })
+        );
+        let dbg = format!("{ctx:?}");
+        for secret in ["\"a\"", "\"b\"", "\"c\"", "\"d\""] {
+            assert!(!dbg.contains(secret), "{dbg}");
+        }
     }
 
     #[test]

@@ -85,6 +85,7 @@ pub mod context;
 mod dedup;
 mod driver;
 pub mod error;
+mod lifecycle;
 pub mod notify;
 pub mod rpc;
 mod secret;

@@ -83,10 +83,11 @@ impl Version {
         })
     }
 
-    /// Parses the way Python's `int()` reads each part (surrounding spaces and a `+` allowed), for
-    /// versions that arrive from the wire.
+    /// Parses the way Python reads versions from the wire: each part as `int()` does
+    /// (surrounding spaces and a `+` allowed), and parts after the third ignored.
     pub(crate) fn parse_lenient(s: &str) -> Option<Self> {
-        Self::parse_parts(s, |p| {
+        let three: String = s.splitn(4, '.').take(3).collect::<Vec<_>>().join(".");
+        Self::parse_parts(&three, |p| {
             let p = p.trim();
             p.strip_prefix('+').unwrap_or(p).parse().ok()
         })
@@ -211,5 +212,9 @@ mod tests {
         assert_eq!(Version::parse_lenient("2.0"), Some(Version::new(2, 0)));
         assert_eq!(Version::parse_lenient("2"), None);
         assert_eq!(Version::parse_lenient("x.0"), None);
+        assert_eq!(
+            Version::parse_lenient("1.2.3.4"),
+            Some(Version::with_revision(1, 2, 3))
+        );
     }
 }

@@ -892,12 +892,22 @@ async fn expired_requests_are_not_delivered() {
 #[tokio::test]
 async fn lifecycle_is_ordered() {
     let t = Transport::memory();
-    let s = RpcServer::builder(&t, Target::new("life").with_server("s"))
-        .endpoint(recording_endpoint("s", &Calls::default()))
-        .build()
-        .unwrap();
-    s.stop().await; // not started: nothing to do
-    s.wait().await;
+    let build = || {
+        RpcServer::builder(&t, Target::new("life").with_server("s"))
+            .endpoint(recording_endpoint("s", &Calls::default()))
+            .build()
+            .unwrap()
+    };
+    let early = build();
+    early.wait().await; // never started: returns at once
+    early.stop().await;
+    assert_eq!(
+        early.start().await.unwrap_err().kind(),
+        ErrorKind::InvalidState,
+        "stopped before start"
+    );
+
+    let s = build();
     s.start().await.unwrap();
     assert_eq!(s.start().await.unwrap_err().kind(), ErrorKind::InvalidState);
     let waiter = {
@@ -914,6 +924,122 @@ async fn lifecycle_is_ordered() {
         .build()
         .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::InvalidTarget);
+}
+
+/// Two handlers stopping their own server while another task waits: no deadlock.
+#[tokio::test]
+async fn concurrent_stops_from_handlers_do_not_deadlock() {
+    let t = Transport::memory();
+    let slot: Arc<std::sync::OnceLock<RpcServer>> = Arc::default();
+    let ep = Endpoint::builder()
+        .with_state(slot.clone())
+        .method("shutdown", |State(slot): State<Arc<std::sync::OnceLock<RpcServer>>>, _r: Request<NoArgs>| async move {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            slot.get().unwrap().stop().await;
+            Ok::<_, RpcError>(())
+        })
+        .build()
+        .unwrap();
+    let s = start_server(&t, "selfstop", "s", ep).await;
+    slot.set(s.clone()).ok();
+    let client = RpcClient::new(&t, Target::new("selfstop"));
+    for _ in 0..2 {
+        client.cast(&ctx(), "shutdown", &()).await.unwrap();
+    }
+    tokio::time::timeout(Duration::from_secs(5), s.wait())
+        .await
+        .expect("no deadlock");
+}
+
+/// A cancelled `wait()` loses nothing: the shutdown finishes in the background.
+#[tokio::test(start_paused = true)]
+async fn cancelled_wait_still_cleans_up() {
+    let t = Transport::memory();
+    let s = start_server(&t, "cw", "s", recording_endpoint("s", &Calls::default())).await;
+    let h = t.memory_handle().unwrap();
+    let client = RpcClient::new(&t, Target::new("cw"));
+    client
+        .cast(&ctx(), "sleep", &json!({"seconds": 10}))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(1)).await;
+    s.stop().await;
+    assert!(
+        tokio::time::timeout(Duration::from_secs(1), s.wait())
+            .await
+            .is_err()
+    );
+    tokio::time::sleep(Duration::from_secs(20)).await;
+    let fanout: Vec<String> = h
+        .queues()
+        .into_iter()
+        .filter(|q| q.starts_with("cw_fanout_"))
+        .collect();
+    assert!(
+        fanout.is_empty(),
+        "the fanout queue was deleted: {fanout:?}"
+    );
+    s.wait().await;
+}
+
+/// Dropping the last handle of a running server stops it.
+#[tokio::test]
+async fn dropping_a_running_server_stops_it() {
+    let t = Transport::memory();
+    let s = start_server(
+        &t,
+        "dropped",
+        "s",
+        recording_endpoint("s", &Calls::default()),
+    )
+    .await;
+    let h = t.memory_handle().unwrap();
+    assert_eq!(h.consumer_count("dropped"), Some(1));
+    drop(s);
+    for _ in 0..100 {
+        if h.consumer_count("dropped") == Some(0) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(h.consumer_count("dropped"), Some(0));
+}
+
+#[tokio::test(start_paused = true)]
+async fn malformed_calls_get_a_failure_instead_of_a_timeout() {
+    let t = Transport::memory();
+    let s = start_server(
+        &t,
+        "malformed",
+        "s",
+        recording_endpoint("s", &Calls::default()),
+    )
+    .await;
+    let h = t.memory_handle().unwrap();
+    h.record_sent(true);
+    // A call to a topic nobody serves; its request shows us its _msg_id and _reply_q.
+    let client = RpcClient::new(&t, Target::new("nobody")).with_timeout(Duration::from_secs(60));
+    let call = tokio::spawn(async move { client.call::<Value>(&ctx(), "x", &()).await });
+    tokio::time::sleep(Duration::from_millis(1)).await;
+    let req = h.sent()[0].decoded().unwrap();
+    // The same reply address in a request without "method", sent to the live server.
+    let bad = json!({"args": {}, "_msg_id": req["_msg_id"], "_reply_q": req["_reply_q"]});
+    let body = json!({"oslo.version": "2.0", "oslo.message": bad.to_string()}).to_string();
+    assert_eq!(h.publish_raw("openstack", "malformed", body), 1);
+    let start = tokio::time::Instant::now();
+    let err = call.await.unwrap().unwrap_err();
+    assert!(
+        start.elapsed() < Duration::from_secs(1),
+        "failed fast, not after the 60 s timeout"
+    );
+    let r = err.remote_error().unwrap();
+    assert_eq!((r.class(), r.module()), ("TypeError", "builtins"));
+    assert!(
+        r.message().contains("malformed RPC request"),
+        "{}",
+        r.message()
+    );
+    stop(&s).await;
 }
 
 #[tokio::test]

@@ -136,6 +136,9 @@ async fn tour(global: &Global, args: &DemoArgs) -> Result<(), String> {
         let server = RpcServer::builder(&transport, Target::new(&topic).with_server(host))
             .endpoint(calculator().map_err(e)?)
             .endpoint(inventory(host, &journal).map_err(e)?)
+            // One handler at a time, so a cast is handled before a later call to the same
+            // server, which the tour relies on to show what each step did.
+            .executor_pool_size(1)
             .build()
             .map_err(e)?;
         server.start().await.map_err(e)?;

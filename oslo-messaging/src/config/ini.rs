@@ -164,16 +164,28 @@ fn lookup<'a>(sections: &'a Sections, group: &str, key: &str) -> Option<&'a str>
         .map(String::as_str)
 }
 
+/// Default values of known options, by group and name, for substitutions the files do not set.
+pub(crate) type Defaults<'a> = &'a dyn Fn(&str, &str) -> Option<String>;
+
 /// oslo.config's template substitution: `$name` and `${name}` read option `name` of the same
-/// group, else `[DEFAULT]`; `${group.name}` reads another group; `$$` and `\$` are a literal `$`.
-pub(crate) fn substitute(value: &str, group: &str, sections: &Sections) -> Result<String, String> {
-    substitute_depth(value, group, sections, 0)
+/// group, else `[DEFAULT]`; `${group.name}` reads another group; `$$` and `\$` are a literal `$`;
+/// an unclosed `${` stays as it is. Options the files do not set resolve to their defaults.
+///
+/// Errors never quote the value: it may be a password.
+pub(crate) fn substitute(
+    value: &str,
+    group: &str,
+    sections: &Sections,
+    defaults: Defaults<'_>,
+) -> Result<String, String> {
+    substitute_depth(value, group, sections, defaults, 0)
 }
 
 fn substitute_depth(
     value: &str,
     group: &str,
     sections: &Sections,
+    defaults: Defaults<'_>,
     depth: usize,
 ) -> Result<String, String> {
     if !value.contains('$') {
@@ -203,7 +215,12 @@ fn substitute_depth(
         let (name, consumed) = if let Some(braced) = after.strip_prefix('{') {
             match braced.find('}') {
                 Some(end) => (&braced[..end], end + 2),
-                None => return Err(format!("unclosed '${{' in {value:?}")),
+                None => {
+                    // Python's safe_substitute leaves it alone.
+                    out.push('$');
+                    rest = after;
+                    continue;
+                }
             }
         } else if after.starts_with(is_ident_start) {
             let end = after.find(|c: char| !is_ident(c)).unwrap_or(after.len());
@@ -215,13 +232,30 @@ fn substitute_depth(
             continue;
         };
         let found = match name.split_once('.') {
-            Some((g, k)) => lookup(sections, &normalize_group(g), k),
-            None => lookup(sections, group, name).or_else(|| lookup(sections, "DEFAULT", name)),
+            Some((g, k)) => {
+                let g = normalize_group(g);
+                lookup(sections, &g, k)
+                    .map(str::to_owned)
+                    .or_else(|| defaults(&g, k))
+            }
+            None => lookup(sections, group, name)
+                .or_else(|| lookup(sections, "DEFAULT", name))
+                .map(str::to_owned)
+                .or_else(|| defaults(group, name))
+                .or_else(|| defaults("DEFAULT", name)),
         };
         let Some(found) = found else {
-            return Err(format!("substitution ${{{name}}} names no option"));
+            return Err(
+                "a $ substitution names an option that is neither set nor known".to_owned(),
+            );
         };
-        out.push_str(&substitute_depth(found, group, sections, depth + 1)?);
+        out.push_str(&substitute_depth(
+            &found,
+            group,
+            sections,
+            defaults,
+            depth + 1,
+        )?);
         rest = &after[consumed..];
     }
     out.push_str(rest);
@@ -304,7 +338,10 @@ multi = first
              [oslo_messaging_rabbit]\nuser = rabbit-user\nport = 5672\n",
         )
         .unwrap();
-        let sub = |v: &str, g: &str| substitute(v, g, &s);
+        let defaults = |g: &str, k: &str| {
+            (g == "DEFAULT" && k == "state_path").then(|| "/var/lib/nova".to_owned())
+        };
+        let sub = |v: &str, g: &str| substitute(v, g, &s, &defaults);
         assert_eq!(
             sub("rabbit://$user@$my_ip:5672/", "DEFAULT").unwrap(),
             "rabbit://nova@10.0.0.5:5672/"
@@ -319,11 +356,23 @@ multi = first
         );
         assert_eq!(sub("a$$b \\$c $", "DEFAULT").unwrap(), "a$b $c $");
         assert_eq!(sub("no dollars", "DEFAULT").unwrap(), "no dollars");
-        let err = sub("x$nosuch", "DEFAULT").unwrap_err();
-        assert!(err.contains("${nosuch} names no option"), "{err}");
+        assert_eq!(
+            sub("$state_path/ca.pem", "oslo_messaging_rabbit").unwrap(),
+            "/var/lib/nova/ca.pem"
+        );
+        assert_eq!(
+            sub("pa${ss", "DEFAULT").unwrap(),
+            "pa${ss",
+            "an unclosed brace stays"
+        );
+        let err = sub("pa$sword", "DEFAULT").unwrap_err();
+        assert!(
+            !err.contains("sword"),
+            "errors never quote the value: {err}"
+        );
         let looped = parse("[DEFAULT]\na = $b\nb = $a\n").unwrap();
         assert!(
-            substitute("$a", "DEFAULT", &looped)
+            substitute("$a", "DEFAULT", &looped, &defaults)
                 .unwrap_err()
                 .contains("loop")
         );

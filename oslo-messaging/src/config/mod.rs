@@ -245,9 +245,10 @@ impl Config {
                     tracing::debug!(source, group, key, "ignoring unknown option");
                     continue;
                 }
+                let defaults = |g: &str, k: &str| Self::default_text(g, k);
                 let values = values
                     .iter()
-                    .map(|v| ini::substitute(v, group, raw))
+                    .map(|v| ini::substitute(v, group, raw, &defaults))
                     .collect::<std::result::Result<Vec<_>, _>>()
                     .map_err(|e| Error::config(format!("{source}: [{group}] {key}: {e}")))?;
                 if let Err(SetError::Invalid(msg)) = self.set_values(group, key, &values) {
@@ -271,6 +272,16 @@ impl Config {
                 Err(Error::config(format!("no such option [{group}] {name}")))
             }
             Err(SetError::Invalid(msg)) => Err(Error::config(msg)),
+        }
+    }
+
+    /// The text form of a known option's default, for `$` substitution.
+    fn default_text(group: &str, name: &str) -> Option<String> {
+        match group {
+            "DEFAULT" => DefaultOptions::default_text(name),
+            "oslo_messaging_rabbit" => RabbitOptions::default_text(name),
+            "oslo_messaging_notifications" => NotificationOptions::default_text(name),
+            _ => None,
         }
     }
 

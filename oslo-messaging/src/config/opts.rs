@@ -58,6 +58,8 @@ pub(crate) trait OptValue: Sized {
     fn parse(values: &[String], spec: &Spec) -> Result<Self, SetError>;
     /// The value as text, for listings.
     fn describe(&self) -> String;
+    /// The value as a config file would write it (for `$` substitution).
+    fn text(&self) -> Option<String>;
 }
 
 fn last(values: &[String]) -> &str {
@@ -77,6 +79,10 @@ impl OptValue for bool {
     fn describe(&self) -> String {
         self.to_string()
     }
+
+    fn text(&self) -> Option<String> {
+        Some(self.to_string())
+    }
 }
 
 impl OptValue for i64 {
@@ -94,6 +100,10 @@ impl OptValue for i64 {
 
     fn describe(&self) -> String {
         self.to_string()
+    }
+
+    fn text(&self) -> Option<String> {
+        Some(self.to_string())
     }
 }
 
@@ -113,6 +123,10 @@ impl OptValue for f64 {
     fn describe(&self) -> String {
         format!("{self:?}")
     }
+
+    fn text(&self) -> Option<String> {
+        Some(self.to_string())
+    }
 }
 
 impl OptValue for String {
@@ -127,6 +141,10 @@ impl OptValue for String {
     fn describe(&self) -> String {
         format!("{self:?}")
     }
+
+    fn text(&self) -> Option<String> {
+        Some(self.clone())
+    }
 }
 
 impl OptValue for Option<String> {
@@ -139,6 +157,10 @@ impl OptValue for Option<String> {
         self.as_ref()
             .map_or_else(|| "unset".to_owned(), |s| format!("{s:?}"))
     }
+
+    fn text(&self) -> Option<String> {
+        self.clone()
+    }
 }
 
 impl OptValue for Secret {
@@ -148,6 +170,10 @@ impl OptValue for Secret {
 
     fn describe(&self) -> String {
         "(secret)".to_owned()
+    }
+
+    fn text(&self) -> Option<String> {
+        Some(self.expose().to_owned())
     }
 }
 
@@ -160,6 +186,10 @@ impl OptValue for Option<Secret> {
     fn describe(&self) -> String {
         self.as_ref()
             .map_or_else(|| "unset".to_owned(), |_| "(secret)".to_owned())
+    }
+
+    fn text(&self) -> Option<String> {
+        self.as_ref().map(|s| s.expose().to_owned())
     }
 }
 
@@ -176,6 +206,10 @@ impl OptValue for Vec<String> {
 
     fn describe(&self) -> String {
         format!("{:?}", self.join(","))
+    }
+
+    fn text(&self) -> Option<String> {
+        Some(self.join(","))
     }
 }
 
@@ -196,6 +230,10 @@ impl OptValue for Option<Vec<String>> {
     fn describe(&self) -> String {
         self.as_ref()
             .map_or_else(|| "unset".to_owned(), |v| format!("{:?}", v.join(",")))
+    }
+
+    fn text(&self) -> Option<String> {
+        self.as_ref().map(|v| v.join(","))
     }
 }
 
@@ -247,6 +285,15 @@ macro_rules! options {
                         deprecated_names: &[$($($dep),*)?],
                     },
                 )*]
+            }
+
+            pub(crate) fn default_text(name: &str) -> Option<String> {
+                $(
+                    if name == stringify!($field) {
+                        return $crate::config::opts::OptValue::text(&Self::default().$field);
+                    }
+                )*
+                None
             }
 
             pub(crate) fn knows(name: &str) -> bool {

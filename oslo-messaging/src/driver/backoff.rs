@@ -4,9 +4,13 @@ use std::time::Duration;
 
 use crate::config::RabbitOptions;
 
+/// The longest wait between two reconnect attempts, whatever the options say.
+const MAX_DELAY: f64 = 3600.0;
+
 /// The wait before reconnect attempt `attempt` (0-based): the interval grows linearly from
 /// `rabbit_retry_interval` by `rabbit_retry_backoff` per attempt up to `rabbit_interval_max`,
-/// plus `kombu_reconnect_delay`, plus a random `0..kombu_reconnect_splay` jitter.
+/// plus `kombu_reconnect_delay`, plus a random `0..kombu_reconnect_splay` jitter (capped at an
+/// hour in total).
 pub(crate) fn delay(opts: &RabbitOptions, attempt: u32) -> Duration {
     let start = opts.rabbit_retry_interval.max(1) as f64;
     let step = opts.rabbit_retry_backoff.max(0) as f64;
@@ -17,7 +21,12 @@ pub(crate) fn delay(opts: &RabbitOptions, attempt: u32) -> Duration {
     } else {
         0.0
     };
-    Duration::from_secs_f64(interval + opts.kombu_reconnect_delay.max(0.0) + splay)
+    let total = interval + opts.kombu_reconnect_delay.max(0.0) + splay;
+    Duration::from_secs_f64(if total.is_finite() {
+        total.clamp(0.0, MAX_DELAY)
+    } else {
+        MAX_DELAY
+    })
 }
 
 #[cfg(test)]
@@ -34,6 +43,17 @@ mod tests {
         );
         assert!((secs[1] - 4.0).abs() < 1e-9);
         assert!((secs[19] - 31.0).abs() < 1e-9, "capped at 30 s + 1 s");
+    }
+
+    #[test]
+    fn absurd_options_are_capped() {
+        let o = RabbitOptions {
+            kombu_reconnect_splay: 1e300,
+            rabbit_interval_max: i64::MAX,
+            rabbit_retry_backoff: i64::MAX,
+            ..RabbitOptions::default()
+        };
+        assert_eq!(delay(&o, u32::MAX), Duration::from_secs(3600));
     }
 
     #[test]

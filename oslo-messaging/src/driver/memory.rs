@@ -19,7 +19,7 @@ use serde_json::Value;
 use tokio::sync::mpsc;
 
 use super::{
-    BoxFuture, Driver, IncomingNotification, ListenerControl, NotificationAcker,
+    BoxFuture, Driver, IncomingNotification, IncomingRpc, ListenerControl, NotificationAcker,
     NotificationListenerStream, ReplyReceiver, ReplySink, ReplyWaiters, Retry, RpcListener,
     SendParams,
 };
@@ -83,7 +83,7 @@ struct Message {
 }
 
 enum ConsumerTx {
-    Rpc(mpsc::UnboundedSender<wire::IncomingRequest>),
+    Rpc(mpsc::UnboundedSender<IncomingRpc>),
     Notification(mpsc::UnboundedSender<IncomingNotification>),
 }
 
@@ -247,14 +247,7 @@ impl Broker {
             }
             let idx = queue.next % queue.consumers.len();
             let delivered = match &queue.consumers[idx].tx {
-                ConsumerTx::Rpc(tx) => match wire::decode_request(&msg.body) {
-                    Ok(req) => tx.send(req).is_ok(),
-                    Err(e) => {
-                        tracing::error!(queue = name, error = %e, "rejecting a request that does not decode");
-                        queue.next = idx + 1;
-                        continue;
-                    }
-                },
+                ConsumerTx::Rpc(tx) => tx.send(IncomingRpc::decode(&msg.body)).is_ok(),
                 ConsumerTx::Notification(tx) => match wire::decode_notification(&msg.body) {
                     Ok(message) => {
                         let disarmed = Arc::new(AtomicBool::new(false));
@@ -322,11 +315,28 @@ impl Broker {
         }
     }
 
-    fn requeue(self: &Arc<Self>, queue: &str, msg: Message) {
-        let mut state = lock(&self.state);
+    fn requeue_locked(self: &Arc<Self>, state: &mut State, queue: &str, msg: Message) {
         if let Some(q) = state.queues.get_mut(queue) {
             q.messages.push_front(msg);
             self.dispatch(queue, q);
+        }
+    }
+
+    /// Requeues from a `Drop`, which may run while this thread holds the state lock (a channel
+    /// value freed inside `dispatch`): then it is done by a helper thread once the lock is free.
+    fn requeue_from_drop(self: &Arc<Self>, queue: String, msg: Message) {
+        match self.state.try_lock() {
+            Ok(mut state) => self.requeue_locked(&mut state, &queue, msg),
+            Err(std::sync::TryLockError::Poisoned(p)) => {
+                self.requeue_locked(&mut p.into_inner(), &queue, msg)
+            }
+            Err(std::sync::TryLockError::WouldBlock) => {
+                let broker = self.clone();
+                std::thread::spawn(move || {
+                    let mut state = lock(&broker.state);
+                    broker.requeue_locked(&mut state, &queue, msg);
+                });
+            }
         }
     }
 
@@ -373,7 +383,7 @@ impl Drop for MemoryAcker {
             return;
         }
         if let (Some(msg), Some(broker)) = (self.message.take(), self.broker.upgrade()) {
-            broker.requeue(&self.queue, msg);
+            broker.requeue_from_drop(std::mem::take(&mut self.queue), msg);
         }
     }
 }
@@ -503,8 +513,9 @@ impl Driver for MemoryDriver {
                 }
                 None => wire::encode_request(&params.request, None, &unique_id).into(),
             };
-            let mandatory = params.at_least_once;
-            let expires = params.call.map(|c| tokio::time::Instant::now() + c.timeout);
+            // Python never publishes fanout casts mandatory.
+            let mandatory = params.at_least_once && !params.target.fanout();
+            let expires = params.call.map(|c| crate::task::deadline_after(c.timeout));
             self.publish_with_retry(params.retry, || {
                 self.broker
                     .record(SentKind::Request, &exchange, &key, mandatory, &body);

@@ -14,10 +14,11 @@
 //! and MUST return the [`ReplyReceiver`] only after the broker accepted the request. A publish
 //! that fails is retried as [`Retry`] allows; when retries run out the error is
 //! [`ErrorKind::DeliveryFailure`](crate::ErrorKind::DeliveryFailure). The driver MUST NOT
-//! duplicate a message by retrying one the broker already accepted. With `at_least_once`, a
-//! request no queue receives fails at once with
-//! [`ErrorKind::Undeliverable`](crate::ErrorKind::Undeliverable); without it, the broker drops it
-//! and the caller times out (as RabbitMQ does without `mandatory`).
+//! duplicate a message by retrying one the broker already confirmed; one republished after a
+//! lost confirm keeps its `_unique_id`, so receivers drop the copy. With `at_least_once`, a
+//! request to a topic or server that no queue receives fails at once with
+//! [`ErrorKind::Undeliverable`](crate::ErrorKind::Undeliverable); without it (and always for
+//! fanout casts, as Python), the broker drops it and a caller times out.
 //!
 //! **Replies.** Every reply message for a pending call is decoded and handed, in arrival order,
 //! to the call's [`ReplyReceiver`]; heartbeats (`ending: false`) included. The timeout and
@@ -26,8 +27,9 @@
 //!
 //! **Listening.** [`Driver::listen`] consumes `topic`, `topic.server` and the topic's fanout
 //! queue. RPC requests are acknowledged on receipt, before dispatch (oslo's at-most-once), and
-//! delivered decoded; a message that does not decode is logged and rejected without requeue,
-//! and the next one is delivered normally. [`ListenerControl::stop`] stops taking new messages;
+//! delivered decoded; a message that does not decode is rejected without requeue and handed
+//! up as [`IncomingRpc::Malformed`] (so the server can answer the caller when it can), and the
+//! next one is delivered normally. [`ListenerControl::stop`] stops taking new messages;
 //! the [`RpcListener::incoming`] channel then ends once what was already received is read.
 //!
 //! **Notifications.** [`Driver::send_notification`] publishes to `<topic>` (already
@@ -53,6 +55,8 @@ use crate::wire::{self, RemoteError};
 
 pub(crate) mod backoff;
 pub(crate) mod memory;
+#[cfg(feature = "rabbit")]
+pub(crate) mod rabbit;
 
 /// A boxed, `Send` future: drivers are used as trait objects.
 pub(crate) type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -158,7 +162,7 @@ pub(crate) trait Driver: Send + Sync + fmt::Debug + 'static {
 #[derive(Debug)]
 pub(crate) struct ReplyReceiver {
     msg_id: String,
-    rx: mpsc::Receiver<wire::Reply>,
+    rx: mpsc::UnboundedReceiver<wire::Reply>,
     _registration: WaiterGuard,
 }
 
@@ -199,16 +203,15 @@ impl Drop for WaiterGuard {
 /// Pending calls of one transport, by `_msg_id`: the single reply queue's demultiplexer.
 #[derive(Debug, Default)]
 pub(crate) struct ReplyWaiters {
-    map: Mutex<HashMap<String, mpsc::Sender<wire::Reply>>>,
+    // Unbounded: a final reply must never be dropped because heartbeats filled a buffer while
+    // the caller's task was busy; a call gets a handful of messages.
+    map: Mutex<HashMap<String, mpsc::UnboundedSender<wire::Reply>>>,
 }
-
-/// Replies buffered per call; a call gets its final reply plus a few heartbeats at most.
-const REPLY_BUFFER: usize = 16;
 
 impl ReplyWaiters {
     /// Registers a call; its replies go to the returned receiver until it is dropped.
     pub(crate) fn register(self: &Arc<Self>, msg_id: String) -> ReplyReceiver {
-        let (tx, rx) = mpsc::channel(REPLY_BUFFER);
+        let (tx, rx) = mpsc::unbounded_channel();
         self.lock().insert(msg_id.clone(), tx);
         ReplyReceiver {
             msg_id: msg_id.clone(),
@@ -224,7 +227,9 @@ impl ReplyWaiters {
         self.lock().remove(msg_id);
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, mpsc::Sender<wire::Reply>>> {
+    fn lock(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<String, mpsc::UnboundedSender<wire::Reply>>> {
         // A poisoned map still holds valid senders: keep going.
         self.map
             .lock()
@@ -240,17 +245,7 @@ impl ReplyWaiters {
         };
         let tx = self.lock().get(&msg_id).cloned();
         match tx {
-            Some(tx) => match tx.try_send(reply) {
-                Ok(()) => true,
-                Err(mpsc::error::TrySendError::Full(_)) => {
-                    tracing::warn!(
-                        msg_id,
-                        "dropping a reply: the caller has too many unread replies"
-                    );
-                    false
-                }
-                Err(mpsc::error::TrySendError::Closed(_)) => false,
-            },
+            Some(tx) => tx.send(reply).is_ok(),
             None => {
                 tracing::info!(
                     msg_id,
@@ -298,11 +293,40 @@ pub(crate) trait ListenerControl: Send + Sync + fmt::Debug + 'static {
     fn cleanup(&self) -> BoxFuture<'_, ()>;
 }
 
+/// What a listener hands up: a request, or one that did not decode (already rejected).
+// Requests are the common case and move once through a channel: boxing them would only add an
+// allocation per request.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug)]
+pub(crate) enum IncomingRpc {
+    /// A decoded, acknowledged request.
+    Request(wire::IncomingRequest),
+    /// A request that did not decode; `reply_to` (`_msg_id`, `_reply_q`) when they could be
+    /// read, so the caller gets a failure instead of waiting for its timeout.
+    Malformed {
+        error: wire::WireError,
+        reply_to: Option<(String, String)>,
+    },
+}
+
+impl IncomingRpc {
+    /// Decodes a request body.
+    pub(crate) fn decode(body: &[u8]) -> Self {
+        match wire::decode_request(body) {
+            Ok(r) => Self::Request(r),
+            Err(error) => Self::Malformed {
+                reply_to: wire::reply_address(body),
+                error,
+            },
+        }
+    }
+}
+
 /// A running RPC listener.
 #[derive(Debug)]
 pub(crate) struct RpcListener {
-    /// Decoded requests, already acknowledged.
-    pub(crate) incoming: mpsc::UnboundedReceiver<wire::IncomingRequest>,
+    /// Requests, already acknowledged (or rejected when malformed).
+    pub(crate) incoming: mpsc::UnboundedReceiver<IncomingRpc>,
     /// Where replies go.
     pub(crate) replies: Arc<dyn ReplySink>,
     /// Stop and cleanup.

@@ -9,15 +9,15 @@ use std::time::Duration;
 
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
-use tokio::sync::{Mutex, Semaphore, watch};
-use tokio::task::JoinHandle;
+use tokio::sync::{Semaphore, watch};
 
 use super::Priority;
 use super::filter::NotificationFilter;
 use crate::context::Context;
 use crate::dedup::DedupCache;
-use crate::driver::{self, ListenerControl, NotificationAcker};
-use crate::error::{Error, ErrorKind, Result};
+use crate::driver::{self, NotificationAcker};
+use crate::error::{Error, Result};
+use crate::lifecycle::Lifecycle;
 use crate::serializer::Serializer;
 use crate::target::Target;
 use crate::task::CatchUnwind;
@@ -42,11 +42,23 @@ pub struct Notification {
 }
 
 impl Notification {
+    /// A notification, for calling handlers directly in tests.
+    pub fn new(priority: Priority, event_type: impl Into<String>, payload: Value) -> Self {
+        Self {
+            context: Context::new(),
+            publisher_id: None,
+            event_type: Some(event_type.into()),
+            priority,
+            payload,
+            metadata: Map::new(),
+        }
+    }
+
     /// The payload converted to `T`.
     ///
     /// # Errors
     ///
-    /// [`ErrorKind::Serialization`] when it does not fit.
+    /// [`ErrorKind::Serialization`](crate::ErrorKind::Serialization) when it does not fit.
     pub fn payload_as<T: DeserializeOwned>(&self) -> Result<T> {
         serde_json::from_value(self.payload.clone())
             .map_err(|e| Error::serialization(format!("notification payload does not fit: {e}")))
@@ -127,20 +139,26 @@ type BatchFn = Arc<dyn Fn(Vec<Notification>) -> HandlerFuture + Send + Sync>;
 
 fn erase<A, F, Fut, R>(f: F) -> Arc<dyn Fn(A) -> HandlerFuture + Send + Sync>
 where
+    A: Send + 'static,
     F: Fn(A) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = R> + Send + 'static,
     R: IntoNotificationResult,
 {
+    let f = Arc::new(f);
     Arc::new(move |a| {
-        let fut = f(a);
+        let f = f.clone();
         Box::pin(async move {
-            CatchUnwind::new(fut).await.map_or_else(
-                |panic| {
-                    tracing::error!(panic, "notification handler panicked");
-                    NotificationResult::Requeue
-                },
-                IntoNotificationResult::into_notification_result,
-            )
+            // The handler is called inside the guard: a panic before it returns its future is
+            // caught too.
+            CatchUnwind::new(async move { f(a).await })
+                .await
+                .map_or_else(
+                    |panic| {
+                        tracing::error!(panic, "notification handler panicked");
+                        NotificationResult::Requeue
+                    },
+                    IntoNotificationResult::into_notification_result,
+                )
         })
     })
 }
@@ -349,22 +367,18 @@ pub struct NotificationListener {
 struct Inner {
     transport: Transport,
     targets: Vec<Target>,
-    mode: Mode,
     pool: Option<String>,
+    core: Arc<Core>,
+    lifecycle: Lifecycle,
+}
+
+/// What the poll loop needs (kept apart from `Inner`, so the loop does not keep the listener
+/// alive: dropping the last handle stops it).
+struct Core {
+    mode: Mode,
     allow_requeue: bool,
     pool_size: u32,
     serializer: Option<Arc<dyn Serializer>>,
-    lifecycle: Mutex<Lifecycle>,
-    stop_tx: watch::Sender<bool>,
-}
-
-enum Lifecycle {
-    Created,
-    Running {
-        poll: JoinHandle<()>,
-        control: Arc<dyn ListenerControl>,
-    },
-    Done,
 }
 
 impl fmt::Debug for NotificationListener {
@@ -372,7 +386,7 @@ impl fmt::Debug for NotificationListener {
         f.debug_struct("NotificationListener")
             .field("targets", &self.inner.targets)
             .field("pool", &self.inner.pool)
-            .field("allow_requeue", &self.inner.allow_requeue)
+            .field("allow_requeue", &self.inner.core.allow_requeue)
             .finish_non_exhaustive()
     }
 }
@@ -404,66 +418,43 @@ impl NotificationListener {
     ///
     /// # Errors
     ///
-    /// [`ErrorKind::InvalidState`] when already started; driver errors.
+    /// [`ErrorKind::InvalidState`](crate::ErrorKind::InvalidState) when already started or
+    /// stopped; driver errors.
     pub async fn start(&self) -> Result<()> {
-        let mut lifecycle = self.inner.lifecycle.lock().await;
-        if !matches!(*lifecycle, Lifecycle::Created) {
-            return Err(Error::new(
-                ErrorKind::InvalidState,
-                "the notification listener was already started",
-            ));
-        }
-        let priorities = self.inner.mode.priorities();
-        let pairs: Vec<(Target, Priority)> = self
-            .inner
-            .targets
-            .iter()
-            .flat_map(|t| priorities.iter().map(move |p| (t.clone(), *p)))
-            .collect();
-        let stream = self
-            .inner
-            .transport
-            .driver()
-            .listen_for_notifications(pairs, self.inner.pool.clone())
-            .await?;
-        let control: Arc<dyn ListenerControl> = Arc::from(stream.control);
-        let poll = tokio::spawn(poll_loop(
-            self.inner.clone(),
-            stream.incoming,
-            self.inner.stop_tx.subscribe(),
-        ));
-        *lifecycle = Lifecycle::Running { poll, control };
-        Ok(())
+        let inner = &self.inner;
+        inner
+            .lifecycle
+            .start("notification listener", |stop| async move {
+                let priorities = inner.core.mode.priorities();
+                let pairs: Vec<(Target, Priority)> = inner
+                    .targets
+                    .iter()
+                    .flat_map(|t| priorities.iter().map(move |p| (t.clone(), *p)))
+                    .collect();
+                let stream = inner
+                    .transport
+                    .driver()
+                    .listen_for_notifications(pairs, inner.pool.clone())
+                    .await?;
+                let poll = tokio::spawn(poll_loop(inner.core.clone(), stream.incoming, stop));
+                Ok((poll, stream.control))
+            })
+            .await
     }
 
-    /// Stops taking new notifications. Does nothing when not running.
+    /// Stops taking new notifications; returns once none is taken any more. Dropping the last
+    /// handle of a running listener stops it too.
     pub async fn stop(&self) {
-        let lifecycle = self.inner.lifecycle.lock().await;
-        if let Lifecycle::Running { control, .. } = &*lifecycle {
-            control.stop().await;
-            self.inner.stop_tx.send_replace(true);
-        }
+        self.inner.lifecycle.stop().await;
     }
 
-    /// Waits until stopped and every handler finished, then releases the listener.
+    /// Waits until stopped and every handler finished and the listener is released.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel-safe: the shutdown proceeds in the background whether or not anyone waits.
     pub async fn wait(&self) {
-        let mut stopped = self.inner.stop_tx.subscribe();
-        {
-            let lifecycle = self.inner.lifecycle.lock().await;
-            if !matches!(*lifecycle, Lifecycle::Running { .. }) {
-                return;
-            }
-        }
-        let _ = stopped.wait_for(|s| *s).await;
-        let mut lifecycle = self.inner.lifecycle.lock().await;
-        if let Lifecycle::Running { poll, control } =
-            std::mem::replace(&mut *lifecycle, Lifecycle::Done)
-        {
-            if let Err(e) = poll.await {
-                tracing::error!(error = %e, "the notification listener's poll loop failed");
-            }
-            control.cleanup().await;
-        }
+        self.inner.lifecycle.wait().await;
     }
 }
 
@@ -608,7 +599,7 @@ async fn dispatch_batch(
 }
 
 async fn poll_loop(
-    inner: Arc<Inner>,
+    inner: Arc<Core>,
     mut incoming: tokio::sync::mpsc::UnboundedReceiver<driver::IncomingNotification>,
     mut stop: watch::Receiver<bool>,
 ) {
@@ -628,7 +619,7 @@ async fn poll_loop(
         let Some(first) = next else { break };
         let mut batch = vec![convert(first, inner.serializer.as_deref())];
         if let Mode::Batch { size, timeout, .. } = &inner.mode {
-            let deadline = timeout.map(|t| tokio::time::Instant::now() + t);
+            let deadline = timeout.map(crate::task::deadline_after);
             while batch.len() < *size {
                 let more = match deadline {
                     Some(d) => match tokio::time::timeout_at(d, incoming.recv()).await {
@@ -672,7 +663,7 @@ async fn poll_loop(
 }
 
 async fn dispatch_now(
-    inner: &Arc<Inner>,
+    inner: &Arc<Core>,
     batch: Vec<Received>,
     permits: &Arc<Semaphore>,
     seen: &Arc<StdMutex<DedupCache>>,
@@ -761,18 +752,18 @@ impl Common {
             .ok_or_else(|| {
                 Error::config(format!("executor pool size must be at least 1, not {size}"))
             })?;
-        let (stop_tx, _) = watch::channel(false);
         Ok(NotificationListener {
             inner: Arc::new(Inner {
                 transport: self.transport,
                 targets: self.targets,
-                mode,
                 pool: self.pool,
-                allow_requeue: self.allow_requeue,
-                pool_size,
-                serializer: self.serializer,
-                lifecycle: Mutex::new(Lifecycle::Created),
-                stop_tx,
+                core: Arc::new(Core {
+                    mode,
+                    allow_requeue: self.allow_requeue,
+                    pool_size,
+                    serializer: self.serializer,
+                }),
+                lifecycle: Lifecycle::new(),
             }),
         })
     }
@@ -829,8 +820,8 @@ impl NotificationListenerBuilder {
     ///
     /// # Errors
     ///
-    /// [`ErrorKind::InvalidTarget`] for no target or a target without topic;
-    /// [`ErrorKind::Configuration`] when no endpoint handles any priority or the pool size is 0.
+    /// [`ErrorKind::InvalidTarget`](crate::ErrorKind::InvalidTarget) for no target or a target without topic;
+    /// [`ErrorKind::Configuration`](crate::ErrorKind::Configuration) when no endpoint handles any priority or the pool size is 0.
     pub fn build(self) -> Result<NotificationListener> {
         self.common.build(Mode::Single(self.endpoints.into()))
     }

@@ -322,49 +322,7 @@ impl Notifier {
     }
 }
 
-/// oslo.utils' `_SANITIZE_KEYS`: a key containing any of these has its value masked.
-const SANITIZE_KEYS: &[&str] = &[
-    "adminpass",
-    "admin_pass",
-    "password",
-    "admin_password",
-    "auth_token",
-    "new_pass",
-    "auth_password",
-    "secret_uuid",
-    "secret",
-    "sys_pswd",
-    "token",
-    "configdrive",
-    "chappassword",
-    "encrypted_key",
-    "private_key",
-    "fernetkey",
-    "sslkey",
-    "passphrase",
-    "cephclusterfsid",
-    "octaviaheartbeatkey",
-    "rabbitcookie",
-    "cephmanilaclientkey",
-    "pacemakerremoteauthkey",
-    "designaterndckey",
-    "cephadminkey",
-    "heatauthencryptionkey",
-    "cephclientkey",
-    "keystonecredential",
-    "barbicansimplecryptokek",
-    "cephrgwkey",
-    "swifthashsuffix",
-    "migrationsshkey",
-    "cephmdskey",
-    "cephmonkey",
-    "chapsecret",
-];
-
-fn is_sanitized_key(key: &str) -> bool {
-    let lower = key.to_ascii_lowercase();
-    SANITIZE_KEYS.iter().any(|k| lower.contains(k))
-}
+use crate::context::{SANITIZE_KEYS, is_secret_key};
 
 /// Masks `key=value` secrets inside a string (oslo.utils' `mask_password`, first pattern).
 fn mask_string(s: &str) -> String {
@@ -386,7 +344,7 @@ pub(crate) fn mask_secrets(value: &Value) -> Value {
             for (k, v) in map {
                 let masked = if v.is_object() {
                     mask_secrets(v)
-                } else if is_sanitized_key(k) {
+                } else if is_secret_key(k) {
                     Value::String("***".to_owned())
                 } else {
                     mask_secrets(v)

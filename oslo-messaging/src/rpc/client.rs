@@ -4,10 +4,10 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::task::deadline_after;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
-use tokio::time::Instant;
 
 use crate::context::Context;
 use crate::driver::{CallParams, ReplyReceiver, Retry, SendParams};
@@ -327,9 +327,8 @@ async fn wait_for_reply(
     timeout: Duration,
     call_monitor_timeout: Option<Duration>,
 ) -> Result<Value> {
-    let start = Instant::now();
-    let deadline = start + timeout;
-    let mut monitor_deadline = call_monitor_timeout.map(|d| start + d);
+    let deadline = deadline_after(timeout);
+    let mut monitor_deadline = call_monitor_timeout.map(deadline_after);
     let mut result = Value::Null;
     loop {
         let wake = monitor_deadline.map_or(deadline, |m| m.min(deadline));
@@ -363,7 +362,7 @@ async fn wait_for_reply(
                 "call-monitor heartbeat received"
             );
             if let Some(d) = call_monitor_timeout {
-                monitor_deadline = Some(Instant::now() + d);
+                monitor_deadline = Some(deadline_after(d));
             }
         }
     }
@@ -419,6 +418,32 @@ impl Prepare {
     pub fn server(self, server: impl Into<String>) -> Self {
         let v = server.into();
         self.set_target(|t| t.set_server(Some(v)))
+    }
+
+    /// Removes the server: requests go to the topic again (Python's `prepare(server=None)`).
+    pub fn clear_server(self) -> Self {
+        self.set_target(|t| t.set_server(None))
+    }
+
+    /// Removes the namespace.
+    pub fn clear_namespace(self) -> Self {
+        self.set_target(|t| t.set_namespace(None))
+    }
+
+    /// Removes the exchange: the transport's control exchange applies.
+    pub fn clear_exchange(self) -> Self {
+        self.set_target(|t| t.set_exchange(None))
+    }
+
+    /// Removes the version (requests then mean 1.0).
+    pub fn clear_version(self) -> Self {
+        self.set_target(|t| t.set_version(None))
+    }
+
+    /// Turns call monitoring off.
+    pub fn clear_call_monitor_timeout(mut self) -> Self {
+        self.client.call_monitor_timeout = None;
+        self
     }
 
     /// Sets fanout.
@@ -480,6 +505,7 @@ mod tests {
     use super::*;
     use crate::driver::ReplyWaiters;
     use serde_json::json;
+    use tokio::time::Instant;
 
     fn reply(result: Value, ending: bool) -> wire::Reply {
         wire::Reply {

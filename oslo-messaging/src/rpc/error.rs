@@ -71,11 +71,11 @@ impl RpcError {
         Self::new("NotImplementedError", message)
     }
 
-    /// Python's `KeyError` for `key`: the message is the key's repr (`'key'`), the argument the
-    /// key itself, as Python's `str(KeyError(k))`.
+    /// Python's `KeyError` for `key`: the message is the key's `repr()`, the argument the key
+    /// itself, as Python's `str(KeyError(k))`.
     pub fn key_error(key: impl Into<String>) -> Self {
         let key = key.into();
-        let message = format!("'{}'", key.replace('\'', "\\'"));
+        let message = python_repr(&key);
         Self {
             remote: Box::new(
                 RemoteError::new("builtins", "KeyError", message)
@@ -182,6 +182,40 @@ impl RpcError {
     }
 }
 
+/// Python's `repr()` of a `str`: single quotes unless the text holds a single quote and no
+/// double quote; backslash, the quote, `\n`, `\r`, `\t` and other non-printable characters
+/// escaped.
+fn python_repr(s: &str) -> String {
+    let quote = if s.contains('\'') && !s.contains('"') {
+        '"'
+    } else {
+        '\''
+    };
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push(quote);
+    for c in s.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if c == quote => {
+                out.push('\\');
+                out.push(c);
+            }
+            c if (c as u32) < 0x20 || c as u32 == 0x7f => {
+                out.push_str(&format!("\\x{:02x}", c as u32))
+            }
+            c if (0x80..0xa0).contains(&(c as u32)) => {
+                out.push_str(&format!("\\x{:02x}", c as u32))
+            }
+            c => out.push(c),
+        }
+    }
+    out.push(quote);
+    out
+}
+
 impl fmt::Display for RpcError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         self.remote.fmt(f)
@@ -262,6 +296,11 @@ mod tests {
     fn key_error_looks_like_python() {
         let e = RpcError::key_error("k");
         assert_eq!(e.message(), "'k'");
+        // Python: repr("it's"), repr('say "hi"'), repr('both \' "'), repr('a\nb\x01')
+        assert_eq!(RpcError::key_error("it's").message(), "\"it's\"");
+        assert_eq!(RpcError::key_error("say \"hi\"").message(), "'say \"hi\"'");
+        assert_eq!(RpcError::key_error("both ' \"").message(), "'both \\' \"'");
+        assert_eq!(RpcError::key_error("a\nb\u{1}é").message(), "'a\\nb\\x01é'");
         assert_eq!(e.as_remote().args(), &[Value::from("k")]);
     }
 

@@ -4,15 +4,16 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{Mutex, Semaphore, watch};
+use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinHandle;
 
 use super::dispatcher::{Dispatcher, heartbeat_interval};
 use super::endpoint::Endpoint;
 use super::error::RpcError;
 use crate::dedup::DedupCache;
-use crate::driver::{ListenerControl, ReplySink};
-use crate::error::{Error, ErrorKind, Result};
+use crate::driver::{IncomingRpc, ReplySink};
+use crate::error::{Error, Result};
+use crate::lifecycle::Lifecycle;
 use crate::serializer::Serializer;
 use crate::target::Target;
 use crate::task::CatchUnwind;
@@ -69,17 +70,7 @@ struct Inner {
     dispatcher: Dispatcher,
     pool_size: u32,
     serializer: Option<Arc<dyn Serializer>>,
-    lifecycle: Mutex<Lifecycle>,
-    stop_tx: watch::Sender<bool>,
-}
-
-enum Lifecycle {
-    Created,
-    Running {
-        poll: JoinHandle<()>,
-        control: Arc<dyn ListenerControl>,
-    },
-    Done,
+    lifecycle: Lifecycle,
 }
 
 impl fmt::Debug for RpcServer {
@@ -114,67 +105,50 @@ impl RpcServer {
     ///
     /// # Errors
     ///
-    /// [`ErrorKind::InvalidState`] when already started; driver errors when listening fails.
+    /// [`ErrorKind::InvalidState`](crate::ErrorKind::InvalidState) when already started or
+    /// already stopped; driver errors when listening fails.
     pub async fn start(&self) -> Result<()> {
-        let mut lifecycle = self.inner.lifecycle.lock().await;
-        if !matches!(*lifecycle, Lifecycle::Created) {
-            return Err(Error::new(
-                ErrorKind::InvalidState,
-                "the RPC server was already started",
-            ));
-        }
-        let listener = self
-            .inner
-            .transport
-            .driver()
-            .listen(self.inner.target.clone())
+        let inner = &self.inner;
+        inner
+            .lifecycle
+            .start("RPC server", |stop| async move {
+                let listener = inner
+                    .transport
+                    .driver()
+                    .listen(inner.target.clone())
+                    .await?;
+                let poll = tokio::spawn(poll_loop(
+                    listener.incoming,
+                    listener.replies,
+                    inner.dispatcher.clone(),
+                    inner.serializer.clone(),
+                    inner.pool_size,
+                    stop,
+                ));
+                Ok((poll, listener.control))
+            })
             .await?;
-        let control: Arc<dyn ListenerControl> = Arc::from(listener.control);
-        let poll = tokio::spawn(poll_loop(
-            listener.incoming,
-            listener.replies,
-            self.inner.dispatcher.clone(),
-            self.inner.serializer.clone(),
-            self.inner.pool_size,
-            self.inner.stop_tx.subscribe(),
-        ));
-        tracing::info!(target_ = %self.inner.target, "RPC server started");
-        *lifecycle = Lifecycle::Running { poll, control };
+        tracing::info!(target_ = %inner.target, "RPC server started");
         Ok(())
     }
 
-    /// Stops taking new requests. Requests already received still run; [`wait`](Self::wait)
-    /// for them. Does nothing when not running.
+    /// Stops taking new requests; returns once none is taken any more. Requests already
+    /// received still run: [`wait`](Self::wait) for them. Stopping before starting makes
+    /// [`start`](Self::start) refuse. Dropping the last handle of a running server stops it
+    /// too.
     pub async fn stop(&self) {
-        let lifecycle = self.inner.lifecycle.lock().await;
-        if let Lifecycle::Running { control, .. } = &*lifecycle {
-            control.stop().await;
-            self.inner.stop_tx.send_replace(true);
-        }
+        self.inner.lifecycle.stop().await;
     }
 
     /// Waits until the server is stopped (by [`stop`](Self::stop), possibly from another task)
-    /// and every in-flight handler has replied, then releases the listener. Returns at once when
-    /// the server never started or was already waited for.
+    /// and every in-flight handler has replied and the listener is released. Returns at once
+    /// when the server never started.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel-safe: the shutdown proceeds in the background whether or not anyone waits.
     pub async fn wait(&self) {
-        let mut stopped = self.inner.stop_tx.subscribe();
-        {
-            let lifecycle = self.inner.lifecycle.lock().await;
-            if !matches!(*lifecycle, Lifecycle::Running { .. }) {
-                return;
-            }
-        }
-        let _ = stopped.wait_for(|s| *s).await;
-        let mut lifecycle = self.inner.lifecycle.lock().await;
-        if let Lifecycle::Running { poll, control } =
-            std::mem::replace(&mut *lifecycle, Lifecycle::Done)
-        {
-            if let Err(e) = poll.await {
-                tracing::error!(error = %e, "the RPC server's poll loop failed");
-            }
-            control.cleanup().await;
-            tracing::info!(target_ = %self.inner.target, "RPC server stopped");
-        }
+        self.inner.lifecycle.wait().await;
     }
 
     /// Starts, serves until `shutdown` completes, then stops gracefully.
@@ -192,7 +166,7 @@ impl RpcServer {
 }
 
 async fn poll_loop(
-    mut incoming: tokio::sync::mpsc::UnboundedReceiver<wire::IncomingRequest>,
+    mut incoming: tokio::sync::mpsc::UnboundedReceiver<IncomingRpc>,
     replies: Arc<dyn ReplySink>,
     dispatcher: Dispatcher,
     serializer: Option<Arc<dyn Serializer>>,
@@ -218,6 +192,23 @@ async fn poll_loop(
             }
         };
         let Some(request) = next else { break };
+        let request = match request {
+            IncomingRpc::Request(r) => r,
+            IncomingRpc::Malformed { error, reply_to } => {
+                tracing::error!(error = %error, "rejected a malformed RPC request");
+                if let Some((msg_id, reply_q)) = reply_to {
+                    let failure = RpcError::type_error(format!("malformed RPC request: {error}"))
+                        .into_remote();
+                    let replies = replies.clone();
+                    tokio::spawn(async move {
+                        if let Err(e) = replies.reply(&reply_q, &msg_id, Err(failure)).await {
+                            tracing::warn!(msg_id, error = %e, "could not answer a malformed request");
+                        }
+                    });
+                }
+                continue;
+            }
+        };
         if let Some(id) = request.unique_id.as_deref() {
             if !seen.insert(id) {
                 tracing::warn!(unique_id = id, method = %request.request.method, "dropping a duplicate request");
@@ -311,7 +302,7 @@ fn spawn_heartbeats(
     interval: Duration,
 ) -> JoinHandle<()> {
     tokio::spawn(async move {
-        let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
+        let mut ticker = tokio::time::interval_at(crate::task::deadline_after(interval), interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             ticker.tick().await;
@@ -373,8 +364,8 @@ impl RpcServerBuilder {
     ///
     /// # Errors
     ///
-    /// [`ErrorKind::InvalidTarget`] unless the target has topic and server;
-    /// [`ErrorKind::Configuration`] for a pool size of 0.
+    /// [`ErrorKind::InvalidTarget`](crate::ErrorKind::InvalidTarget) unless the target has topic and server;
+    /// [`ErrorKind::Configuration`](crate::ErrorKind::Configuration) for a pool size of 0.
     pub fn build(self) -> Result<RpcServer> {
         self.target.require_server_target()?;
         let conf = &self.transport.config().default;
@@ -391,7 +382,6 @@ impl RpcServerBuilder {
                 ))
             })?;
         let ping = self.ping.unwrap_or(conf.rpc_ping_enabled);
-        let (stop_tx, _) = watch::channel(false);
         Ok(RpcServer {
             inner: Arc::new(Inner {
                 dispatcher: Dispatcher::new(self.endpoints, ping),
@@ -399,8 +389,7 @@ impl RpcServerBuilder {
                 target: self.target,
                 pool_size,
                 serializer: self.serializer,
-                lifecycle: Mutex::new(Lifecycle::Created),
-                stop_tx,
+                lifecycle: Lifecycle::new(),
             }),
         })
     }

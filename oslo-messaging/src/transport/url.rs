@@ -210,11 +210,13 @@ impl TransportUrl {
                 let after = &bracketed[end + 1..];
                 let port = after.split_once(':').map(|(_, p)| p);
                 (Some(bracketed[..end].to_owned()), port)
+            } else if hostport.matches(':').count() == 1 {
+                let (h, p) = hostport.split_once(':').unwrap_or((hostport, ""));
+                (Some(h.to_owned()), Some(p))
             } else {
-                match hostport.split_once(':') {
-                    Some((h, p)) => (Some(h.to_owned()), Some(p)),
-                    None => (Some(hostport.to_owned()), None),
-                }
+                // oslo_utils.netutils.parse_host_port: no colon, or an unbracketed IPv6
+                // address (two or more), is all host name.
+                (Some(hostport.to_owned()), None)
             };
             let hostname = hostname.filter(|h| !h.is_empty());
             let port = match port_text {
@@ -420,24 +422,17 @@ fn quote_plus(s: &str) -> String {
         .join("+")
 }
 
-/// Masks the password part of a URL that may not parse, for error messages.
+/// Masks the credentials of a URL that may not parse, for error messages: everything between
+/// `://` and the last `@` (a password may hold an unencoded `/`, `?`, `#` or `,`, so the
+/// netloc cannot be trusted to end where a parser thinks).
 pub(crate) fn mask_password_in_raw(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
         return url.to_owned();
     };
-    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    let (netloc, tail) = rest.split_at(end);
-    let masked: Vec<String> = netloc
-        .split(',')
-        .map(|host| match host.rsplit_once('@') {
-            Some((creds, h)) => match creds.split_once(':') {
-                Some((u, _)) => format!("{u}:***@{h}"),
-                None => host.to_owned(),
-            },
-            None => host.to_owned(),
-        })
-        .collect();
-    format!("{scheme}://{}{tail}", masked.join(","))
+    match rest.rfind('@') {
+        Some(at) => format!("{scheme}://***@{}", &rest[at + 1..]),
+        None => url.to_owned(),
+    }
 }
 
 #[cfg(test)]
@@ -614,8 +609,24 @@ mod tests {
         assert!(e.to_string().contains("No scheme specified"), "{e}");
 
         let e = TransportUrl::parse("rabbit://u:Sup3r@h:notaport/").unwrap_err();
-        assert!(e.to_string().contains("invalid port \"notaport\""), "{e}");
+        assert!(e.to_string().contains("invalid port"), "{e}");
         assert!(!e.to_string().contains("Sup3r"), "{e}");
+
+        // Unencoded separators inside a password must not leak it either.
+        for url in [
+            "rabbit://nova:p#ss@rmq:5672/",
+            "rabbit://nova:pa,ss@rmq/",
+            "rabbit://nova:p/ss@rmq/",
+        ] {
+            let text = match TransportUrl::parse(url) {
+                Ok(u) => u.to_string(),
+                Err(e) => e.to_string(),
+            };
+            assert!(
+                !text.contains("ss@") && !text.contains("p#") && !text.contains("pa,"),
+                "{url}: {text}"
+            );
+        }
 
         let e = TransportUrl::parse("amqp1://u:Sup3r@h/").unwrap_err();
         let text = e.to_string();
@@ -644,8 +655,17 @@ mod tests {
     fn raw_masking_handles_unparseable_urls() {
         assert_eq!(
             mask_password_in_raw("rabbit://u:pw@h:x,v:pw2@h2/vh?q=1"),
-            "rabbit://u:***@h:x,v:***@h2/vh?q=1"
+            "rabbit://***@h2/vh?q=1"
         );
+        assert_eq!(mask_password_in_raw("rabbit://u:p#w@h/"), "rabbit://***@h/");
+        assert_eq!(mask_password_in_raw("rabbit://h/"), "rabbit://h/");
         assert_eq!(mask_password_in_raw("junk"), "junk");
+    }
+
+    #[test]
+    fn unbracketed_ipv6_hosts_parse_as_python() {
+        assert_eq!(p("rabbit://::1/").hosts()[0].hostname(), Some("::1"));
+        assert_eq!(p("rabbit://::1/").to_string(), "rabbit://[::1]/");
+        assert_eq!(p("rabbit://fe80::1:5672/").hosts()[0].port(), None);
     }
 }

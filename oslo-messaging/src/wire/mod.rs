@@ -373,6 +373,15 @@ fn decode_request_general(body: &[u8]) -> Result<IncomingRequest, WireError> {
     })
 }
 
+/// Reads `_msg_id` and `_reply_q` from a body that may not decode as a request, so a server
+/// can still send the caller a failure.
+pub fn reply_address(body: &[u8]) -> Option<(String, String)> {
+    let map = unwrap_envelope(body).ok()?;
+    let msg_id = map.get("_msg_id")?.as_str()?.to_owned();
+    let reply_q = map.get("_reply_q")?.as_str()?.to_owned();
+    Some((msg_id, reply_q))
+}
+
 // ===== replies =====
 
 /// Encodes the final reply to a call: a result or a failure, with `"ending": true`.
