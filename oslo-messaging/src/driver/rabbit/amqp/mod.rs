@@ -14,3 +14,6 @@ pub(crate) use connection::{
     Upgrade,
 };
 pub(crate) use frame::{FieldTable, FieldValue, Method, Properties};
+
+#[cfg(test)]
+mod tests;

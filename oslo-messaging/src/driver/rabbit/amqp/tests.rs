@@ -1,0 +1,323 @@
+//! The AMQP client against a real RabbitMQ (`OSLO_MESSAGING_TEST_URL`, default
+//! `rabbit://guest:guest@127.0.0.1:5672/`). Every queue and exchange name is unique.
+
+use std::time::Duration;
+
+use super::*;
+use crate::driver::rabbit::test_broker;
+
+fn params() -> ConnectParams {
+    let b = test_broker();
+    ConnectParams {
+        host: b.host,
+        port: b.port,
+        vhost: b.vhost,
+        login: Login::Plain {
+            user: b.user,
+            password: b.password,
+        },
+        heartbeat: 10,
+        heartbeat_rate: 3,
+        connection_name: "oslo-messaging-amqp-tests".into(),
+        product: "oslo-messaging tests".into(),
+        connect_timeout: Duration::from_secs(5),
+        upgrade: None,
+    }
+}
+
+fn unique(prefix: &str) -> String {
+    format!("{prefix}_{}", crate::wire::new_id())
+}
+
+fn declare(queue: &str, arguments: FieldTable) -> Method {
+    Method::QueueDeclare {
+        queue: queue.into(),
+        passive: false,
+        durable: false,
+        // Exclusive: gone with the test's connection, so nothing is left on the broker.
+        exclusive: true,
+        auto_delete: true,
+        no_wait: false,
+        arguments,
+    }
+}
+
+fn json_props() -> Properties {
+    Properties {
+        content_type: Some("application/json".into()),
+        content_encoding: Some("utf-8".into()),
+        headers: Some(vec![]),
+        delivery_mode: Some(2),
+        priority: Some(0),
+        ..Properties::default()
+    }
+}
+
+#[tokio::test]
+async fn publish_confirm_consume_ack() {
+    let conn = Connection::open(&params()).await.unwrap();
+    let ch = conn.channel().await.unwrap();
+    ch.confirm_select().await.unwrap();
+    let q = unique("amqp_test");
+    let Method::QueueDeclareOk { queue, .. } =
+        ch.rpc(&declare(&q, vec![]), (50, 11)).await.unwrap()
+    else {
+        panic!("expected declare-ok")
+    };
+    assert_eq!(queue, q);
+
+    // Many publishes in flight at once, each waiting for its own confirm.
+    let mut pending = Vec::new();
+    for i in 0..200u32 {
+        let ch = ch.clone();
+        let q = q.clone();
+        pending.push(tokio::spawn(async move {
+            ch.publish(
+                "",
+                &q,
+                false,
+                &json_props(),
+                format!("{{\"n\": {i}}}").as_bytes(),
+            )
+            .await
+        }));
+    }
+    for p in pending {
+        assert_eq!(p.await.unwrap().unwrap(), Confirm::Ack);
+    }
+
+    let consumer = conn.channel().await.unwrap();
+    let (_tag, mut rx) = consumer.consume(&q, "", false, vec![]).await.unwrap();
+    let mut seen = 0;
+    while seen < 200 {
+        let Some(ConsumerEvent::Delivery(d)) = rx.recv().await else {
+            panic!("consumer ended")
+        };
+        assert_eq!(d.properties, json_props());
+        assert!(d.body.starts_with(b"{\"n\": "));
+        consumer.ack(d.delivery_tag).await.unwrap();
+        seen += 1;
+    }
+    conn.close().await;
+    assert_eq!(conn.error(), Some(AmqpError::Closed));
+}
+
+#[tokio::test]
+async fn mandatory_unroutable_publish_is_returned() {
+    let conn = Connection::open(&params()).await.unwrap();
+    let ch = conn.channel().await.unwrap();
+    ch.confirm_select().await.unwrap();
+    let routed_q = unique("amqp_routed");
+    ch.rpc(&declare(&routed_q, vec![]), (50, 11)).await.unwrap();
+    let nowhere = unique("reply_nowhere");
+    // Interleave routable and unroutable mandatory publishes: each gets its own verdict.
+    let props = json_props();
+    let (a, b, c) = tokio::join!(
+        ch.publish("", &routed_q, true, &props, b"1"),
+        ch.publish("", &nowhere, true, &props, b"2"),
+        ch.publish("", &routed_q, true, &props, b"3"),
+    );
+    assert_eq!(a.unwrap(), Confirm::Ack);
+    assert_eq!(
+        b.unwrap(),
+        Confirm::Returned {
+            code: 312,
+            text: "NO_ROUTE".into()
+        }
+    );
+    assert_eq!(c.unwrap(), Confirm::Ack);
+    // Not mandatory: accepted and dropped.
+    assert_eq!(
+        ch.publish("", &nowhere, false, &json_props(), b"4")
+            .await
+            .unwrap(),
+        Confirm::Ack
+    );
+    conn.close().await;
+}
+
+#[tokio::test]
+async fn a_channel_error_kills_only_that_channel() {
+    let conn = Connection::open(&params()).await.unwrap();
+    let ch = conn.channel().await.unwrap();
+    let q = unique("amqp_precondition");
+    ch.rpc(&declare(&q, vec![]), (50, 11)).await.unwrap();
+    let mismatched = declare(&q, vec![("x-expires".into(), FieldValue::I32(1000))]);
+    let err = ch.rpc(&mismatched, (50, 11)).await.unwrap_err();
+    assert_eq!(err.code(), Some(406), "{err}");
+    assert!(!err.is_connection_level());
+    // The channel is dead: publishing on it fails at once instead of killing the connection.
+    assert_eq!(
+        ch.publish("", &q, false, &json_props(), b"x")
+            .await
+            .unwrap_err(),
+        err
+    );
+    let other = conn.channel().await.unwrap();
+    let missing = Method::QueueDeclare {
+        queue: unique("amqp_missing"),
+        passive: true,
+        durable: false,
+        exclusive: false,
+        auto_delete: false,
+        no_wait: false,
+        arguments: vec![],
+    };
+    assert_eq!(
+        other.rpc(&missing, (50, 11)).await.unwrap_err().code(),
+        Some(404)
+    );
+    let fresh = conn.channel().await.unwrap();
+    fresh
+        .rpc(&declare(&unique("amqp_after"), vec![]), (50, 11))
+        .await
+        .unwrap();
+    assert!(conn.error().is_none());
+    conn.close().await;
+}
+
+#[tokio::test]
+async fn cancelled_rpcs_leave_the_channel_usable() {
+    let conn = Connection::open(&params()).await.unwrap();
+    let ch = conn.channel().await.unwrap();
+    for _ in 0..20 {
+        // Dropped right after sending: the reply must be discarded, not given to the next RPC.
+        let method = declare(&unique("amqp_cancel"), vec![]);
+        let fut = ch.rpc(&method, (50, 11));
+        let _ = tokio::time::timeout(Duration::from_micros(1), fut).await;
+    }
+    let q = unique("amqp_cancel_after");
+    let Method::QueueDeclareOk { queue, .. } =
+        ch.rpc(&declare(&q, vec![]), (50, 11)).await.unwrap()
+    else {
+        panic!("expected declare-ok")
+    };
+    assert_eq!(queue, q);
+    conn.close().await;
+}
+
+#[tokio::test]
+async fn large_bodies_span_frames() {
+    let conn = Connection::open(&params()).await.unwrap();
+    let ch = conn.channel().await.unwrap();
+    ch.confirm_select().await.unwrap();
+    let q = unique("amqp_large");
+    ch.rpc(&declare(&q, vec![]), (50, 11)).await.unwrap();
+    let body: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
+    assert_eq!(
+        ch.publish("", &q, false, &json_props(), &body)
+            .await
+            .unwrap(),
+        Confirm::Ack
+    );
+    let (_tag, mut rx) = ch.consume(&q, "", true, vec![]).await.unwrap();
+    let Some(ConsumerEvent::Delivery(d)) = rx.recv().await else {
+        panic!("no delivery")
+    };
+    assert_eq!(d.body, body);
+    conn.close().await;
+}
+
+#[tokio::test]
+async fn wrong_password_is_a_typed_authentication_failure() {
+    let mut p = params();
+    p.login = Login::Plain {
+        user: "guest".into(),
+        password: "definitely-wrong".into(),
+    };
+    let err = Connection::open(&p).await.unwrap_err();
+    assert!(matches!(err, AmqpError::AuthenticationFailed(_)), "{err:?}");
+    assert!(err.is_fatal());
+    assert!(!err.to_string().contains("definitely-wrong"));
+}
+
+#[tokio::test]
+async fn amqplain_login_works() {
+    let mut p = params();
+    if let Login::Plain { user, password } = p.login.clone() {
+        p.login = Login::AmqPlain { user, password };
+    }
+    let conn = Connection::open(&p).await.unwrap();
+    assert!(conn.server_property("version").is_some());
+    conn.close().await;
+}
+
+#[tokio::test]
+async fn unknown_vhost_is_refused() {
+    let mut p = params();
+    p.vhost = unique("no_such_vhost");
+    let err = Connection::open(&p).await.unwrap_err();
+    assert!(err.is_fatal(), "{err:?}");
+}
+
+#[tokio::test]
+async fn a_peer_that_never_speaks_amqp_times_out() {
+    // Accepts TCP connections and then says nothing, like a paused broker.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let hold = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((s, _)) = listener.accept().await {
+            held.push(s);
+        }
+    });
+    let mut p = params();
+    p.host = "127.0.0.1".into();
+    p.port = port;
+    p.connect_timeout = Duration::from_millis(500);
+    let start = std::time::Instant::now();
+    let err = Connection::open(&p).await.unwrap_err();
+    assert_eq!(err, AmqpError::Timeout("the AMQP handshake"));
+    assert!(start.elapsed() < Duration::from_secs(2));
+    hold.abort();
+}
+
+#[tokio::test]
+async fn refused_connections_are_connect_errors() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    drop(listener);
+    let mut p = params();
+    p.host = "127.0.0.1".into();
+    p.port = port;
+    let err = Connection::open(&p).await.unwrap_err();
+    assert!(matches!(err, AmqpError::Connect(_)), "{err:?}");
+}
+
+#[tokio::test]
+async fn broker_cancel_ends_the_consumer() {
+    let conn = Connection::open(&params()).await.unwrap();
+    let ch = conn.channel().await.unwrap();
+    let q = unique("amqp_cancelled");
+    ch.rpc(
+        &Method::QueueDeclare {
+            queue: q.clone(),
+            passive: false,
+            durable: false,
+            exclusive: false,
+            auto_delete: false,
+            no_wait: false,
+            arguments: vec![],
+        },
+        (50, 11),
+    )
+    .await
+    .unwrap();
+    let (_tag, mut rx) = ch.consume(&q, "", false, vec![]).await.unwrap();
+    let admin = conn.channel().await.unwrap();
+    admin
+        .rpc(
+            &Method::QueueDelete {
+                queue: q,
+                if_unused: false,
+                if_empty: false,
+                no_wait: false,
+            },
+            (50, 41),
+        )
+        .await
+        .unwrap();
+    assert!(matches!(rx.recv().await, Some(ConsumerEvent::Cancelled)));
+    assert!(rx.recv().await.is_none());
+    conn.close().await;
+}
