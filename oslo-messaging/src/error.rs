@@ -13,6 +13,7 @@
 //! | [`Configuration`](ErrorKind::Configuration) | `ConfigurationError`, oslo.config errors |
 //! | [`Remote`](ErrorKind::Remote) | `RemoteError` and re-raised remote exceptions |
 //! | [`VersionCap`](ErrorKind::VersionCap) | `RPCVersionCapError` |
+//! | [`AccessRefused`](ErrorKind::AccessRefused) | py-amqp's `AccessRefused` (bad credentials, vhost refused) |
 //!
 //! A failed `call` carries the [`RemoteError`] the server sent, exactly as the failure JSON
 //! described it (class, module, message, traceback, args, kwargs).
@@ -58,6 +59,8 @@ pub enum ErrorKind {
     Transport,
     /// The broker blocked publishing (memory or disk alarm).
     Blocked,
+    /// The broker refused the credentials or the virtual host; retrying cannot help.
+    AccessRefused,
     /// The transport, server or listener has been shut down.
     ShutDown,
     /// The server or listener was used out of order (for example started twice).
@@ -79,6 +82,7 @@ impl ErrorKind {
             Self::Protocol => "protocol error",
             Self::Transport => "transport error",
             Self::Blocked => "connection blocked",
+            Self::AccessRefused => "access refused",
             Self::ShutDown => "shut down",
             Self::InvalidState => "invalid state",
         }

@@ -397,12 +397,12 @@ impl RabbitOptions {
                 "rpc_conn_pool_size must be greater than or equal to conn_pool_min_size",
             ));
         }
-        if let Some(c) = &self.kombu_compression {
-            if !matches!(c.as_str(), "gzip" | "bz2") {
-                return Err(Error::config(format!(
-                    "kombu_compression {c:?} is not supported (use gzip or bz2)"
-                )));
-            }
+        if let Some(c) = &self.kombu_compression
+            && !matches!(c.as_str(), "gzip" | "bz2")
+        {
+            return Err(Error::config(format!(
+                "kombu_compression {c:?} is not supported (use gzip or bz2)"
+            )));
         }
         Ok(())
     }
@@ -474,10 +474,10 @@ impl ConfigBuilder {
     /// Any option by group and name, from its text form, checked as a config file would be.
     #[must_use]
     pub fn option(mut self, group: &str, name: &str, value: &str) -> Self {
-        if self.error.is_none() {
-            if let Err(e) = self.conf.set(group, name, value) {
-                self.error = Some(e);
-            }
+        if self.error.is_none()
+            && let Err(e) = self.conf.set(group, name, value)
+        {
+            self.error = Some(e);
         }
         self
     }

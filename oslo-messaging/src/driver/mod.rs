@@ -149,6 +149,12 @@ pub(crate) trait Driver: Send + Sync + fmt::Debug + 'static {
     /// [`ErrorKind::ShutDown`](crate::ErrorKind::ShutDown).
     fn cleanup(&self) -> BoxFuture<'_, ()>;
 
+    /// The broker's reason while it blocks publishing (`connection.blocked`); `None` when it
+    /// does not.
+    fn blocked(&self) -> BoxFuture<'_, Option<String>> {
+        Box::pin(async { None })
+    }
+
     /// The memory driver's test handle; `None` for other drivers.
     fn memory_handle(&self) -> Option<crate::transport::MemoryHandle> {
         None

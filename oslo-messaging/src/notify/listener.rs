@@ -524,12 +524,12 @@ async fn settle(received: Received, requeue: bool, seen: &StdMutex<DedupCache>) 
         received.acker.requeue().await
     } else {
         let done = received.acker.ack().await;
-        if done.is_ok() {
-            if let Some(id) = &received.unique_id {
-                seen.lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner)
-                    .insert(id);
-            }
+        if done.is_ok()
+            && let Some(id) = &received.unique_id
+        {
+            seen.lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .insert(id);
         }
         done
     };

@@ -62,10 +62,10 @@ impl Dispatcher {
             {
                 continue;
             }
-            if !method.starts_with('_') {
-                if let Some(handler) = endpoint.handler(method) {
-                    return Ok(handler);
-                }
+            if !method.starts_with('_')
+                && let Some(handler) = endpoint.handler(method)
+            {
+                return Ok(handler);
             }
             found_compatible = true;
         }

@@ -253,16 +253,16 @@ fn backticked<'a>(text: &'a str, prefix: &str) -> Option<&'a str> {
 
 /// Python's wording for argument mismatches, from serde's error text.
 fn argument_error(method: &str, path: &str, text: &str) -> String {
-    if path == "." {
-        if let Some(name) = backticked(text, "missing field `") {
-            return format!("{method}() missing 1 required positional argument: '{name}'");
-        }
+    if path == "."
+        && let Some(name) = backticked(text, "missing field `")
+    {
+        return format!("{method}() missing 1 required positional argument: '{name}'");
     }
     // serde reports an unknown field at the field's own path.
-    if let Some(name) = backticked(text, "unknown field `") {
-        if path == "." || path == name {
-            return format!("{method}() got an unexpected keyword argument '{name}'");
-        }
+    if let Some(name) = backticked(text, "unknown field `")
+        && (path == "." || path == name)
+    {
+        return format!("{method}() got an unexpected keyword argument '{name}'");
     }
     if path == "." {
         return format!("{method}() arguments: {text}");

@@ -209,11 +209,11 @@ async fn poll_loop(
                 continue;
             }
         };
-        if let Some(id) = request.unique_id.as_deref() {
-            if !seen.insert(id) {
-                tracing::warn!(unique_id = id, method = %request.request.method, "dropping a duplicate request");
-                continue;
-            }
+        if let Some(id) = request.unique_id.as_deref()
+            && !seen.insert(id)
+        {
+            tracing::warn!(unique_id = id, method = %request.request.method, "dropping a duplicate request");
+            continue;
         }
         let Ok(permit) = permits.clone().acquire_owned().await else {
             break;

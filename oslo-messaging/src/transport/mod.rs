@@ -22,7 +22,7 @@ use std::sync::{Arc, Mutex};
 use crate::config::Config;
 use crate::driver::Driver;
 use crate::driver::memory::MemoryDriver;
-use crate::error::{Error, ErrorKind, Result};
+use crate::error::{Error, Result};
 use crate::notify::CapturedNotification;
 
 mod url;
@@ -56,6 +56,29 @@ impl fmt::Debug for Transport {
             .field("driver", &self.inner.driver)
             .finish()
     }
+}
+
+#[cfg(feature = "rabbit")]
+fn rabbit_driver(url: &TransportUrl, config: &Config, exchange: String) -> Result<Arc<dyn Driver>> {
+    Ok(Arc::new(crate::driver::rabbit::RabbitDriver::new(
+        url,
+        &config.rabbit,
+        exchange,
+    )?))
+}
+
+#[cfg(not(feature = "rabbit"))]
+fn rabbit_driver(
+    url: &TransportUrl,
+    _config: &Config,
+    _exchange: String,
+) -> Result<Arc<dyn Driver>> {
+    Err(Error::new(
+        crate::ErrorKind::Configuration,
+        format!(
+            "the RabbitMQ driver is not in this build (enable the `rabbit` feature); URL {url}"
+        ),
+    ))
 }
 
 impl Transport {
@@ -110,10 +133,7 @@ impl Transport {
             }
             DriverKind::Rabbit => {
                 config.rabbit.apply_query(url.query())?;
-                return Err(Error::new(
-                    ErrorKind::Configuration,
-                    format!("the RabbitMQ driver is not available in this build (URL {url})"),
-                ));
+                rabbit_driver(&url, &config, exchange)?
             }
         };
         Ok(Self::from_parts(driver, config, url))
@@ -182,6 +202,13 @@ impl Transport {
 
     pub(crate) fn driver(&self) -> &dyn Driver {
         &*self.inner.driver
+    }
+
+    /// The broker's reason while it blocks this transport's publishing (RabbitMQ's
+    /// `connection.blocked`, sent on memory or disk alarms); `None` otherwise. While blocked,
+    /// publishes with a finite retry budget fail with [`ErrorKind::Blocked`]; the others wait.
+    pub async fn blocked(&self) -> Option<String> {
+        self.inner.driver.blocked().await
     }
 
     /// Closes connections and stops background work. Clients and servers built on this

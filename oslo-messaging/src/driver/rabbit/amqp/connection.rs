@@ -245,22 +245,20 @@ pub(crate) enum Confirm {
 #[derive(Debug)]
 pub(crate) struct Delivery {
     pub(crate) delivery_tag: u64,
-    pub(crate) redelivered: bool,
-    pub(crate) exchange: String,
-    pub(crate) routing_key: String,
     pub(crate) properties: Properties,
     pub(crate) body: Vec<u8>,
 }
 
-/// What a consumer receives.
+/// What a consumer receives: deliveries and cancellations carry the consumer tag, so one
+/// receiver can serve several consumers.
 // Deliveries are the common case and move once through a channel: boxing them would only add
 // an allocation per message.
 #[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub(crate) enum ConsumerEvent {
-    Delivery(Delivery),
+    Delivery(String, Delivery),
     /// The broker cancelled the consumer (its queue was deleted, failover...).
-    Cancelled,
+    Cancelled(String),
 }
 
 struct Shared {
@@ -336,10 +334,6 @@ enum Command {
     Send {
         channel: u16,
         frame: Vec<u8>,
-    },
-    CloseChannel {
-        channel: u16,
-        reply: oneshot::Sender<()>,
     },
     Close {
         reply: oneshot::Sender<()>,
@@ -428,11 +422,15 @@ async fn send_method(stream: &mut Box<dyn Stream>, method: &Method) -> Result<()
         .map_err(|e| AmqpError::Io(e.to_string()))
 }
 
+/// Client properties in py-amqp's order and keys (product, product_version, capabilities,
+/// connection_name), so brokers and operators see the same shape.
 fn client_properties(params: &ConnectParams) -> FieldTable {
     vec![
         ("product".into(), FieldValue::str(&params.product)),
-        ("platform".into(), FieldValue::str("Rust")),
-        ("version".into(), FieldValue::str(env!("CARGO_PKG_VERSION"))),
+        (
+            "product_version".into(),
+            FieldValue::str(env!("CARGO_PKG_VERSION")),
+        ),
         (
             "capabilities".into(),
             FieldValue::Table(vec![
@@ -715,11 +713,6 @@ impl Channel {
         self.id
     }
 
-    /// The connection it belongs to.
-    pub(crate) fn connection(&self) -> &Connection {
-        &self.conn
-    }
-
     fn check(&self) -> Result<(), AmqpError> {
         if let Some(e) = self.conn.error() {
             return Err(e);
@@ -791,6 +784,7 @@ impl Channel {
 
     /// Starts a consumer; returns its tag and its deliveries (which end when the consumer is
     /// cancelled or the channel closes).
+    #[cfg(test)]
     pub(crate) async fn consume(
         &self,
         queue: &str,
@@ -799,6 +793,23 @@ impl Channel {
         arguments: FieldTable,
     ) -> Result<(String, mpsc::UnboundedReceiver<ConsumerEvent>), AmqpError> {
         let (tx, rx) = mpsc::unbounded_channel();
+        let tag = self
+            .consume_into(queue, consumer_tag, no_ack, arguments, tx)
+            .await?;
+        Ok((tag, rx))
+    }
+
+    /// Starts a consumer whose events go to `events` (shared by several consumers); returns
+    /// its tag.
+    pub(crate) async fn consume_into(
+        &self,
+        queue: &str,
+        consumer_tag: &str,
+        no_ack: bool,
+        arguments: FieldTable,
+        events: mpsc::UnboundedSender<ConsumerEvent>,
+    ) -> Result<String, AmqpError> {
+        let tx = events;
         let method = Method::BasicConsume {
             queue: queue.to_owned(),
             consumer_tag: consumer_tag.to_owned(),
@@ -809,7 +820,7 @@ impl Channel {
             arguments,
         };
         match self.rpc_inner(&method, (60, 21), Some(tx), false).await? {
-            Method::BasicConsumeOk { consumer_tag } => Ok((consumer_tag, rx)),
+            Method::BasicConsumeOk { consumer_tag } => Ok(consumer_tag),
             _ => Err(AmqpError::Protocol("expected basic.consume-ok".into())),
         }
     }
@@ -908,25 +919,6 @@ impl Channel {
         .await
         .map(|_| ())
     }
-
-    /// Closes the channel (waits a moment for `close-ok`).
-    pub(crate) async fn close(&self) {
-        if self.check().is_err() {
-            return;
-        }
-        let (tx, rx) = oneshot::channel();
-        if self
-            .conn
-            .send(Command::CloseChannel {
-                channel: self.id,
-                reply: tx,
-            })
-            .await
-            .is_ok()
-        {
-            let _ = tokio::time::timeout(CLOSE_TIMEOUT, rx).await;
-        }
-    }
 }
 
 /// Identifies a mandatory publish in the `basic.return` that may come back for it: returns carry
@@ -960,9 +952,6 @@ enum IncomingKind {
     Deliver {
         consumer_tag: String,
         delivery_tag: u64,
-        redelivered: bool,
-        exchange: String,
-        routing_key: String,
     },
     Return {
         code: u16,
@@ -1041,10 +1030,10 @@ impl ChanState {
                     verdict(c);
                 }
             }
-        } else if let Ok(i) = self.confirms.binary_search_by_key(&delivery_tag, |c| c.tag) {
-            if let Some(c) = self.confirms.remove(i) {
-                verdict(c);
-            }
+        } else if let Ok(i) = self.confirms.binary_search_by_key(&delivery_tag, |c| c.tag)
+            && let Some(c) = self.confirms.remove(i)
+        {
+            verdict(c);
         }
     }
 }
@@ -1167,10 +1156,10 @@ impl IoTask {
 
     fn on_tick(&mut self) -> Step {
         let now = Instant::now();
-        if let Some((_, deadline)) = &self.closing {
-            if now >= *deadline {
-                return Step::Exit(AmqpError::Closed);
-            }
+        if let Some((_, deadline)) = &self.closing
+            && now >= *deadline
+        {
+            return Step::Exit(AmqpError::Closed);
         }
         let Some(h) = self.heartbeat else {
             return Step::Continue;
@@ -1280,26 +1269,6 @@ impl IoTask {
                     self.wbuf.extend_from_slice(&frame);
                 }
             }
-            Command::CloseChannel { channel, reply } => match self.channels.get_mut(&channel) {
-                Some(ch) => {
-                    ch.close_waiters.push(reply);
-                    if !ch.closing {
-                        ch.closing = true;
-                        self.write_method(
-                            channel,
-                            &Method::ChannelClose {
-                                code: 200,
-                                text: "OK".into(),
-                                class_id: 0,
-                                method_id: 0,
-                            },
-                        );
-                    }
-                }
-                None => {
-                    let _ = reply.send(());
-                }
-            },
             Command::Close { reply } => return self.start_close(Some(reply)),
         }
         Step::Continue
@@ -1439,17 +1408,12 @@ impl IoTask {
             Method::BasicDeliver {
                 consumer_tag,
                 delivery_tag,
-                redelivered,
-                exchange,
-                routing_key,
+                ..
             } => {
                 ch.incoming = Some(Incoming {
                     kind: IncomingKind::Deliver {
                         consumer_tag,
                         delivery_tag,
-                        redelivered,
-                        exchange,
-                        routing_key,
                     },
                     header: None,
                     body: Vec::new(),
@@ -1485,7 +1449,7 @@ impl IoTask {
                 no_wait,
             } => {
                 if let Some(tx) = ch.consumers.remove(&consumer_tag) {
-                    let _ = tx.send(ConsumerEvent::Cancelled);
+                    let _ = tx.send(ConsumerEvent::Cancelled(consumer_tag.clone()));
                 }
                 if !no_wait {
                     self.write_method(channel, &Method::BasicCancelOk { consumer_tag });
@@ -1602,21 +1566,18 @@ impl IoTask {
             IncomingKind::Deliver {
                 consumer_tag,
                 delivery_tag,
-                redelivered,
-                exchange,
-                routing_key,
             } => {
                 let delivery = Delivery {
                     delivery_tag,
-                    redelivered,
-                    exchange,
-                    routing_key,
                     properties: header.properties,
                     body,
                 };
                 match ch.consumers.get(&consumer_tag) {
                     Some(tx) => {
-                        if tx.send(ConsumerEvent::Delivery(delivery)).is_err() {
+                        if tx
+                            .send(ConsumerEvent::Delivery(consumer_tag.clone(), delivery))
+                            .is_err()
+                        {
                             // The consumer went away: give the message back.
                             ch.consumers.remove(&consumer_tag);
                             self.write_method(
@@ -1669,7 +1630,7 @@ fn reject_command(cmd: Command, e: &AmqpError) {
         Command::Rpc { reply, .. } => {
             let _ = reply.send(Err(e.clone()));
         }
-        Command::CloseChannel { reply, .. } | Command::Close { reply } => {
+        Command::Close { reply } => {
             let _ = reply.send(());
         }
         Command::Publish { .. } | Command::Send { .. } => {}

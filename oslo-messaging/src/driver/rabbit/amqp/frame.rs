@@ -76,14 +76,6 @@ impl FieldValue {
             _ => None,
         }
     }
-
-    /// The value as a boolean, for boolean values.
-    pub(crate) fn as_bool(&self) -> Option<bool> {
-        match self {
-            Self::Bool(b) => Some(*b),
-            _ => None,
-        }
-    }
 }
 
 /// An ordered field table (order is kept as given, which makes tests and captures stable).
@@ -1102,11 +1094,6 @@ impl Method {
             (85, 11) => Self::ConfirmSelectOk,
             (c, m) => return Err(FrameError::UnknownMethod(c, m)),
         })
-    }
-
-    /// Whether the method is followed by a content header and body.
-    pub(crate) fn has_content(&self) -> bool {
-        matches!(self, Self::BasicDeliver { .. } | Self::BasicReturn { .. })
     }
 }
 

@@ -90,7 +90,7 @@ async fn publish_confirm_consume_ack() {
     let (_tag, mut rx) = consumer.consume(&q, "", false, vec![]).await.unwrap();
     let mut seen = 0;
     while seen < 200 {
-        let Some(ConsumerEvent::Delivery(d)) = rx.recv().await else {
+        let Some(ConsumerEvent::Delivery(_, d)) = rx.recv().await else {
             panic!("consumer ended")
         };
         assert_eq!(d.properties, json_props());
@@ -211,7 +211,7 @@ async fn large_bodies_span_frames() {
         Confirm::Ack
     );
     let (_tag, mut rx) = ch.consume(&q, "", true, vec![]).await.unwrap();
-    let Some(ConsumerEvent::Delivery(d)) = rx.recv().await else {
+    let Some(ConsumerEvent::Delivery(_, d)) = rx.recv().await else {
         panic!("no delivery")
     };
     assert_eq!(d.body, body);
@@ -317,7 +317,7 @@ async fn broker_cancel_ends_the_consumer() {
         )
         .await
         .unwrap();
-    assert!(matches!(rx.recv().await, Some(ConsumerEvent::Cancelled)));
+    assert!(matches!(rx.recv().await, Some(ConsumerEvent::Cancelled(_))));
     assert!(rx.recv().await.is_none());
     conn.close().await;
 }

@@ -1,0 +1,566 @@
+//! Consuming: one task per listener (RPC server, notification listener, reply waiter) that
+//! owns its own connection, as Python gives each listener a connection of its own.
+//!
+//! The task connects (failing over between hosts, waiting as Python does between attempts),
+//! sets QoS, declares the listener's queues (with Python's fallbacks) and consumes them; after
+//! a lost connection or a broker-side cancel it does all of that again, resuming stream
+//! consumers after the last message seen. Messages that do not decode are rejected without
+//! requeue; RPC requests are acknowledged on receipt, before dispatch.
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::io::Read;
+use std::sync::Arc;
+
+use tokio::sync::{mpsc, oneshot};
+
+use super::amqp::{AmqpError, Channel, Connection, ConsumerEvent, Delivery, Method};
+use super::link::Link;
+use super::topology::{self, QueueDecl, StreamOffset};
+use crate::driver::{
+    BoxFuture, IncomingNotification, IncomingRpc, ListenerControl, NotificationAcker, ReplyWaiters,
+    backoff,
+};
+use crate::error::{Error, ErrorKind, Result};
+use crate::wire;
+
+/// Largest body accepted after decompression.
+const MAX_DECOMPRESSED: u64 = 512 << 20;
+
+/// A queue a listener declares and consumes.
+#[derive(Debug, Clone)]
+pub(crate) struct ConsumeQueue {
+    pub(crate) decl: QueueDecl,
+    /// A stream queue: consumed from an offset.
+    pub(crate) stream: bool,
+}
+
+/// Where a listener's messages go.
+pub(crate) enum Sink {
+    Rpc(mpsc::UnboundedSender<IncomingRpc>),
+    Notifications(mpsc::UnboundedSender<IncomingNotification>),
+    Replies(Arc<ReplyWaiters>),
+}
+
+/// What to consume.
+pub(crate) struct ConsumerSpec {
+    pub(crate) what: &'static str,
+    pub(crate) queues: Vec<ConsumeQueue>,
+    /// Queues to delete when the listener is cleaned up (fanout queues, as Python does).
+    pub(crate) delete_on_cleanup: Vec<String>,
+}
+
+enum Ctl {
+    Stop(oneshot::Sender<()>),
+    Cleanup(oneshot::Sender<()>),
+}
+
+/// Controls a consumer task.
+#[derive(Debug)]
+pub(crate) struct ConsumerHandle {
+    ctl: mpsc::UnboundedSender<Ctl>,
+}
+
+impl ConsumerHandle {
+    async fn send(&self, make: impl FnOnce(oneshot::Sender<()>) -> Ctl) {
+        let (tx, rx) = oneshot::channel();
+        if self.ctl.send(make(tx)).is_ok() {
+            let _ = rx.await;
+        }
+    }
+
+    /// Cancels the consumers; deliveries already received are handed on, then the sink is
+    /// dropped (so the listener's channel ends).
+    pub(crate) async fn stop(&self) {
+        self.send(Ctl::Stop).await;
+    }
+
+    /// Deletes what the listener should not leave behind and closes the connection.
+    pub(crate) async fn cleanup(&self) {
+        self.send(Ctl::Cleanup).await;
+    }
+}
+
+impl ListenerControl for ConsumerHandle {
+    fn stop(&self) -> BoxFuture<'_, ()> {
+        Box::pin(Self::stop(self))
+    }
+
+    fn cleanup(&self) -> BoxFuture<'_, ()> {
+        Box::pin(Self::cleanup(self))
+    }
+}
+
+/// Starts a consumer task; returns once it consumes (or with the error that makes
+/// consuming impossible: a declaration the broker refuses, bad credentials).
+pub(crate) async fn spawn(
+    link: Arc<Link>,
+    spec: ConsumerSpec,
+    sink: Sink,
+) -> Result<ConsumerHandle> {
+    let (ctl_tx, ctl_rx) = mpsc::unbounded_channel();
+    let (ready_tx, ready_rx) = oneshot::channel();
+    tokio::spawn(run(link, spec, sink, ctl_rx, ready_tx));
+    match ready_rx.await {
+        Ok(Ok(())) => Ok(ConsumerHandle { ctl: ctl_tx }),
+        Ok(Err(e)) => Err(e),
+        Err(_) => Err(Error::shut_down(
+            "the consumer task ended before it started",
+        )),
+    }
+}
+
+fn is_durable_mismatch(e: &AmqpError) -> bool {
+    matches!(e, AmqpError::ChannelClosed { code: 406, text, .. } if text.contains("inequivalent arg 'durable'"))
+}
+
+async fn declare_queue(
+    conn: &Connection,
+    ch: &mut Channel,
+    q: &QueueDecl,
+) -> std::result::Result<(), AmqpError> {
+    let once = |ch: Channel, q: QueueDecl| async move {
+        if let Some((ex, _)) = &q.binding {
+            ch.rpc(&ex.method(), (40, 11)).await?;
+        }
+        ch.rpc(&q.method(), (50, 11)).await?;
+        if let Some(bind) = q.bind_method() {
+            ch.rpc(&bind, (50, 21)).await?;
+        }
+        Ok::<(), AmqpError>(())
+    };
+    match once(ch.clone(), q.clone()).await {
+        Ok(()) => Ok(()),
+        Err(e) if is_durable_mismatch(&e) => {
+            tracing::warn!(
+                queue = q.name,
+                error = %e,
+                "queue could not be declared probably because of conflicting configurations; declaring it non-durable"
+            );
+            *ch = conn.channel().await?;
+            once(ch.clone(), q.non_durable_fallback()).await
+        }
+        // A queue whose home node is gone (bug 2068630): delete it and declare it again.
+        Err(e) if e.code() == Some(404) => {
+            tracing::warn!(queue = q.name, error = %e, "re-creating a queue the broker could not find");
+            *ch = conn.channel().await?;
+            let _ = ch
+                .rpc(
+                    &Method::QueueDelete {
+                        queue: q.name.clone(),
+                        if_unused: false,
+                        if_empty: false,
+                        no_wait: false,
+                    },
+                    (50, 41),
+                )
+                .await;
+            *ch = conn.channel().await?;
+            once(ch.clone(), q.clone()).await
+        }
+        Err(e) => Err(e),
+    }
+}
+
+struct Consuming {
+    channel: Channel,
+    events: mpsc::UnboundedReceiver<ConsumerEvent>,
+    /// Consumer tag to queue name.
+    tags: HashMap<String, String>,
+}
+
+async fn setup(
+    conn: &Connection,
+    link: &Link,
+    spec: &ConsumerSpec,
+    offsets: &HashMap<String, StreamOffset>,
+) -> std::result::Result<Consuming, AmqpError> {
+    let mut ch = conn.channel().await?;
+    let prefetch = link.opts.rabbit_qos_prefetch_count;
+    if prefetch > 0 {
+        ch.rpc(
+            &Method::BasicQos {
+                prefetch_size: 0,
+                prefetch_count: u16::try_from(prefetch).unwrap_or(u16::MAX),
+                global: false,
+            },
+            (60, 11),
+        )
+        .await?;
+    }
+    for q in &spec.queues {
+        let before = ch.id();
+        declare_queue(conn, &mut ch, &q.decl).await?;
+        if ch.id() != before && prefetch > 0 {
+            // A fallback replaced the channel: QoS is per channel.
+            ch.rpc(
+                &Method::BasicQos {
+                    prefetch_size: 0,
+                    prefetch_count: u16::try_from(prefetch).unwrap_or(u16::MAX),
+                    global: false,
+                },
+                (60, 11),
+            )
+            .await?;
+        }
+    }
+    let (tx, events) = mpsc::unbounded_channel();
+    let mut tags = HashMap::new();
+    let mut n = 0;
+    for q in &spec.queues {
+        if tags.values().any(|name| name == &q.decl.name) {
+            continue; // one consumer per queue (a pool queue bound to several keys)
+        }
+        n += 1;
+        let offset = q
+            .stream
+            .then(|| offsets.get(&q.decl.name).copied().unwrap_or_default());
+        let args = topology::consumer_arguments(&link.opts, offset.as_ref());
+        let tag = ch
+            .consume_into(&q.decl.name, &n.to_string(), false, args, tx.clone())
+            .await?;
+        tags.insert(tag, q.decl.name.clone());
+    }
+    Ok(Consuming {
+        channel: ch,
+        events,
+        tags,
+    })
+}
+
+/// The message body, decompressed as its `compression` header says, if its content type is
+/// JSON (Python's kombu cannot decode anything else into a message).
+fn body_of(d: &Delivery) -> std::result::Result<Cow<'_, [u8]>, String> {
+    match d.properties.content_type.as_deref() {
+        Some(ct) if ct.starts_with("application/json") => {}
+        Some(ct) => return Err(format!("content type {ct:?} is not application/json")),
+        None => return Err("the message has no content type".into()),
+    }
+    let compression = d
+        .properties
+        .headers
+        .as_ref()
+        .and_then(|h| super::amqp::frame::table_get(h, "compression"))
+        .and_then(super::amqp::FieldValue::as_str);
+    let mut out = Vec::new();
+    let read = match compression {
+        None => return Ok(Cow::Borrowed(&d.body)),
+        Some("application/x-gzip" | "gzip" | "zlib") => flate2::read::ZlibDecoder::new(&d.body[..])
+            .take(MAX_DECOMPRESSED + 1)
+            .read_to_end(&mut out),
+        Some("application/x-bz2" | "bzip2" | "bzip") => bzip2::read::BzDecoder::new(&d.body[..])
+            .take(MAX_DECOMPRESSED + 1)
+            .read_to_end(&mut out),
+        Some(c @ ("application/x-lzma" | "lzma" | "xz")) => {
+            return Err(format!("compression {c:?} is not supported"));
+        }
+        // kombu uses the body as it is when it does not know the compression.
+        Some(_) => return Ok(Cow::Borrowed(&d.body)),
+    };
+    match read {
+        Ok(n) if n as u64 > MAX_DECOMPRESSED => Err("the decompressed message is too large".into()),
+        Ok(_) => Ok(Cow::Owned(out)),
+        Err(e) => Err(format!("cannot decompress the message: {e}")),
+    }
+}
+
+/// Acknowledges a notification after its handlers ran.
+struct RabbitAcker {
+    channel: Channel,
+    tag: u64,
+    settled: bool,
+}
+
+impl std::fmt::Debug for RabbitAcker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RabbitAcker")
+            .field("tag", &self.tag)
+            .finish_non_exhaustive()
+    }
+}
+
+fn settle_error(e: AmqpError) -> Error {
+    Error::with_source(ErrorKind::Transport, "cannot acknowledge the message", e)
+}
+
+impl NotificationAcker for RabbitAcker {
+    fn ack(mut self: Box<Self>) -> BoxFuture<'static, Result<()>> {
+        self.settled = true;
+        let (ch, tag) = (self.channel.clone(), self.tag);
+        Box::pin(async move { ch.ack(tag).await.map_err(settle_error) })
+    }
+
+    fn requeue(mut self: Box<Self>) -> BoxFuture<'static, Result<()>> {
+        self.settled = true;
+        let (ch, tag) = (self.channel.clone(), self.tag);
+        Box::pin(async move { ch.reject(tag, true).await.map_err(settle_error) })
+    }
+}
+
+impl Drop for RabbitAcker {
+    fn drop(&mut self) {
+        if !self.settled
+            && let Ok(rt) = tokio::runtime::Handle::try_current()
+        {
+            let (ch, tag) = (self.channel.clone(), self.tag);
+            rt.spawn(async move {
+                let _ = ch.reject(tag, true).await;
+            });
+        }
+    }
+}
+
+async fn deliver(sink: &Sink, ch: &Channel, what: &str, d: Delivery) {
+    let body = match body_of(&d) {
+        Ok(b) => b,
+        Err(e) => {
+            tracing::error!(
+                what,
+                error = e,
+                "rejecting a message that cannot be decoded"
+            );
+            let _ = ch.reject(d.delivery_tag, false).await;
+            return;
+        }
+    };
+    match sink {
+        Sink::Rpc(tx) => {
+            let incoming = IncomingRpc::decode(&body);
+            if let IncomingRpc::Malformed { error, .. } = &incoming {
+                tracing::error!(what, error = %error, "rejecting an RPC request that does not decode");
+                let _ = ch.reject(d.delivery_tag, false).await;
+            } else {
+                // oslo's at-most-once: acknowledged before dispatch.
+                let _ = ch.ack(d.delivery_tag).await;
+            }
+            let _ = tx.send(incoming);
+        }
+        Sink::Notifications(tx) => match wire::decode_notification(&body) {
+            Ok(message) => {
+                let acker = RabbitAcker {
+                    channel: ch.clone(),
+                    tag: d.delivery_tag,
+                    settled: false,
+                };
+                let _ = tx.send(IncomingNotification {
+                    message,
+                    acker: Box::new(acker),
+                });
+            }
+            Err(e) => {
+                tracing::error!(what, error = %e, "rejecting a notification that does not decode");
+                let _ = ch.reject(d.delivery_tag, false).await;
+            }
+        },
+        Sink::Replies(waiters) => match wire::decode_reply(&body) {
+            Ok(reply) => {
+                let _ = ch.ack(d.delivery_tag).await;
+                waiters.deliver(reply);
+            }
+            Err(e) => {
+                tracing::error!(what, error = %e, "rejecting a reply that does not decode");
+                let _ = ch.reject(d.delivery_tag, false).await;
+            }
+        },
+    }
+}
+
+/// How the consume loop ended.
+enum Ended {
+    Reconnect,
+    Stopped(oneshot::Sender<()>),
+    Cleanup(oneshot::Sender<()>),
+}
+
+async fn run(
+    link: Arc<Link>,
+    spec: ConsumerSpec,
+    sink: Sink,
+    mut ctl: mpsc::UnboundedReceiver<Ctl>,
+    ready: oneshot::Sender<Result<()>>,
+) {
+    let mut ready = Some(ready);
+    let sink = Some(sink);
+    let mut offsets: HashMap<String, StreamOffset> = HashMap::new();
+    let stream_queues: Vec<String> = spec
+        .queues
+        .iter()
+        .filter(|q| q.stream)
+        .map(|q| q.decl.name.clone())
+        .collect();
+    let mut failures = 0u32;
+    let mut conn: Option<Connection> = None;
+    let mut channel: Option<Channel> = None;
+    // Phase 1: consume, reconnecting, until stopped.
+    let stopped_ack = 'consume: loop {
+        if failures > 0 || conn.is_some() {
+            if let Some(c) = conn.take() {
+                tokio::spawn(async move { c.close().await });
+            }
+            let wait = backoff::delay(&link.opts, failures.saturating_sub(1));
+            tokio::select! {
+                () = tokio::time::sleep(wait) => {}
+                c = ctl.recv() => match c {
+                    Some(Ctl::Stop(ack)) => break 'consume Some(ack),
+                    Some(Ctl::Cleanup(ack)) => {
+                        let _ = ack.send(());
+                        return;
+                    }
+                    None => return,
+                },
+            }
+        }
+        let (host, result) = link.connect().await;
+        let c = match result {
+            Ok(c) => c,
+            Err(e) => {
+                if e.is_fatal() {
+                    let err = super::link::give_up(&host, crate::Retry::Forever, &e);
+                    if let Some(r) = ready.take() {
+                        let _ = r.send(Err(err));
+                        return;
+                    }
+                    tracing::error!(what = spec.what, error = %e, "the broker refuses this listener's connection");
+                }
+                failures += 1;
+                continue;
+            }
+        };
+        let consuming = match setup(&c, &link, &spec, &offsets).await {
+            Ok(x) => x,
+            Err(e) if !e.is_connection_level() => {
+                let err = Error::with_source(
+                    ErrorKind::DeliveryFailure,
+                    format!("cannot set up the {} on {host}: {e}", spec.what),
+                    e.clone(),
+                );
+                if let Some(r) = ready.take() {
+                    let _ = r.send(Err(err));
+                    c.close().await;
+                    return;
+                }
+                tracing::error!(what = spec.what, error = %e, "cannot set up consumers; retrying");
+                conn = Some(c);
+                failures += 1;
+                continue;
+            }
+            Err(e) => {
+                tracing::warn!(what = spec.what, error = %e, "connection lost while setting up consumers");
+                conn = Some(c);
+                failures += 1;
+                continue;
+            }
+        };
+        if let Some(r) = ready.take() {
+            let _ = r.send(Ok(()));
+        } else {
+            tracing::info!(what = spec.what, host, "consuming again after reconnecting");
+        }
+        let Consuming {
+            channel: ch,
+            mut events,
+            tags,
+        } = consuming;
+        let ended = loop {
+            tokio::select! {
+                ev = events.recv() => match ev {
+                    Some(ConsumerEvent::Delivery(tag, d)) => {
+                        if let Some(queue) = tags.get(&tag).filter(|q| stream_queues.contains(q)) {
+                            offsets.entry(queue.clone()).or_default().seen(d.properties.headers.as_ref());
+                        }
+                        if let Some(s) = &sink {
+                            deliver(s, &ch, spec.what, d).await;
+                        }
+                    }
+                    Some(ConsumerEvent::Cancelled(tag)) => {
+                        tracing::warn!(what = spec.what, tag, "the broker cancelled a consumer; reconnecting");
+                        if let Some(queue) = tags.get(&tag).filter(|q| stream_queues.contains(q)) {
+                            offsets.insert(queue.clone(), StreamOffset::Last);
+                        }
+                        break Ended::Reconnect;
+                    }
+                    None => break Ended::Reconnect,
+                },
+                c = ctl.recv() => match c {
+                    Some(Ctl::Stop(ack)) => break Ended::Stopped(ack),
+                    Some(Ctl::Cleanup(ack)) => break Ended::Cleanup(ack),
+                    None => break Ended::Cleanup(oneshot::channel().0),
+                },
+                e = c.closed() => {
+                    tracing::warn!(what = spec.what, error = %e, "lost the connection to the broker; reconnecting");
+                    break Ended::Reconnect;
+                }
+            }
+        };
+        match ended {
+            Ended::Reconnect => {
+                conn = Some(c);
+                failures = 1;
+            }
+            Ended::Stopped(ack) => {
+                for tag in tags.keys() {
+                    let _ = ch.cancel(tag).await;
+                }
+                // What arrived before the cancel is handed on (RPC requests were acked).
+                while let Ok(ev) = events.try_recv() {
+                    if let (ConsumerEvent::Delivery(_, d), Some(s)) = (ev, &sink) {
+                        deliver(s, &ch, spec.what, d).await;
+                    }
+                }
+                conn = Some(c);
+                channel = Some(ch);
+                break 'consume Some(ack);
+            }
+            Ended::Cleanup(ack) => {
+                drop(sink);
+                cleanup(&spec, Some(&c), Some(&ch)).await;
+                let _ = ack.send(());
+                return;
+            }
+        }
+    };
+    // Phase 2: stopped. The listener's channel ends; the connection stays for acks until
+    // cleanup.
+    drop(sink);
+    if let Some(r) = ready.take() {
+        let _ = r.send(Err(Error::shut_down("stopped before it started")));
+    }
+    if let Some(ack) = stopped_ack {
+        let _ = ack.send(());
+    }
+    loop {
+        match ctl.recv().await {
+            Some(Ctl::Stop(ack)) => {
+                let _ = ack.send(());
+            }
+            Some(Ctl::Cleanup(ack)) => {
+                cleanup(&spec, conn.as_ref(), channel.as_ref()).await;
+                let _ = ack.send(());
+                return;
+            }
+            None => {
+                cleanup(&spec, conn.as_ref(), channel.as_ref()).await;
+                return;
+            }
+        }
+    }
+}
+
+async fn cleanup(spec: &ConsumerSpec, conn: Option<&Connection>, ch: Option<&Channel>) {
+    if let (Some(ch), false) = (ch, spec.delete_on_cleanup.is_empty()) {
+        for q in &spec.delete_on_cleanup {
+            let delete = Method::QueueDelete {
+                queue: q.clone(),
+                if_unused: false,
+                if_empty: false,
+                no_wait: false,
+            };
+            if let Err(e) = ch.rpc(&delete, (50, 41)).await {
+                tracing::debug!(queue = q, error = %e, "could not delete the queue");
+            }
+        }
+    }
+    if let Some(c) = conn {
+        c.close().await;
+    }
+}

@@ -1,0 +1,391 @@
+//! Publishing: one connection per transport (separate from every consumer's, as in Python),
+//! a channel in confirm mode shared by all callers (their confirms are pipelined), and a
+//! second channel for declarations, so a declaration the broker refuses never closes the
+//! channel other callers' messages are in flight on.
+
+use std::collections::HashSet;
+use std::io::Write;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use tokio::sync::Mutex;
+
+use super::amqp::{AmqpError, Channel, Confirm, Connection, FieldValue, Properties};
+use super::link::{Link, give_up};
+use super::topology::{ExchangeDecl, QueueDecl};
+use crate::driver::{Retry, backoff};
+use crate::error::{Error, ErrorKind, Result};
+
+/// What must exist before a message is published.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Declare {
+    /// Nothing (replies go to the default exchange).
+    Nothing,
+    /// An exchange (RPC sends), with Python's non-durable fallback.
+    Exchange(ExchangeDecl),
+    /// An exchange, a queue and its binding (the notifier's default queue; no fallback, as in
+    /// Python).
+    Queue(QueueDecl),
+}
+
+/// A message to publish.
+#[derive(Debug)]
+pub(crate) struct Outgoing {
+    pub(crate) exchange: String,
+    pub(crate) routing_key: String,
+    pub(crate) mandatory: bool,
+    /// Per-message TTL in milliseconds (calls).
+    pub(crate) expiration: Option<u64>,
+    pub(crate) body: Vec<u8>,
+    pub(crate) declare: Declare,
+}
+
+struct Session {
+    conn: Connection,
+    host: String,
+    publish: std::sync::Mutex<Channel>,
+    declare: Mutex<Option<Channel>>,
+    declared: Mutex<HashSet<String>>,
+}
+
+impl Session {
+    fn publish_channel(&self) -> Channel {
+        self.publish
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+}
+
+/// Publishes for one transport.
+pub(crate) struct Publisher {
+    link: Arc<Link>,
+    session: Mutex<Option<Arc<Session>>>,
+    closed: AtomicBool,
+    compression: Option<&'static str>,
+}
+
+impl std::fmt::Debug for Publisher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Publisher")
+            .field("link", &self.link)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What one attempt ended with.
+enum Attempt {
+    Done(Result<()>),
+    /// Try again (counts against the retry budget), after this error.
+    Retry(AmqpError),
+}
+
+fn is_durable_mismatch(e: &AmqpError) -> bool {
+    matches!(e, AmqpError::ChannelClosed { code: 406, text, .. } if text.contains("inequivalent arg 'durable'"))
+}
+
+impl Publisher {
+    pub(crate) fn new(link: Arc<Link>) -> Self {
+        let compression = match link.opts.kombu_compression.as_deref() {
+            Some("gzip" | "zlib") => Some("application/x-gzip"),
+            Some("bz2" | "bzip2") => Some("application/x-bz2"),
+            _ => None,
+        };
+        Self {
+            link,
+            session: Mutex::new(None),
+            closed: AtomicBool::new(false),
+            compression,
+        }
+    }
+
+    /// The broker's reason while it blocks publishing on this transport's connection.
+    pub(crate) async fn blocked(&self) -> Option<String> {
+        self.session
+            .lock()
+            .await
+            .as_ref()
+            .and_then(|s| s.conn.blocked())
+    }
+
+    async fn session(&self) -> std::result::Result<Arc<Session>, (String, AmqpError)> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err((self.link.current(), AmqpError::Closed));
+        }
+        let mut slot = self.session.lock().await;
+        if let Some(s) = slot.as_ref()
+            && s.conn.error().is_none()
+        {
+            return Ok(s.clone());
+        }
+        *slot = None;
+        let (host, conn) = self.link.connect().await;
+        let conn = conn.map_err(|e| (host.clone(), e))?;
+        let publish = conn.channel().await.map_err(|e| (host.clone(), e))?;
+        publish
+            .confirm_select()
+            .await
+            .map_err(|e| (host.clone(), e))?;
+        let session = Arc::new(Session {
+            conn,
+            host,
+            publish: std::sync::Mutex::new(publish),
+            declare: Mutex::new(None),
+            declared: Mutex::new(HashSet::new()),
+        });
+        *slot = Some(session.clone());
+        Ok(session)
+    }
+
+    async fn drop_session(&self, session: &Arc<Session>) {
+        let mut slot = self.session.lock().await;
+        if slot.as_ref().is_some_and(|s| Arc::ptr_eq(s, session)) {
+            *slot = None;
+        }
+        drop(slot);
+        let conn = session.conn.clone();
+        tokio::spawn(async move { conn.close().await });
+    }
+
+    /// Replaces a publish channel the broker closed, and forgets what was declared (an
+    /// auto-delete exchange may be gone).
+    async fn renew_publish_channel(
+        &self,
+        session: &Session,
+        dead: &Channel,
+    ) -> std::result::Result<(), AmqpError> {
+        session.declared.lock().await.clear();
+        if session.publish_channel().id() != dead.id() {
+            return Ok(());
+        }
+        let fresh = session.conn.channel().await?;
+        fresh.confirm_select().await?;
+        let mut slot = session
+            .publish
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if slot.id() == dead.id() {
+            *slot = fresh;
+        }
+        Ok(())
+    }
+
+    async fn declare_rpc(
+        &self,
+        session: &Session,
+        method: &super::amqp::Method,
+        expect: (u16, u16),
+    ) -> std::result::Result<(), AmqpError> {
+        let mut slot = session.declare.lock().await;
+        let ch = match slot.as_ref().filter(|c| c.error().is_none()) {
+            Some(c) => c.clone(),
+            None => {
+                let c = session.conn.channel().await?;
+                *slot = Some(c.clone());
+                c
+            }
+        };
+        drop(slot);
+        ch.rpc(method, expect).await.map(|_| ())
+    }
+
+    async fn ensure_declared(
+        &self,
+        session: &Session,
+        declare: &Declare,
+    ) -> std::result::Result<(), AmqpError> {
+        let key = match declare {
+            Declare::Nothing => return Ok(()),
+            Declare::Exchange(ex) => format!("exchange {}", ex.name),
+            Declare::Queue(q) => format!(
+                "queue {} {:?}",
+                q.name,
+                q.binding.as_ref().map(|(e, k)| (&e.name, k))
+            ),
+        };
+        if session.declared.lock().await.contains(&key) {
+            return Ok(());
+        }
+        match declare {
+            Declare::Nothing => {}
+            Declare::Exchange(ex) => {
+                match self.declare_rpc(session, &ex.method(), (40, 11)).await {
+                    Ok(()) => {}
+                    Err(e) if is_durable_mismatch(&e) => {
+                        tracing::warn!(exchange = ex.name, error = %e, "Force creating a non durable exchange.");
+                        let mut fallback = ex.clone();
+                        fallback.durable = false;
+                        self.declare_rpc(session, &fallback.method(), (40, 11))
+                            .await?;
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+            Declare::Queue(q) => {
+                if let Some((ex, _)) = &q.binding {
+                    self.declare_rpc(session, &ex.method(), (40, 11)).await?;
+                }
+                self.declare_rpc(session, &q.method(), (50, 11)).await?;
+                if let Some(bind) = q.bind_method() {
+                    self.declare_rpc(session, &bind, (50, 21)).await?;
+                }
+            }
+        }
+        session.declared.lock().await.insert(key);
+        Ok(())
+    }
+
+    fn properties(&self, expiration: Option<u64>) -> Properties {
+        let headers = match self.compression {
+            Some(c) => vec![("compression".to_owned(), FieldValue::str(c))],
+            None => Vec::new(),
+        };
+        Properties {
+            content_type: Some("application/json".into()),
+            content_encoding: Some("utf-8".into()),
+            headers: Some(headers),
+            delivery_mode: Some(2),
+            priority: Some(0),
+            // RabbitMQ takes at most 2^32-1 ms.
+            expiration: expiration.map(|ms| ms.min(u64::from(u32::MAX)).to_string()),
+            ..Properties::default()
+        }
+    }
+
+    fn compress(&self, body: &[u8]) -> Result<Vec<u8>> {
+        let out = match self.compression {
+            None => return Ok(body.to_vec()),
+            Some("application/x-gzip") => {
+                let mut z =
+                    flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
+                z.write_all(body).and_then(|()| z.finish())
+            }
+            Some(_) => {
+                let mut z = bzip2::write::BzEncoder::new(Vec::new(), bzip2::Compression::default());
+                z.write_all(body).and_then(|()| z.finish())
+            }
+        };
+        out.map_err(|e| {
+            Error::with_source(ErrorKind::Serialization, "cannot compress the message", e)
+        })
+    }
+
+    async fn attempt(&self, msg: &Outgoing, body: &[u8], retry: Retry) -> Attempt {
+        let session = match self.session().await {
+            Ok(s) => s,
+            Err((host, e)) if e.is_fatal() || matches!(e, AmqpError::Closed) => {
+                return Attempt::Done(Err(match e {
+                    AmqpError::Closed => Error::shut_down("the transport has been cleaned up"),
+                    e => give_up(&host, retry, &e),
+                }));
+            }
+            Err((_, e)) => return Attempt::Retry(e),
+        };
+        if let Some(reason) = session.conn.blocked() {
+            if retry != Retry::Forever {
+                return Attempt::Done(Err(Error::new(
+                    ErrorKind::Blocked,
+                    format!("the broker on {} blocks publishing: {reason}", session.host),
+                )));
+            }
+            tracing::warn!(
+                host = session.host,
+                reason,
+                "the broker blocks publishing; waiting"
+            );
+            let mut watch = session.conn.watch_blocked();
+            tokio::select! {
+                _ = watch.wait_for(Option::is_none) => {}
+                _ = session.conn.closed() => {}
+            }
+        }
+        if let Err(e) = self.ensure_declared(&session, &msg.declare).await {
+            return if e.is_connection_level() {
+                self.drop_session(&session).await;
+                Attempt::Retry(e)
+            } else {
+                // PRECONDITION_FAILED and the like: retrying cannot help.
+                Attempt::Done(Err(give_up(&session.host, retry, &e)))
+            };
+        }
+        let ch = session.publish_channel();
+        let props = self.properties(msg.expiration);
+        match ch
+            .publish(&msg.exchange, &msg.routing_key, msg.mandatory, &props, body)
+            .await
+        {
+            Ok(Confirm::Ack) => Attempt::Done(Ok(())),
+            Ok(Confirm::Returned { code, text }) => Attempt::Done(Err(Error::new(
+                ErrorKind::Undeliverable,
+                format!(
+                    "no queue took the message for exchange {:?} and routing key {:?} ({code} {text})",
+                    msg.exchange, msg.routing_key
+                ),
+            ))),
+            Ok(Confirm::Nack) => Attempt::Retry(AmqpError::Protocol(
+                "the broker refused (nacked) the message".into(),
+            )),
+            Err(AmqpError::Invalid(e)) => {
+                Attempt::Done(Err(Error::config(format!("cannot publish: {e}"))))
+            }
+            Err(e) if e.is_connection_level() => {
+                self.drop_session(&session).await;
+                Attempt::Retry(e)
+            }
+            // The exchange vanished (an auto-delete fanout exchange whose servers all left):
+            // declare it again and retry.
+            Err(e) if e.code() == Some(404) => {
+                match self.renew_publish_channel(&session, &ch).await {
+                    Ok(()) => Attempt::Retry(e),
+                    Err(e2) => {
+                        self.drop_session(&session).await;
+                        Attempt::Retry(e2)
+                    }
+                }
+            }
+            Err(e) => {
+                let _ = self.renew_publish_channel(&session, &ch).await;
+                Attempt::Done(Err(give_up(&session.host, retry, &e)))
+            }
+        }
+    }
+
+    /// Publishes `msg`, reconnecting as `retry` allows.
+    ///
+    /// # Errors
+    ///
+    /// `Undeliverable` for a mandatory message no queue took; `DeliveryFailure` once retries
+    /// run out or the broker refuses a declaration; `Blocked` when the broker blocks publishing
+    /// and the retry budget is finite; `AccessRefused` for bad credentials; `ShutDown` after
+    /// cleanup.
+    pub(crate) async fn publish(&self, msg: &Outgoing, retry: Retry) -> Result<()> {
+        let body = self.compress(&msg.body)?;
+        let mut failures = 0u32;
+        loop {
+            let e = match self.attempt(msg, &body, retry).await {
+                Attempt::Done(r) => return r,
+                Attempt::Retry(e) => e,
+            };
+            if !retry.allows(failures) {
+                return Err(give_up(&self.link.current(), retry, &e));
+            }
+            let wait = backoff::delay(&self.link.opts, failures);
+            tracing::warn!(
+                host = self.link.current(),
+                error = %e,
+                "AMQP server is unreachable; trying again in {:.0} seconds",
+                wait.as_secs_f64()
+            );
+            tokio::time::sleep(wait).await;
+            failures += 1;
+        }
+    }
+
+    /// Closes the connection; later publishes fail with `ShutDown`.
+    pub(crate) async fn close(&self) {
+        self.closed.store(true, Ordering::Release);
+        if let Some(s) = self.session.lock().await.take() {
+            s.conn.close().await;
+        }
+    }
+}
