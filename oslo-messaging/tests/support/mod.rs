@@ -96,3 +96,5 @@ pub async fn stop(server: &RpcServer) {
     server.stop().await;
     server.wait().await;
 }
+
+pub mod rabbit;

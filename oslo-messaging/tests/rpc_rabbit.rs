@@ -1,0 +1,674 @@
+//! RPC on a real RabbitMQ: what `rpc_memory` proves on the memory transport, plus what only
+//! a broker shows (message properties, compression, bad messages on the wire, failover, the
+//! durable-mismatch fallback, authentication errors). Skipped without a broker unless `CI` is set.
+
+mod support;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use oslo_messaging::rpc::{Endpoint, NoArgs, Request, RpcClient, RpcError, RpcServer};
+use oslo_messaging::{Config, Context, ErrorKind, Retry, Target, Transport};
+use serde_json::{Value, json};
+use support::rabbit::{Raw, Scope, broker_parts};
+use support::{Calls, recording_endpoint, stop};
+
+fn ctx() -> Context {
+    Context::new()
+        .with("user", "alice")
+        .with("request_id", "req-1")
+}
+
+/// Starts a server and has the scope delete its server queue.
+async fn serve(scope: &Scope, t: &Transport, topic: &str, server: &str, ep: Endpoint) -> RpcServer {
+    scope.queue(format!("{topic}.{server}"));
+    let s = RpcServer::builder(t, Target::new(topic).with_server(server))
+        .endpoint(ep)
+        .build()
+        .unwrap();
+    s.start().await.unwrap();
+    s
+}
+
+#[tokio::test]
+async fn call_and_cast_carry_every_json_type() {
+    require_broker!();
+    let scope = Scope::new("json");
+    let t = scope.transport();
+    let topic = scope.topic("json");
+    let calls = Calls::default();
+    let s = serve(&scope, &t, &topic, "s1", recording_endpoint("s1", &calls)).await;
+    let client = RpcClient::new(&t, Target::new(&topic));
+
+    let big = "x".repeat(1 << 20);
+    for value in [
+        json!(null),
+        json!(true),
+        json!(-17),
+        json!(1.5e300),
+        json!("naïve ☃ \u{1F600} \"quoted\" \\ \n"),
+        json!([1, "two", [3.0], {"four": null}]),
+        json!({"nested": {"deep": [true, false]}, "empty": {}, "list": []}),
+        json!(big),
+    ] {
+        let out: Value = client
+            .call(&ctx(), "echo", &json!({ "value": value }))
+            .await
+            .unwrap();
+        assert_eq!(out, value);
+    }
+
+    client
+        .cast(&ctx(), "record", &json!({"value": 7}))
+        .await
+        .unwrap();
+    // The one server handles the cast before answering the later call.
+    let _: String = client.call(&ctx(), "whoami", &()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(calls.by("s1"), [json!(7)]);
+    stop(&s).await;
+    t.cleanup().await;
+}
+
+#[tokio::test]
+async fn topic_calls_round_robin_and_server_calls_reach_one_server() {
+    require_broker!();
+    let scope = Scope::new("rr");
+    let t = scope.transport();
+    let topic = scope.topic("rr");
+    let calls = Calls::default();
+    let mut servers = Vec::new();
+    for name in ["s1", "s2", "s3"] {
+        servers.push(serve(&scope, &t, &topic, name, recording_endpoint(name, &calls)).await);
+    }
+    let client = RpcClient::new(&t, Target::new(&topic));
+    let mut who = Vec::new();
+    for i in 0..9 {
+        who.push(
+            client
+                .call::<String>(&ctx(), "record", &json!({"value": i}))
+                .await
+                .unwrap(),
+        );
+    }
+    for name in ["s1", "s2", "s3"] {
+        assert_eq!(who.iter().filter(|w| *w == name).count(), 3, "{who:?}");
+    }
+    let direct = client.prepare().server("s2").build().unwrap();
+    for _ in 0..4 {
+        assert_eq!(
+            direct.call::<String>(&ctx(), "whoami", &()).await.unwrap(),
+            "s2"
+        );
+    }
+    direct
+        .cast(&ctx(), "record", &json!({"value": "direct"}))
+        .await
+        .unwrap();
+    let _: String = direct.call(&ctx(), "whoami", &()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(calls.by("s2").contains(&json!("direct")));
+    for s in &servers {
+        stop(s).await;
+    }
+    t.cleanup().await;
+}
+
+#[tokio::test]
+async fn fanout_cast_reaches_every_server() {
+    require_broker!();
+    let scope = Scope::new("fan");
+    let t = scope.transport();
+    let topic = scope.topic("fan");
+    let calls = Calls::default();
+    let mut servers = Vec::new();
+    for name in ["a", "b", "c"] {
+        servers.push(serve(&scope, &t, &topic, name, recording_endpoint(name, &calls)).await);
+    }
+    let client = RpcClient::new(&t, Target::new(&topic).with_fanout(true));
+    client
+        .cast(&ctx(), "record", &json!({"value": "hi"}))
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while calls.len() < 3 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for name in ["a", "b", "c"] {
+        assert_eq!(calls.by(name), [json!("hi")], "{name}");
+    }
+    let err = client
+        .call::<Value>(&ctx(), "whoami", &())
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidTarget);
+    for s in &servers {
+        stop(s).await;
+    }
+    t.cleanup().await;
+}
+
+#[tokio::test]
+async fn namespaces_versions_and_remote_errors() {
+    require_broker!();
+    let scope = Scope::new("ns");
+    let t = scope.transport();
+    let topic = scope.topic("ns");
+    let ep = Endpoint::builder()
+        .namespace("Name1")
+        .version("7.5")
+        .method("echo", |req: Request<Value>| async move {
+            Ok::<_, RpcError>(req.args()["value"].clone())
+        })
+        .method("fail", |_req: Request<NoArgs>| async {
+            Err::<(), _>(
+                RpcError::new("InstanceNotFound", "Instance 42 could not be found.")
+                    .with_module("nova.exception"),
+            )
+        })
+        .build()
+        .unwrap();
+    let s = serve(&scope, &t, &topic, "s", ep).await;
+    let base = RpcClient::new(&t, Target::new(&topic));
+    let args = json!({"value": 1});
+    let at = |ns: &str, v: &str| base.prepare().namespace(ns).version(v).build().unwrap();
+    assert_eq!(
+        at("Name1", "7.1")
+            .call::<Value>(&ctx(), "echo", &args)
+            .await
+            .unwrap(),
+        json!(1)
+    );
+    for (client, class) in [
+        (at("Name1", "7.6"), "UnsupportedVersion"),
+        (at("Other", "7.5"), "UnsupportedVersion"),
+        (at("Name1", "7.0"), "NoSuchMethod"),
+    ] {
+        let method = if class == "NoSuchMethod" {
+            "nope"
+        } else {
+            "echo"
+        };
+        let err = client
+            .call::<Value>(&ctx(), method, &args)
+            .await
+            .unwrap_err();
+        let r = err.remote_error().expect("a remote error");
+        assert_eq!(
+            (r.class(), r.module()),
+            (class, "oslo_messaging.rpc.dispatcher")
+        );
+    }
+    let err = at("Name1", "7.5")
+        .call::<Value>(&ctx(), "fail", &())
+        .await
+        .unwrap_err();
+    let r = err.remote_error().unwrap();
+    assert_eq!(
+        (r.class(), r.module(), r.message()),
+        (
+            "InstanceNotFound",
+            "nova.exception",
+            "Instance 42 could not be found."
+        )
+    );
+    stop(&s).await;
+    t.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_call_nobody_serves_times_out_and_at_least_once_fails_fast() {
+    require_broker!();
+    let scope = Scope::new("nobody");
+    let t = scope.transport();
+    let topic = scope.topic("nobody");
+    let client = RpcClient::new(&t, Target::new(&topic)).with_timeout(Duration::from_secs(1));
+    let started = Instant::now();
+    let err = client
+        .call::<Value>(&ctx(), "echo", &json!({"value": 1}))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Timeout);
+    assert!(err.to_string().contains("message ID"), "{err}");
+    assert!(started.elapsed() < Duration::from_secs(5));
+
+    // Mandatory publishing: with no queue bound, the broker returns the message at once.
+    let strict = client.prepare().at_least_once(true).build().unwrap();
+    let started = Instant::now();
+    let err = strict
+        .call::<Value>(&ctx(), "echo", &json!({"value": 1}))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Undeliverable, "{err}");
+    assert!(started.elapsed() < Duration::from_millis(900));
+    let err = strict
+        .cast(&ctx(), "echo", &json!({"value": 1}))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Undeliverable, "{err}");
+    t.cleanup().await;
+}
+
+#[tokio::test]
+async fn the_call_monitor_keeps_a_slow_call_alive() {
+    require_broker!();
+    let scope = Scope::new("monitor");
+    let t = scope.transport();
+    let topic = scope.topic("monitor");
+    let s = serve(
+        &scope,
+        &t,
+        &topic,
+        "s",
+        recording_endpoint("s", &Calls::default()),
+    )
+    .await;
+    let client = RpcClient::new(&t, Target::new(&topic))
+        .with_timeout(Duration::from_secs(20))
+        .with_call_monitor_timeout(Duration::from_secs(2));
+    // The server sends a heartbeat every second (half the monitor timeout; Python's
+    // watchdog ignores monitor timeouts under 2 s), so a 4.5 s call outlives the 2 s monitor.
+    let started = Instant::now();
+    let out: f64 = client
+        .call(&ctx(), "sleep", &json!({"seconds": 4.5}))
+        .await
+        .unwrap();
+    assert!((out - 4.5).abs() < f64::EPSILON);
+    assert!(started.elapsed() >= Duration::from_millis(4500));
+    stop(&s).await;
+
+    // With the server gone, the monitor gives up after about twice its timeout, long before
+    // the call's own timeout.
+    let started = Instant::now();
+    let err = client
+        .call::<Value>(&ctx(), "whoami", &())
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Timeout);
+    assert!(started.elapsed() < Duration::from_secs(10), "{err}");
+    t.cleanup().await;
+}
+
+#[tokio::test]
+async fn messages_carry_the_properties_python_sets() {
+    require_broker!();
+    let scope = Scope::new("props");
+    let t = scope.transport();
+    let topic = scope.topic("props");
+    let raw = Raw::connect().await.unwrap();
+    // The first cast declares the control exchange; a probe queue then sees the next ones.
+    let client = RpcClient::new(&t, Target::new(&topic)).with_timeout(Duration::from_secs(7));
+    client.cast(&ctx(), "warmup", &()).await.unwrap();
+    let probe = format!("{topic}_probe");
+    scope.queue(probe.clone());
+    raw.probe(&probe, &scope.exchange, &topic).await;
+
+    client
+        .cast(&ctx(), "record", &json!({"value": "é"}))
+        .await
+        .unwrap();
+    let m = raw.get(&probe).await;
+    let p = &m.properties;
+    assert_eq!(
+        p.content_type().map(String::as_str),
+        Some("application/json")
+    );
+    assert_eq!(p.content_encoding().map(String::as_str), Some("utf-8"));
+    assert_eq!(p.delivery_mode(), Some(2));
+    assert_eq!(p.priority(), Some(0));
+    assert_eq!(p.expiration(), None);
+    assert!(p.headers().is_some_and(|h| h.as_ref().is_empty()));
+    let envelope: Value = serde_json::from_slice(&m.body).unwrap();
+    assert_eq!(envelope["oslo.version"], "2.0");
+    let msg: Value = serde_json::from_str(envelope["oslo.message"].as_str().unwrap()).unwrap();
+    assert_eq!(msg["method"], "record");
+    assert_eq!(msg["args"], json!({"value": "é"}));
+    assert_eq!(msg["_context_user"], "alice");
+    assert!(msg.get("_msg_id").is_none(), "casts carry no reply address");
+
+    // A call's message expires with the call's timeout, in milliseconds.
+    let call = tokio::spawn({
+        let client = client.clone();
+        async move { client.call::<Value>(&ctx(), "echo", &json!({})).await }
+    });
+    let m = raw.get(&probe).await;
+    assert_eq!(m.properties.expiration().map(String::as_str), Some("7000"));
+    let envelope: Value = serde_json::from_slice(&m.body).unwrap();
+    let msg: Value = serde_json::from_str(envelope["oslo.message"].as_str().unwrap()).unwrap();
+    let msg_id = msg["_msg_id"].as_str().unwrap();
+    let reply_q = msg["_reply_q"].as_str().unwrap();
+    assert_eq!(msg_id.len(), 32);
+    assert!(reply_q.starts_with("reply_"));
+    assert_eq!(msg["_timeout"], Value::Null);
+
+    // Play the server by hand: garbage and a reply nobody waits for are dropped, then the
+    // real reply completes the call.
+    raw.publish("", reply_q, Some("application/json"), b"not json")
+        .await;
+    let reply = |id: &str, result: Value| {
+        let inner = json!({"result": result, "failure": null, "ending": true, "_msg_id": id});
+        json!({"oslo.version": "2.0", "oslo.message": inner.to_string()}).to_string()
+    };
+    raw.publish(
+        "",
+        reply_q,
+        Some("application/json"),
+        reply("ffffffffffffffffffffffffffffffff", json!(0)).as_bytes(),
+    )
+    .await;
+    raw.publish(
+        "",
+        reply_q,
+        Some("application/json"),
+        reply(msg_id, json!(42)).as_bytes(),
+    )
+    .await;
+    let out = tokio::time::timeout(Duration::from_secs(5), call)
+        .await
+        .expect("the call completes")
+        .unwrap()
+        .unwrap();
+    assert_eq!(out, json!(42));
+    raw.close().await;
+    t.cleanup().await;
+}
+
+#[tokio::test]
+async fn compressed_messages_are_sent_and_understood() {
+    require_broker!();
+    for (algorithm, header) in [("gzip", "application/x-gzip"), ("bz2", "application/x-bz2")] {
+        let scope = Scope::new(algorithm);
+        let t = scope.transport_with(&[("kombu_compression", algorithm)]);
+        let topic = scope.topic(algorithm);
+        let s = serve(
+            &scope,
+            &t,
+            &topic,
+            "s",
+            recording_endpoint("s", &Calls::default()),
+        )
+        .await;
+        let client = RpcClient::new(&t, Target::new(&topic));
+        let payload = "compress me ".repeat(1000);
+        let out: Value = client
+            .call(&ctx(), "echo", &json!({ "value": payload }))
+            .await
+            .unwrap();
+        assert_eq!(out, json!(payload));
+
+        let raw = Raw::connect().await.unwrap();
+        let probe = format!("{topic}_probe");
+        scope.queue(probe.clone());
+        raw.probe(&probe, &scope.exchange, &topic).await;
+        client
+            .cast(&ctx(), "record", &json!({"value": payload}))
+            .await
+            .unwrap();
+        let m = raw.get(&probe).await;
+        let seen = m.header("compression").unwrap_or_default();
+        assert!(
+            seen.contains(&format!("\"{header}\"")),
+            "{algorithm}: {seen}"
+        );
+        assert!(m.body.len() < 2000, "{algorithm}: {} bytes", m.body.len());
+        if algorithm == "gzip" {
+            use std::io::Read;
+            let mut text = String::new();
+            flate2::read::ZlibDecoder::new(&m.body[..])
+                .read_to_string(&mut text)
+                .unwrap();
+            assert!(text.contains("oslo.message"));
+        }
+        raw.close().await;
+        stop(&s).await;
+        t.cleanup().await;
+    }
+}
+
+/// An endpoint counting its invocations.
+fn counting_endpoint(count: &Arc<AtomicUsize>) -> Endpoint {
+    let c = count.clone();
+    Endpoint::builder()
+        .method("echo", move |req: Request<Value>| {
+            let c = c.clone();
+            async move {
+                c.fetch_add(1, Ordering::SeqCst);
+                Ok::<_, RpcError>(req.args()["value"].clone())
+            }
+        })
+        .build()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn bad_messages_are_dropped_and_the_next_one_is_served() {
+    require_broker!();
+    let scope = Scope::new("bad");
+    let t = scope.transport();
+    let topic = scope.topic("bad");
+    let count = Arc::new(AtomicUsize::new(0));
+    let s = serve(&scope, &t, &topic, "s", counting_endpoint(&count)).await;
+    let raw = Raw::connect().await.unwrap();
+    let good_request = br#"{"oslo.version": "2.0", "oslo.message": "{\"method\": \"echo\", \"args\": {\"value\": 1}}"}"#;
+    let bad: [(Option<&str>, &[u8]); 7] = [
+        (Some("application/json"), b"this is not json"),
+        (Some("application/json"), b"\xff\xfe\x00garbage"),
+        (None, good_request),
+        (Some("text/plain"), good_request),
+        (
+            Some("application/json"),
+            br#"{"oslo.version": "3.0", "oslo.message": "{\"method\": \"echo\", \"args\": {}}"}"#,
+        ),
+        (
+            Some("application/json"),
+            br#"{"oslo.version": "2.0", "oslo.message": "{\"args\": {}}"}"#,
+        ),
+        (Some("application/json"), b"[1, 2, 3]"),
+    ];
+    for (content_type, body) in bad {
+        raw.publish(&scope.exchange, &topic, content_type, body)
+            .await;
+    }
+    let client = RpcClient::new(&t, Target::new(&topic)).with_timeout(Duration::from_secs(5));
+    let out: Value = client
+        .call(&ctx(), "echo", &json!({"value": "after"}))
+        .await
+        .unwrap();
+    assert_eq!(out, json!("after"));
+    assert_eq!(count.load(Ordering::SeqCst), 1, "only the good call ran");
+    // Nothing was requeued: the topic queue is empty.
+    assert_eq!(raw.message_count(&topic).await, Some(0));
+    raw.close().await;
+    stop(&s).await;
+    t.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_reply_to_a_missing_queue_does_not_stall_the_server() {
+    require_broker!();
+    let scope = Scope::new("noreply");
+    let t = scope.transport_with(&[("kombu_missing_consumer_retry_timeout", "2")]);
+    let topic = scope.topic("noreply");
+    let count = Arc::new(AtomicUsize::new(0));
+    let s = serve(&scope, &t, &topic, "s", counting_endpoint(&count)).await;
+    let raw = Raw::connect().await.unwrap();
+    // A call whose reply queue does not exist (its client died before the reply).
+    let orphan = br#"{"oslo.version": "2.0", "oslo.message": "{\"method\": \"echo\", \"args\": {\"value\": 1}, \"_msg_id\": \"0123456789abcdef0123456789abcdef\", \"_reply_q\": \"reply_gone_for_good\", \"_timeout\": null}"}"#;
+    raw.publish(&scope.exchange, &topic, Some("application/json"), orphan)
+        .await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Other callers are answered while the orphan reply is being retried.
+    let client = RpcClient::new(&t, Target::new(&topic)).with_timeout(Duration::from_secs(5));
+    let started = Instant::now();
+    let out: Value = client
+        .call(&ctx(), "echo", &json!({"value": 2}))
+        .await
+        .unwrap();
+    assert_eq!(out, json!(2));
+    assert!(started.elapsed() < Duration::from_secs(1));
+    assert_eq!(count.load(Ordering::SeqCst), 2);
+    raw.close().await;
+    stop(&s).await;
+    t.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_dead_first_host_fails_over_to_the_next() {
+    require_broker!();
+    let scope = Scope::new("failover");
+    let (host, port, user, pass, _) = broker_parts();
+    // Port 1 refuses connections; round-robin then reaches the real broker.
+    let url = format!("rabbit://{user}:{pass}@{host}:1,{user}:{pass}@{host}:{port}/");
+    let config = scope.config(&[
+        ("kombu_failover_strategy", "round-robin"),
+        ("rabbit_retry_interval", "1"),
+    ]);
+    let t = Transport::with_config(&url, &config).unwrap();
+    let topic = scope.topic("failover");
+    let s = serve(
+        &scope,
+        &t,
+        &topic,
+        "s",
+        recording_endpoint("s", &Calls::default()),
+    )
+    .await;
+    let client = RpcClient::new(&t, Target::new(&topic)).with_timeout(Duration::from_secs(20));
+    for i in 0..3 {
+        let out: Value = client
+            .call(&ctx(), "echo", &json!({ "value": i }))
+            .await
+            .unwrap();
+        assert_eq!(out, json!(i));
+    }
+    stop(&s).await;
+    t.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_non_durable_exchange_from_elsewhere_makes_durable_servers_fall_back() {
+    require_broker!();
+    let scope = Scope::new("durable");
+    let raw = Raw::connect().await.unwrap();
+    // Another deployment declared the control exchange non-durable; we are configured for
+    // durable queues. As in Python, the server then declares everything non-durable.
+    raw.declare_exchange(&scope.exchange, "topic", false).await;
+    let t = scope.transport_with(&[("amqp_durable_queues", "true")]);
+    let topic = scope.topic("durable");
+    let s = serve(
+        &scope,
+        &t,
+        &topic,
+        "s",
+        recording_endpoint("s", &Calls::default()),
+    )
+    .await;
+    let client = RpcClient::new(&t, Target::new(&topic));
+    let out: Value = client
+        .call(&ctx(), "echo", &json!({"value": "ok"}))
+        .await
+        .unwrap();
+    assert_eq!(out, json!("ok"));
+    assert!(
+        raw.redeclare_matches(&topic, false, false, amqprs::FieldTable::new())
+            .await,
+        "the topic queue fell back to non-durable"
+    );
+    raw.close().await;
+    stop(&s).await;
+    t.cleanup().await;
+}
+
+/// Collects every log line written while it is the default subscriber.
+#[derive(Clone, Default)]
+struct LogBuffer(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for LogBuffer {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn a_wrong_password_is_refused_without_showing_it() {
+    require_broker!();
+    let logs = LogBuffer::default();
+    let writer = logs.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_writer(move || writer.clone())
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let scope = Scope::new("auth");
+    let (host, port, user, _, _) = broker_parts();
+    let secret = format!("S3cr3t-{}", std::process::id());
+    let url = format!("rabbit://{user}:{secret}@{host}:{port}/");
+    let t = Transport::with_config(&url, &scope.config(&[])).unwrap();
+    let client = RpcClient::new(&t, Target::new("auth")).with_retry(Retry::Times(1));
+    let started = Instant::now();
+    let err = client.cast(&ctx(), "x", &()).await.unwrap_err();
+    assert!(started.elapsed() < Duration::from_secs(10));
+    assert!(
+        matches!(
+            err.kind(),
+            ErrorKind::AccessRefused | ErrorKind::DeliveryFailure
+        ),
+        "{err:?}"
+    );
+    let mut chain = format!("{err} {err:?}");
+    let mut source = std::error::Error::source(&err);
+    while let Some(s) = source {
+        chain.push_str(&format!(" {s} {s:?}"));
+        source = s.source();
+    }
+    assert!(
+        chain.contains("ACCESS_REFUSED") || chain.contains("403"),
+        "{chain}"
+    );
+    assert!(!chain.contains(&secret), "{chain}");
+    assert!(!format!("{t:?} {:?}", t.url()).contains(&secret));
+    t.cleanup().await;
+    let logged = String::from_utf8_lossy(&logs.0.lock().unwrap()).into_owned();
+    assert!(
+        !logged.is_empty(),
+        "the driver logs its connection attempts"
+    );
+    assert!(!logged.contains(&secret), "{logged}");
+}
+
+#[tokio::test]
+async fn transports_for_config_files_reach_the_broker() {
+    require_broker!();
+    let scope = Scope::new("ini");
+    let topic = scope.topic("ini");
+    let (host, port, user, pass, _) = broker_parts();
+    let ini = format!(
+        "[DEFAULT]\ntransport_url = rabbit://{user}:{pass}@{host}:{port}/\ncontrol_exchange = {}\n\
+         [oslo_messaging_rabbit]\nrabbit_qos_prefetch_count = 5\nrabbit_transient_queues_ttl = 60\n",
+        scope.exchange
+    );
+    let config = Config::from_ini_str(&ini).unwrap();
+    let t = Transport::new(&config).unwrap();
+    let s = serve(
+        &scope,
+        &t,
+        &topic,
+        "s",
+        recording_endpoint("s", &Calls::default()),
+    )
+    .await;
+    let client = RpcClient::new(&t, Target::new(&topic));
+    let out: Value = client
+        .call(&ctx(), "echo", &json!({"value": [1]}))
+        .await
+        .unwrap();
+    assert_eq!(out, json!([1]));
+    stop(&s).await;
+    t.cleanup().await;
+}
