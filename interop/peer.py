@@ -55,6 +55,7 @@ listen --topic T [--pool P] [--requeue-first] [--count N] [--timeout S]
 """
 import argparse
 import builtins
+import functools
 import json
 import logging
 import signal
@@ -83,10 +84,22 @@ PREPARE_KEYS = ('server', 'fanout', 'namespace', 'version', 'timeout',
 LOG = logging.getLogger('peer')
 _out_lock = threading.Lock()
 
-# Home of non-builtin exception classes raised by fail(); importable by name
-# so a client configured with allowed_remote_exmods=peer_errors can rebuild it.
+# Home of non-builtin exception classes raised by fail().  Any class name is
+# created on first access, so a client run with --allowed-remote-exmod
+# peer_errors can rebuild whatever the server raised.
 peer_errors = types.ModuleType('peer_errors')
 sys.modules['peer_errors'] = peer_errors
+
+
+def _peer_error_class(name):
+    if name.startswith('__'):
+        raise AttributeError(name)
+    cls = type(name, (Exception,), {'__module__': 'peer_errors'})
+    setattr(peer_errors, name, cls)
+    return cls
+
+
+peer_errors.__getattr__ = _peer_error_class
 
 
 def emit(obj):
@@ -110,11 +123,7 @@ def exception_class(name):
     cls = getattr(builtins, name, None)
     if isinstance(cls, type) and issubclass(cls, BaseException):
         return cls
-    cls = getattr(peer_errors, name, None)
-    if cls is None:
-        cls = type(name, (Exception,), {'__module__': 'peer_errors'})
-        setattr(peer_errors, name, cls)
-    return cls
+    return getattr(peer_errors, name)
 
 
 def key_values(pairs):
@@ -296,6 +305,15 @@ def cmd_client(args, conf):
 
 # -------------------------------------------------------------------- notify
 
+class NotifyContext(dict):
+    """Notifier replaces a context whose type is exactly dict with {} (see
+    notifier._sanitize_context); a dict subclass with redacted_copy() is
+    sent as-is, i.e. as _context_<key> fields like a RequestContext would."""
+
+    def redacted_copy(self):
+        return self
+
+
 def cmd_notify(args, conf):
     transport = oslo_messaging.get_notification_transport(conf, url=args.url)
     notifier = oslo_messaging.Notifier(transport, publisher_id=args.publisher_id,
@@ -308,7 +326,8 @@ def cmd_notify(args, conf):
             priority = msg.get('priority', 'info')
             if priority not in NOTIFIER_METHODS:
                 raise ValueError(f'unknown priority {priority!r}')
-            getattr(notifier, priority)(msg.get('context') or {},
+            ctxt = NotifyContext(msg.get('context') or {})
+            getattr(notifier, priority)(ctxt,
                                         msg['event_type'], msg.get('payload'))
             emit({'ok': True})
         except Exception as exc:
@@ -319,13 +338,12 @@ def cmd_notify(args, conf):
 
 # -------------------------------------------------------------------- listen
 
-class NotificationEndpoint:
-    """One method per priority; single or batch signature depending on mode.
-    Methods are attached below the class by _add_priority_methods()."""
+class NotificationHandler:
+    """Prints notifications; implements --requeue-first and --count."""
 
-    def __init__(self, args, done):
+    def __init__(self, args, stop):
         self.args = args
-        self.done = done
+        self.stop = stop
         self.count = 0
         self.seen = set()
         self.lock = threading.Lock()
@@ -350,59 +368,48 @@ class NotificationEndpoint:
                 emit(objs[0])
             self.count += len(objs)
             if self.args.count and self.count >= self.args.count:
-                self.done.trigger('count')
+                self.stop.trigger('count')
         return oslo_messaging.NotificationResult.HANDLED
 
-
-def _add_priority_methods(cls):
-    def make(priority):
-        def single(self, ctxt, publisher_id, event_type, payload, metadata):
-            return self.handle(priority, [dict(
-                ctxt=ctxt, publisher_id=publisher_id, event_type=event_type,
-                payload=payload, metadata=metadata)])
-
-        def batch(self, messages):
-            return self.handle(priority, messages)
-
-        return single, batch
-
-    for priority in PRIORITIES:
-        single, batch = make(priority)
-        setattr(cls, priority, single)
-        setattr(cls, 'batch_' + priority, batch)
-
-
-_add_priority_methods(NotificationEndpoint)
-
-
-class BatchView:
-    """Exposes NotificationEndpoint's batch_<priority> methods as <priority>."""
-
-    def __init__(self, endpoint):
-        for priority in PRIORITIES:
-            setattr(self, priority, getattr(endpoint, 'batch_' + priority))
+    def endpoint(self, batch):
+        """An endpoint object with one method per priority.  Batch methods
+        get a list of message dicts; single ones get the five arguments."""
+        ep = types.SimpleNamespace()
+        for prio in PRIORITIES:
+            if batch:
+                method = functools.partial(self.handle, prio)
+            else:
+                def method(ctxt, publisher_id, event_type, payload, metadata,
+                           prio=prio):
+                    return self.handle(prio, [dict(
+                        ctxt=ctxt, publisher_id=publisher_id,
+                        event_type=event_type, payload=payload,
+                        metadata=metadata)])
+            setattr(ep, prio, method)
+        return ep
 
 
 def cmd_listen(args, conf):
     transport = oslo_messaging.get_notification_transport(conf, url=args.url)
     targets = [oslo_messaging.Target(topic=args.topic)]
     stop = install_stop_triggers()
-    endpoint = NotificationEndpoint(args, stop)
+    handler = NotificationHandler(args, stop)
+    endpoints = [handler.endpoint(batch=bool(args.batch_size))]
     if args.batch_size:
         listener = oslo_messaging.get_batch_notification_listener(
-            transport, targets, [BatchView(endpoint)], executor='threading',
+            transport, targets, endpoints, executor='threading',
             pool=args.pool, allow_requeue=True, batch_size=args.batch_size,
             batch_timeout=args.batch_timeout)
     else:
         listener = oslo_messaging.get_notification_listener(
-            transport, targets, [endpoint], executor='threading',
+            transport, targets, endpoints, executor='threading',
             pool=args.pool, allow_requeue=True)
     listener.start()
     emit({'event': 'ready'})
     reason = wait_for_stop(stop, time.monotonic() + args.timeout)
     listener.stop()
     listener.wait()
-    emit({'event': 'stopped', 'reason': reason, 'count': endpoint.count})
+    emit({'event': 'stopped', 'reason': reason, 'count': handler.count})
     transport.cleanup()
 
 
@@ -458,7 +465,12 @@ def main(argv=None):
     logging.basicConfig(stream=sys.stderr,
                         level=logging.DEBUG if args.debug else logging.WARNING,
                         format='%(asctime)s %(levelname)s %(name)s: %(message)s')
-    args.func(args, build_conf(args))
+    try:
+        args.func(args, build_conf(args))
+    except Exception as exc:
+        LOG.exception('%s failed', args.command)
+        emit({'event': 'fatal', 'error': error_obj(exc)})
+        return 1
     return 0
 
 

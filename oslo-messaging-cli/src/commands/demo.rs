@@ -113,15 +113,25 @@ pub(crate) async fn run(global: &Global, args: &DemoArgs) -> u8 {
 }
 
 async fn tour(global: &Global, args: &DemoArgs) -> Result<(), String> {
-    let conf = super::load_config(global)?;
-    let transport = super::transport(global, &conf, Some("memory://"))?;
-    // On a shared broker, names of our own so concurrent demos do not meet.
-    let suffix =
-        if transport.url().driver_name() == "memory" || transport.url().driver_name() == "fake" {
-            String::new()
-        } else {
-            format!("_{}", std::process::id())
-        };
+    let mut conf = super::load_config(global).map_err(|e| e.to_string())?;
+    let mut transport =
+        super::transport(global, &conf, Some("memory://")).map_err(|e| e.to_string())?;
+    let on_broker = !matches!(transport.url().driver_name(), "memory" | "fake");
+    if on_broker {
+        // On a shared broker: names of our own so concurrent demos do not meet, and
+        // auto-delete queues and exchanges so the demo leaves nothing behind.
+        if global.exchange.is_none() {
+            conf.default.control_exchange = format!("oslo_messaging_demo_{}", std::process::id());
+        }
+        conf.set("oslo_messaging_rabbit", "amqp_auto_delete", "true")
+            .map_err(|e| e.to_string())?;
+        transport = super::transport(global, &conf, None).map_err(|e| e.to_string())?;
+    }
+    let suffix = if on_broker {
+        format!("_{}", std::process::id())
+    } else {
+        String::new()
+    };
     let topic = format!("demo{suffix}");
     let journal = Journal::default();
     let e = |e: Error| e.to_string();

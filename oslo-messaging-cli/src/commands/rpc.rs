@@ -1,0 +1,66 @@
+//! `call` and `cast`.
+
+use std::time::Duration;
+
+use oslo_messaging::{RpcClient, Target};
+use serde_json::{Map, Value, json};
+
+use super::Failure;
+use crate::cli::{CallArgs, CastArgs, EXIT_OK, Global, RpcArgs};
+
+/// A client for the RPC arguments, and the keyword arguments to send.
+fn client(global: &Global, rpc: &RpcArgs) -> Result<(RpcClient, Map<String, Value>), Failure> {
+    let conf = super::load_config(global)?;
+    let transport = super::transport(global, &conf, None)?;
+    let mut target = Target::new(&rpc.topic);
+    if let Some(server) = &rpc.server {
+        target = target.with_server(server);
+    }
+    if let Some(ns) = &rpc.namespace {
+        target = target.with_namespace(ns);
+    }
+    if let Some(v) = &rpc.version {
+        let version = v.parse().map_err(|e: oslo_messaging::Error| {
+            Failure::Usage(format!("--version: {}", e.message()))
+        })?;
+        target = target.with_version(version);
+    }
+    let client = RpcClient::new(&transport, target).with_retry(super::retry(rpc.retry));
+    Ok((client, rpc.args.clone().unwrap_or_default()))
+}
+
+pub(crate) async fn call(global: &Global, args: &CallArgs) -> Result<u8, Failure> {
+    let (mut client, kwargs) = client(global, &args.rpc)?;
+    if let Some(t) = args.timeout {
+        client = client.with_timeout(Duration::from_secs_f64(t));
+    }
+    if let Some(t) = args.call_monitor_timeout {
+        client = client.with_call_monitor_timeout(Duration::from_secs_f64(t));
+    }
+    let ctx = super::context(args.rpc.context.as_ref());
+    let result: Value = client.call(&ctx, &args.rpc.method, &kwargs).await?;
+    if global.json {
+        super::out(&result.to_string());
+    } else {
+        super::out(&serde_json::to_string_pretty(&result).unwrap_or_else(|_| result.to_string()));
+    }
+    Ok(EXIT_OK)
+}
+
+pub(crate) async fn cast(global: &Global, args: &CastArgs) -> Result<u8, Failure> {
+    let (client, kwargs) = client(global, &args.rpc)?;
+    let client = if args.fanout {
+        client.prepare().fanout(true).build()?
+    } else {
+        client
+    };
+    let ctx = super::context(args.rpc.context.as_ref());
+    client.cast(&ctx, &args.rpc.method, &kwargs).await?;
+    if global.json {
+        super::out(
+            &json!({"sent": true, "topic": args.rpc.topic, "method": args.rpc.method, "fanout": args.fanout})
+                .to_string(),
+        );
+    }
+    Ok(EXIT_OK)
+}

@@ -1,0 +1,582 @@
+//! Every subcommand, run as an operator runs it, against the real RabbitMQ of
+//! `OSLO_MESSAGING_TEST_URL` (default `rabbit://guest:guest@127.0.0.1:5672/`). Skipped when
+//! the broker is unreachable, unless `CI` is set.
+//!
+//! The tests pass a config file with `amqp_auto_delete = true`, so queues and exchanges go
+//! away with their consumers and the tests leave nothing on the broker.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+fn broker_url() -> String {
+    std::env::var("OSLO_MESSAGING_TEST_URL")
+        .unwrap_or_else(|_| "rabbit://guest:guest@127.0.0.1:5672/".to_owned())
+}
+
+/// Whether the broker answers; fails instead when `CI` is set.
+fn broker_available() -> bool {
+    let url = broker_url();
+    let authority = url
+        .split("://")
+        .nth(1)
+        .and_then(|rest| rest.split('/').next())
+        .and_then(|hosts| hosts.split(',').next())
+        .map(|h| h.rsplit('@').next().unwrap_or(h).to_owned())
+        .unwrap_or_default();
+    let addr = if authority.contains(':') {
+        authority
+    } else {
+        format!("{authority}:5672")
+    };
+    let ok = addr
+        .parse()
+        .is_ok_and(|a| std::net::TcpStream::connect_timeout(&a, Duration::from_secs(2)).is_ok());
+    if !ok {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI is set but the test broker {addr} is unreachable"
+        );
+        eprintln!("SKIPPED: no RabbitMQ at {addr}");
+    }
+    ok
+}
+
+macro_rules! require_broker {
+    () => {
+        if !broker_available() {
+            return;
+        }
+    };
+}
+
+/// Unique names, a config file and the command line prefix of one test.
+struct Env {
+    exchange: String,
+    dir: tempfile::TempDir,
+}
+
+impl Env {
+    fn new(name: &str) -> Self {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos();
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("test.conf"),
+            "[oslo_messaging_rabbit]\namqp_auto_delete = true\nrabbit_transient_queues_ttl = 60\n",
+        )
+        .unwrap();
+        Self {
+            exchange: format!("cli_{name}_{}_{nanos:x}", std::process::id()),
+            dir,
+        }
+    }
+
+    fn topic(&self, name: &str) -> String {
+        format!("{}_{name}", self.exchange)
+    }
+
+    /// The binary with --url, --config-file and --exchange set.
+    fn cmd(&self) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_oslo-messaging"));
+        c.arg("--url")
+            .arg(broker_url())
+            .arg("--config-file")
+            .arg(self.dir.path().join("test.conf"))
+            .arg("--exchange")
+            .arg(&self.exchange);
+        c
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        self.cmd().args(args).output().expect("run the binary")
+    }
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// A background process whose stdout lines arrive on a channel; killed on drop.
+struct Background {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+}
+
+impl Background {
+    fn spawn(mut cmd: Command) -> Self {
+        let mut child = cmd
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn the binary");
+        let out = child.stdout.take().unwrap();
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Self { child, lines }
+    }
+
+    /// The next stdout line as JSON, within `secs`.
+    fn next_json(&self, secs: u64) -> Value {
+        let line = self
+            .lines
+            .recv_timeout(Duration::from_secs(secs))
+            .expect("a line from the background process");
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("{line:?} is not JSON: {e}"))
+    }
+
+    /// Sends SIGINT (Ctrl-C) and returns the exit code.
+    fn interrupt(mut self) -> Option<i32> {
+        let status = Command::new("kill")
+            .args(["-INT", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status.code();
+            }
+            assert!(Instant::now() < deadline, "the process did not stop");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn rpc_server(env: &Env, topic: &str, server: &str, extra: &[&str]) -> Background {
+    let mut c = env.cmd();
+    c.args(["--json", "rpc-server", "--topic", topic, "--server", server])
+        .args(extra);
+    let bg = Background::spawn(c);
+    let ready = bg.next_json(30);
+    assert_eq!(ready["event"], "ready", "{ready}");
+    assert_eq!(ready["exchange"], json!(env.exchange));
+    bg
+}
+
+#[test]
+fn call_prints_results_and_exits_by_outcome() {
+    require_broker!();
+    let env = Env::new("call");
+    let topic = env.topic("t");
+    let server = rpc_server(&env, &topic, "s1", &["--ping"]);
+
+    let o = env.run(&[
+        "call",
+        "--topic",
+        &topic,
+        "--context",
+        r#"{"request_id": "req-7", "user": "u"}"#,
+        "echo",
+        r#"{"data": {"list": [1, "ü", null], "n": 1.5}}"#,
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let v: Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(v, json!({"list": [1, "ü", null], "n": 1.5}));
+    let seen = server.next_json(10);
+    assert_eq!(seen["method"], "echo");
+    assert_eq!(seen["context"]["request_id"], "req-7");
+
+    // Server-directed, and --json gives one compact line.
+    let o = env.run(&[
+        "--json",
+        "call",
+        "--topic",
+        &topic,
+        "--server",
+        "s1",
+        "sleep",
+        r#"{"seconds": 0.1}"#,
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(stdout(&o), "0.1\n");
+    server.next_json(10);
+
+    // A remote error: exit 1, class, module and message on stderr.
+    let o = env.run(&["call", "--topic", &topic, "fail", r#"{"message": "boom"}"#]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stdout(&o).is_empty());
+    assert!(
+        stderr(&o).contains("builtins.ValueError: boom"),
+        "{}",
+        stderr(&o)
+    );
+    server.next_json(10);
+    let o = env.run(&[
+        "--json",
+        "call",
+        "--topic",
+        &topic,
+        "fail",
+        r#"{"message": "gone", "exc_class": "nova.exception.InstanceNotFound"}"#,
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    let err: Value = serde_json::from_str(stderr(&o).trim()).unwrap();
+    assert_eq!(
+        err["error"],
+        json!({"kind": "remote", "class": "InstanceNotFound", "module": "nova.exception",
+               "message": "gone", "traceback": []})
+    );
+    server.next_json(10);
+
+    // The dispatcher's own errors, and the ping method --ping enables.
+    let o = env.run(&["call", "--topic", &topic, "nope"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("NoSuchMethod"), "{}", stderr(&o));
+    let o = env.run(&["--json", "call", "--topic", &topic, "oslo_rpc_server_ping"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(stdout(&o), "\"pong\"\n");
+
+    // The simulator's info() stamps the server time.
+    let o = env.run(&[
+        "--json",
+        "call",
+        "--topic",
+        &topic,
+        "info",
+        r#"{"message": [1, "cargo", 1.0, null, null]}"#,
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let v: Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert!(v[3].as_f64().unwrap() > 1.7e9, "{v}");
+    server.next_json(10);
+
+    // Nobody serves this topic: exit 2 after the timeout.
+    let started = Instant::now();
+    let o = env.run(&[
+        "call",
+        "--topic",
+        &env.topic("nobody"),
+        "--timeout",
+        "1",
+        "echo",
+        r#"{"data": 1}"#,
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("Timed out"), "{}", stderr(&o));
+    assert!(started.elapsed() < Duration::from_secs(10));
+
+    let code = server.interrupt();
+    assert_eq!(code, Some(0), "Ctrl-C stops the server cleanly");
+}
+
+#[test]
+fn cast_and_fanout_reach_their_servers() {
+    require_broker!();
+    let env = Env::new("cast");
+    let topic = env.topic("t");
+    let a = rpc_server(&env, &topic, "a", &[]);
+    let b = rpc_server(&env, &topic, "b", &[]);
+
+    let o = env.run(&[
+        "cast",
+        "--topic",
+        &topic,
+        "--server",
+        "b",
+        "echo",
+        r#"{"data": "to-b"}"#,
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(stdout(&o).is_empty());
+    assert_eq!(b.next_json(10)["args"]["data"], "to-b");
+
+    let o = env.run(&[
+        "--json",
+        "cast",
+        "--topic",
+        &topic,
+        "--fanout",
+        "echo",
+        r#"{"data": "all"}"#,
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let sent: Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(sent["fanout"], true);
+    assert_eq!(a.next_json(10)["args"]["data"], "all");
+    assert_eq!(b.next_json(10)["args"]["data"], "all");
+    assert_eq!(a.interrupt(), Some(0));
+    assert_eq!(b.interrupt(), Some(0));
+}
+
+#[test]
+fn notify_then_listen_prints_json_lines() {
+    require_broker!();
+    let env = Env::new("notify");
+    let topic = env.topic("n");
+    // The notifier declares the topic.priority queues: the notifications wait there.
+    for (priority, driver, payload) in [
+        ("error", "messagingv2", r#"{"k": 1}"#),
+        ("warning", "messaging", "[1, 2]"),
+        ("sample", "messagingv2", r#""text""#),
+    ] {
+        let o = env.run(&[
+            "notify",
+            "--topic",
+            &topic,
+            "--publisher-id",
+            "compute.host1",
+            "--event-type",
+            &format!("test.{priority}"),
+            "--priority",
+            priority,
+            "--driver",
+            driver,
+            "--context",
+            r#"{"user": "u", "auth_token": "secret"}"#,
+            payload,
+        ]);
+        assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    }
+    let o = env.run(&[
+        "listen",
+        "--topic",
+        &topic,
+        "--event-type",
+        r"^test\.(error|warning)$",
+        "--priority",
+        "error",
+        "--priority",
+        "warn",
+        "--count",
+        "2",
+        "--timeout",
+        "20",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let lines: Vec<Value> = stdout(&o)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    let mut got: Vec<(String, Value)> = lines
+        .iter()
+        .map(|l| {
+            (
+                l["priority"].as_str().unwrap().to_owned(),
+                l["payload"].clone(),
+            )
+        })
+        .collect();
+    got.sort_by(|x, y| x.0.cmp(&y.0));
+    assert_eq!(
+        got,
+        [
+            ("error".to_owned(), json!({"k": 1})),
+            ("warn".to_owned(), json!([1, 2]))
+        ]
+    );
+    for l in &lines {
+        assert_eq!(l["publisher_id"], "compute.host1");
+        assert_eq!(l["context"]["user"], "u");
+        assert_eq!(l["context"]["auth_token"], Value::Null, "redacted");
+        assert_eq!(l["metadata"]["message_id"].as_str().unwrap().len(), 36);
+    }
+
+    // The sample is still queued; a listener that sees nothing in time exits 2.
+    let o = env.run(&[
+        "listen",
+        "--topic",
+        &topic,
+        "--priority",
+        "sample",
+        "--count",
+        "2",
+        "--timeout",
+        "2",
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+    assert_eq!(stdout(&o).lines().count(), 1);
+    assert!(stderr(&o).contains("1 of 2"), "{}", stderr(&o));
+}
+
+#[test]
+fn listen_with_a_pool_gets_its_own_copy() {
+    require_broker!();
+    let env = Env::new("pool");
+    let topic = env.topic("n");
+    let mut c = env.cmd();
+    c.args([
+        "-v",
+        "listen",
+        "--topic",
+        &topic,
+        "--pool",
+        &env.topic("pool"),
+        "--count",
+        "1",
+        "--timeout",
+        "30",
+    ]);
+    let mut child = c
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // -v logs when the listener is up.
+    let mut err = BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    while !line.contains("listening for notifications") {
+        line.clear();
+        assert!(err.read_line(&mut line).unwrap() > 0, "listen exited early");
+    }
+    let o = env.run(&[
+        "notify",
+        "--topic",
+        &topic,
+        "--publisher-id",
+        "p",
+        "--event-type",
+        "e",
+        "1",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let v: Value = serde_json::from_str(String::from_utf8_lossy(&out.stdout).trim()).unwrap();
+    assert_eq!(v["payload"], 1);
+    // The default queue has its copy too.
+    let o = env.run(&[
+        "listen",
+        "--topic",
+        &topic,
+        "--count",
+        "1",
+        "--timeout",
+        "10",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+}
+
+#[test]
+fn bad_usage_exits_64_and_says_why() {
+    // No broker needed: these fail before connecting.
+    let bin = || Command::new(env!("CARGO_BIN_EXE_oslo-messaging"));
+    for (args, needle) in [
+        (
+            &["call", "--topic", "t", "echo", "[1, 2]"][..],
+            "must be a JSON object",
+        ),
+        (
+            &["call", "--topic", "t", "echo", "{oops"],
+            "is not valid JSON",
+        ),
+        (&["call", "echo"], "--topic"),
+        (
+            &["call", "--topic", "t", "--version", "x.y", "echo"],
+            "--version",
+        ),
+        (
+            &["call", "--topic", "t", "--timeout", "0", "echo"],
+            "seconds",
+        ),
+        (
+            &[
+                "notify",
+                "--publisher-id",
+                "p",
+                "--event-type",
+                "e",
+                "--priority",
+                "loud",
+                "1",
+            ],
+            "unknown notification priority",
+        ),
+        (
+            &["listen", "--event-type", "(", "--timeout", "1"],
+            "--event-type",
+        ),
+        (
+            &["cast", "--topic", "t", "--fanout", "--server", "s", "m"],
+            "cannot be used",
+        ),
+        (&["frobnicate"], "unrecognized subcommand"),
+        (
+            &["--url", "amqp1://u:hunter2@h/", "call", "--topic", "t", "m"],
+            "unknown transport driver",
+        ),
+    ] {
+        let o = bin().args(args).output().unwrap();
+        assert_eq!(o.status.code(), Some(64), "{args:?}: {}", stderr(&o));
+        assert!(stderr(&o).contains(needle), "{args:?}: {}", stderr(&o));
+        assert!(!stderr(&o).contains("hunter2"), "no password in errors");
+    }
+    for sub in ["call", "cast", "notify", "listen", "rpc-server", "demo"] {
+        let o = bin().args([sub, "--help"]).output().unwrap();
+        assert_eq!(o.status.code(), Some(0), "{sub} --help");
+        for option in ["--url", "--config-file", "--exchange", "--json"] {
+            assert!(stdout(&o).contains(option), "{sub} --help lacks {option}");
+        }
+    }
+}
+
+#[test]
+fn the_demo_runs_against_rabbitmq() {
+    require_broker!();
+    let o = Command::new(env!("CARGO_BIN_EXE_oslo-messaging"))
+        .args(["demo", "--url", &broker_url()])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}\n{}", stdout(&o), stderr(&o));
+    for needle in [
+        "calc.add(a=2, b=3) -> 5",
+        "remote builtins.ValueError: division by zero",
+        "Timed out waiting for a reply",
+        "INFO compute.instance.create.end from compute.host-1",
+        "done.",
+    ] {
+        assert!(
+            stdout(&o).contains(needle),
+            "missing {needle:?}:\n{}",
+            stdout(&o)
+        );
+    }
+    assert!(
+        !stdout(&o).contains("guest:guest"),
+        "the password is masked"
+    );
+}
+
+#[test]
+fn an_unreachable_broker_is_a_failure_not_a_hang() {
+    let started = Instant::now();
+    let o = Command::new(env!("CARGO_BIN_EXE_oslo-messaging"))
+        .args([
+            "--url",
+            "rabbit://guest:guest@127.0.0.1:1/",
+            "cast",
+            "--topic",
+            "t",
+            "--retry",
+            "1",
+            "m",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("127.0.0.1:1"), "{}", stderr(&o));
+    assert!(started.elapsed() < Duration::from_secs(15));
+}
