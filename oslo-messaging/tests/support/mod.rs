@@ -97,4 +97,5 @@ pub async fn stop(server: &RpcServer) {
     server.wait().await;
 }
 
+pub mod python;
 pub mod rabbit;
