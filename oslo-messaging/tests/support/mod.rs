@@ -97,5 +97,6 @@ pub async fn stop(server: &RpcServer) {
     server.wait().await;
 }
 
+pub mod node;
 pub mod python;
 pub mod rabbit;

@@ -1,0 +1,390 @@
+//! Faults on a private RabbitMQ node (never the system broker): a killed and restarted
+//! broker, connections closed by the operator, a memory alarm (`connection.blocked`), a frozen
+//! broker, and TLS with certificate checks and EXTERNAL login.
+//!
+//! Each test boots its own node on its own ports (about 5 s); the nextest profile runs them
+//! one at a time.
+
+mod support;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use oslo_messaging::rpc::{Endpoint, Request, RpcClient, RpcError, RpcServer};
+use oslo_messaging::{Config, Context, ErrorKind, Retry, Target, Transport};
+use serde_json::{Value, json};
+use support::node::{Certs, Node};
+
+/// Options for quick recovery in tests: 1 s between attempts, no growth.
+fn config(extra: &[(&str, &str)]) -> Config {
+    let mut b = Config::builder()
+        .control_exchange("faults")
+        .option("oslo_messaging_rabbit", "rabbit_retry_interval", "1")
+        .option("oslo_messaging_rabbit", "rabbit_retry_backoff", "1")
+        .option("oslo_messaging_rabbit", "rabbit_interval_max", "2")
+        .option("oslo_messaging_rabbit", "kombu_reconnect_delay", "0.5");
+    for (k, v) in extra {
+        b = b.option("oslo_messaging_rabbit", k, v);
+    }
+    b.build().unwrap()
+}
+
+fn echo_endpoint(count: &Arc<AtomicUsize>) -> Endpoint {
+    let c = count.clone();
+    Endpoint::builder()
+        .method("echo", move |req: Request<Value>| {
+            let c = c.clone();
+            async move {
+                c.fetch_add(1, Ordering::SeqCst);
+                Ok::<_, RpcError>(req.args()["data"].clone())
+            }
+        })
+        .build()
+        .unwrap()
+}
+
+async fn serve(t: &Transport, topic: &str, count: &Arc<AtomicUsize>) -> RpcServer {
+    let s = RpcServer::builder(t, Target::new(topic).with_server("s1"))
+        .endpoint(echo_endpoint(count))
+        .build()
+        .unwrap();
+    s.start().await.unwrap();
+    s
+}
+
+async fn echo(client: &RpcClient, v: Value) -> oslo_messaging::Result<Value> {
+    client
+        .call(&Context::new(), "echo", &json!({ "data": v }))
+        .await
+}
+
+/// Calls until one succeeds or `within` passes; returns how long it took.
+async fn recovers(client: &RpcClient, within: Duration) -> Duration {
+    let started = Instant::now();
+    loop {
+        let attempt = client
+            .prepare()
+            .timeout(Duration::from_secs(5))
+            .build()
+            .unwrap();
+        match echo(&attempt, json!("ping")).await {
+            Ok(v) => {
+                assert_eq!(v, json!("ping"));
+                return started.elapsed();
+            }
+            Err(e) => assert!(
+                started.elapsed() < within,
+                "no recovery within {within:?}: {e}"
+            ),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_keeps_serving_across_a_broker_restart() {
+    require_nodes!();
+    let node = Node::start("restart", 5791, "", &[]);
+    let t = Transport::with_config(&node.url(), &config(&[])).unwrap();
+    let count = Arc::new(AtomicUsize::new(0));
+    let server = serve(&t, "restart", &count).await;
+    let client = RpcClient::new(&t, Target::new("restart")).with_timeout(Duration::from_secs(60));
+    assert_eq!(echo(&client, json!(1)).await.unwrap(), json!(1));
+
+    node.kill();
+    // A call made while the broker is down waits for it (retry forever) and completes.
+    let pending = tokio::spawn({
+        let client = client.clone();
+        async move { echo(&client, json!("during")).await }
+    });
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(!pending.is_finished());
+    let down_for = Instant::now();
+    node.boot();
+    let out = tokio::time::timeout(Duration::from_secs(60), pending)
+        .await
+        .expect("the pending call completes after the restart")
+        .unwrap()
+        .unwrap_or_else(|e| panic!("{e}\n{}", node.log()));
+    assert_eq!(out, json!("during"));
+    eprintln!(
+        "pending call answered {:.1} s after the node came back",
+        down_for.elapsed().as_secs_f64()
+    );
+    // Queues were redeclared and consumed again: new calls and server calls work.
+    for i in 0..5 {
+        assert_eq!(echo(&client, json!(i)).await.unwrap(), json!(i));
+    }
+    let direct = client.prepare().server("s1").build().unwrap();
+    assert_eq!(
+        echo(&direct, json!("direct")).await.unwrap(),
+        json!("direct")
+    );
+
+    // A publish with a finite retry budget fails with a delivery failure, not a hang.
+    node.kill();
+    let started = Instant::now();
+    let err = client
+        .prepare()
+        .retry(Retry::Times(1))
+        .build()
+        .unwrap()
+        .cast(&Context::new(), "echo", &json!({"data": 0}))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::DeliveryFailure, "{err}");
+    assert!(started.elapsed() < Duration::from_secs(10));
+    node.boot();
+    recovers(&client, Duration::from_secs(60)).await;
+    server.stop().await;
+    server.wait().await;
+    t.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_closed_by_the_operator_come_back() {
+    require_nodes!();
+    let node = Node::start("forced", 5792, "", &[]);
+    let t = Transport::with_config(&node.url(), &config(&[])).unwrap();
+    let count = Arc::new(AtomicUsize::new(0));
+    let server = serve(&t, "forced", &count).await;
+    let client = RpcClient::new(&t, Target::new("forced")).with_timeout(Duration::from_secs(10));
+    assert_eq!(echo(&client, json!(1)).await.unwrap(), json!(1));
+    for round in 0..3 {
+        node.ctl(&["close_all_connections", "fault-injection"])
+            .unwrap();
+        let took = recovers(&client, Duration::from_secs(20)).await;
+        eprintln!("round {round}: recovered in {:.2} s", took.as_secs_f64());
+    }
+    // Publisher, RPC server and reply consumer all reconnected: nothing stays behind.
+    let conns = node.ctl(&["-q", "list_connections", "name"]).unwrap();
+    assert!(conns.lines().count() <= 4, "connections now: {conns}");
+    server.stop().await;
+    server.wait().await;
+    t.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_memory_alarm_blocks_publishers_visibly_and_lets_them_resume() {
+    require_nodes!();
+    let node = Node::start("alarm", 5793, "", &[]);
+    let t = Transport::with_config(&node.url(), &config(&[])).unwrap();
+    let count = Arc::new(AtomicUsize::new(0));
+    let server = serve(&t, "alarm", &count).await;
+    let client = RpcClient::new(&t, Target::new("alarm")).with_timeout(Duration::from_secs(60));
+    assert_eq!(echo(&client, json!(1)).await.unwrap(), json!(1));
+    assert_eq!(t.blocked().await, None);
+
+    node.ctl(&["set_vm_memory_high_watermark", "0.0000001"])
+        .unwrap();
+    let started = Instant::now();
+    // The broker blocks a connection when it next publishes.
+    let waiting = tokio::spawn({
+        let client = client.clone();
+        async move { echo(&client, json!("blocked")).await }
+    });
+    let reason = loop {
+        if let Some(r) = t.blocked().await {
+            break r;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "connection.blocked never showed"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    eprintln!(
+        "blocked after {:.2} s: {reason}",
+        started.elapsed().as_secs_f64()
+    );
+    assert!(reason.contains("memory"), "{reason}");
+    // With a finite retry budget a publish fails at once with a typed error.
+    let err = client
+        .prepare()
+        .retry(Retry::Times(2))
+        .build()
+        .unwrap()
+        .cast(&Context::new(), "echo", &json!({"data": 0}))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Blocked, "{err}");
+    assert!(!waiting.is_finished());
+
+    node.ctl(&["set_vm_memory_high_watermark", "0.4"]).unwrap();
+    let out = tokio::time::timeout(Duration::from_secs(30), waiting)
+        .await
+        .expect("the waiting call resumes after the alarm clears")
+        .unwrap()
+        .unwrap();
+    assert_eq!(out, json!("blocked"));
+    assert_eq!(t.blocked().await, None);
+    server.stop().await;
+    server.wait().await;
+    t.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_broker_cannot_hang_us() {
+    require_nodes!();
+    let node = Node::start("frozen", 5794, "", &[]);
+    let cfg = config(&[
+        ("heartbeat_timeout_threshold", "4"),
+        ("heartbeat_rate", "2"),
+    ]);
+    let t = Transport::with_config(&node.url(), &cfg).unwrap();
+    let count = Arc::new(AtomicUsize::new(0));
+    let server = serve(&t, "frozen", &count).await;
+    let client = RpcClient::new(&t, Target::new("frozen")).with_timeout(Duration::from_secs(5));
+    assert_eq!(echo(&client, json!(1)).await.unwrap(), json!(1));
+
+    node.pause();
+    // The established connection: the publish's confirm never comes; heartbeats find the
+    // dead link, reconnecting hits the handshake timeout, and the budget runs out.
+    let started = Instant::now();
+    let err = client
+        .prepare()
+        .retry(Retry::Times(1))
+        .build()
+        .unwrap()
+        .cast(&Context::new(), "echo", &json!({"data": 0}))
+        .await
+        .unwrap_err();
+    let took = started.elapsed();
+    eprintln!("gave up after {:.1} s: {err}", took.as_secs_f64());
+    assert_eq!(err.kind(), ErrorKind::DeliveryFailure, "{err}");
+    assert!(took < Duration::from_secs(30), "{took:?}");
+
+    // A new transport: TCP connects (the kernel accepts) but the broker never speaks.
+    let fresh = Transport::with_config(&node.url(), &cfg).unwrap();
+    let started = Instant::now();
+    let err = RpcClient::new(&fresh, Target::new("frozen"))
+        .with_retry(Retry::Times(0))
+        .cast(&Context::new(), "echo", &json!({"data": 0}))
+        .await
+        .unwrap_err();
+    let took = started.elapsed();
+    eprintln!("connect gave up after {:.1} s: {err}", took.as_secs_f64());
+    assert!(took < Duration::from_secs(12), "{took:?}");
+    fresh.cleanup().await;
+
+    node.resume();
+    recovers(&client, Duration::from_secs(60)).await;
+    server.stop().await;
+    server.wait().await;
+    t.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_verifies_the_broker_and_logs_in_with_a_certificate() {
+    require_nodes!();
+    let dir = tempfile::tempdir().unwrap();
+    let certs = Certs::make(dir.path(), "oslo-client");
+    let conf = format!(
+        "listeners.tcp = none\n\
+         listeners.ssl.default = 127.0.0.1:5795\n\
+         ssl_options.cacertfile = {}\n\
+         ssl_options.certfile = {}\n\
+         ssl_options.keyfile = {}\n\
+         ssl_options.verify = verify_peer\n\
+         ssl_options.fail_if_no_peer_cert = false\n\
+         ssl_options.versions.1 = tlsv1.3\n\
+         ssl_options.versions.2 = tlsv1.2\n\
+         auth_mechanisms.1 = EXTERNAL\n\
+         auth_mechanisms.2 = PLAIN\n\
+         auth_mechanisms.3 = AMQPLAIN\n\
+         ssl_cert_login_from = common_name\n",
+        certs.ca.display(),
+        certs.server_cert.display(),
+        certs.server_key.display()
+    );
+    let node = Node::start("tls", 5795, &conf, &["rabbitmq_auth_mechanism_ssl"]);
+    node.ctl(&["add_user", "oslo-client", "unused-password"])
+        .unwrap();
+    node.ctl(&["set_permissions", "oslo-client", ".*", ".*", ".*"])
+        .unwrap();
+    let ca = certs.ca.to_str().unwrap();
+    let tls = |extra: &[(&str, &str)]| {
+        let mut opts = vec![("ssl", "true"), ("ssl_ca_file", ca)];
+        opts.extend_from_slice(extra);
+        config(&opts)
+    };
+    let count = Arc::new(AtomicUsize::new(0));
+
+    // Password login over TLS, the broker's certificate checked against our CA.
+    let t = Transport::with_config("rabbit://guest:guest@localhost:5795/", &tls(&[])).unwrap();
+    let server = serve(&t, "tls", &count).await;
+    let client = RpcClient::new(&t, Target::new("tls"));
+    assert_eq!(echo(&client, json!("tls")).await.unwrap(), json!("tls"));
+
+    // EXTERNAL: the client certificate's common name is the user; no password at all.
+    let cert = certs.client_cert.to_str().unwrap();
+    let key = certs.client_key.to_str().unwrap();
+    let external = Transport::with_config(
+        "rabbit://localhost:5795/",
+        &tls(&[
+            ("ssl_cert_file", cert),
+            ("ssl_key_file", key),
+            ("rabbit_login_method", "EXTERNAL"),
+        ]),
+    )
+    .unwrap();
+    let ext_client = RpcClient::new(&external, Target::new("tls"));
+    assert_eq!(
+        echo(&ext_client, json!("external")).await.unwrap(),
+        json!("external")
+    );
+    let users = node.ctl(&["-q", "list_connections", "user"]).unwrap();
+    assert!(users.contains("oslo-client"), "{users}");
+    external.cleanup().await;
+
+    // Refusals: each a quick error, never a plaintext fallback.
+    for (what, url, cfg) in [
+        (
+            "a name the certificate does not carry",
+            "rabbit://guest:guest@127.0.0.1:5795/",
+            tls(&[]),
+        ),
+        (
+            "an unknown CA",
+            "rabbit://guest:guest@localhost:5795/",
+            config(&[
+                ("ssl", "true"),
+                ("ssl_ca_file", certs.other_ca.to_str().unwrap()),
+            ]),
+        ),
+        (
+            "plain AMQP to the TLS port",
+            "rabbit://guest:guest@localhost:5795/",
+            config(&[]),
+        ),
+        (
+            "a wrong password",
+            "rabbit://guest:wrong-pass@localhost:5795/",
+            tls(&[]),
+        ),
+    ] {
+        let bad = Transport::with_config(url, &cfg).unwrap();
+        let started = Instant::now();
+        let err = RpcClient::new(&bad, Target::new("tls"))
+            .with_retry(Retry::Times(0))
+            .cast(&Context::new(), "echo", &json!({"data": 0}))
+            .await
+            .unwrap_err();
+        let took = started.elapsed();
+        eprintln!("{what}: {err} ({:.2} s)", took.as_secs_f64());
+        assert!(took < Duration::from_secs(6), "{what}: {took:?}");
+        assert!(!err.to_string().contains("wrong-pass"), "{what}: {err}");
+        if what == "a wrong password" {
+            assert_eq!(err.kind(), ErrorKind::AccessRefused, "{err}");
+        }
+        bad.cleanup().await;
+    }
+    assert_eq!(
+        count.load(Ordering::SeqCst),
+        2,
+        "only the two good calls ran"
+    );
+    server.stop().await;
+    server.wait().await;
+    t.cleanup().await;
+}
