@@ -241,7 +241,7 @@ fn matrix() -> Vec<(Value, Value)> {
     let ctx = json!({"user": "u1", "request_id": "req-42", "roles": ["admin"], "nested": {"a": 1}});
     let mut with_ctx = call("context", json!({}));
     with_ctx["context"] = ctx.clone();
-    let mut seen = ctx.clone();
+    let mut seen = ctx;
     seen["client_timeout"] = Value::Null;
     cases.push((with_ctx.clone(), json!({ "ok": seen })));
     // The call monitor's timeout reaches the server's context as client_timeout.
