@@ -86,8 +86,8 @@ impl Transport {
     ///
     /// # Errors
     ///
-    /// [`ErrorKind::InvalidUrl`] for a URL that does not parse or names an unknown driver,
-    /// [`ErrorKind::Configuration`] for bad options (including URL query overrides).
+    /// [`ErrorKind::InvalidUrl`](crate::ErrorKind::InvalidUrl) for a URL that does not parse or names an unknown driver,
+    /// [`ErrorKind::Configuration`](crate::ErrorKind::Configuration) for bad options (including URL query overrides).
     pub fn new(config: &Config) -> Result<Self> {
         Self::with_config(config.transport_url().expose(), config)
     }
@@ -206,13 +206,13 @@ impl Transport {
 
     /// The broker's reason while it blocks this transport's publishing (RabbitMQ's
     /// `connection.blocked`, sent on memory or disk alarms); `None` otherwise. While blocked,
-    /// publishes with a finite retry budget fail with [`ErrorKind::Blocked`]; the others wait.
+    /// publishes with a finite retry budget fail with [`ErrorKind::Blocked`](crate::ErrorKind::Blocked); the others wait.
     pub async fn blocked(&self) -> Option<String> {
         self.inner.driver.blocked().await
     }
 
     /// Closes connections and stops background work. Clients and servers built on this
-    /// transport fail with [`ErrorKind::ShutDown`] afterwards.
+    /// transport fail with [`ErrorKind::ShutDown`](crate::ErrorKind::ShutDown) afterwards.
     pub async fn cleanup(&self) {
         self.inner.driver.cleanup().await;
     }
