@@ -68,11 +68,12 @@ options! {
         amqp_durable_queues: bool = false, "boolean";
         /// `auto_delete` on topic exchanges and queues.
         amqp_auto_delete: bool = false, "boolean";
-        /// Largest number of publishing connections.
+        /// Python's publishing connection pool size (accepted; this driver publishes on one
+        /// multiplexed connection per transport).
         rpc_conn_pool_size: i64 = 30, "integer, min 1", min 1;
-        /// Idle publishing connections kept open at least.
+        /// Python's pool minimum (accepted, no effect here).
         conn_pool_min_size: i64 = 2, "integer";
-        /// Seconds after which an idle publishing connection is closed.
+        /// Python's idle pool connection lifetime (accepted, no effect here).
         conn_pool_ttl: i64 = 1200, "integer";
         /// Connect over TLS.
         ssl: bool = false, "boolean";
@@ -90,15 +91,18 @@ options! {
         ssl_enforce_fips_mode: bool = false, "boolean (deprecated, no effect)";
         /// Seconds to wait before reconnecting after an error (added to the backoff).
         kombu_reconnect_delay: f64 = 1.0, "float, 0.0 to 4.5", min 0.0, max 4.5;
-        /// Extra random jitter, up to this many seconds, on each reconnect.
+        /// Random jitter, up to this many seconds, added to each reconnect wait (Python only
+        /// logs it).
         kombu_reconnect_splay: f64 = 0.0, "float, min 0.0", min 0.0;
-        /// Compression of published messages: `gzip` or `bz2` (unset: none).
-        kombu_compression: Option<String> = None, "string: gzip or bz2";
+        /// Compression of published messages: `gzip` (`zlib`) or `bz2` (`bzip2`, `bzip`);
+        /// unset: none. Received messages are decompressed by their header either way.
+        kombu_compression: Option<String> = None, "string: gzip, zlib, bz2, bzip2 or bzip";
         /// Seconds a server retries a reply to a missing reply queue.
         kombu_missing_consumer_retry_timeout: i64 = 60, "integer", deprecated ["kombu_reconnect_timeout"];
         /// Which host to try next after a failure: `round-robin` or `shuffle`.
         kombu_failover_strategy: String = "round-robin".to_owned(), "round-robin or shuffle", choices ["round-robin", "shuffle"];
-        /// SASL mechanism: `PLAIN`, `AMQPLAIN`, `EXTERNAL` (or `RABBIT-CR-DEMO`, refused by the driver).
+        /// SASL mechanism: `PLAIN`, `AMQPLAIN`, `EXTERNAL` (a client certificate), or
+        /// `RABBIT-CR-DEMO` (sends the password in clear; for tests).
         rabbit_login_method: String = "AMQPLAIN".to_owned(), "PLAIN, AMQPLAIN, EXTERNAL or RABBIT-CR-DEMO", choices ["PLAIN", "AMQPLAIN", "EXTERNAL", "RABBIT-CR-DEMO"];
         /// First reconnect interval, seconds.
         rabbit_retry_interval: i64 = 1, "integer, min 1", min 1;
@@ -398,10 +402,10 @@ impl RabbitOptions {
             ));
         }
         if let Some(c) = &self.kombu_compression
-            && !matches!(c.as_str(), "gzip" | "bz2")
+            && !matches!(c.as_str(), "gzip" | "zlib" | "bz2" | "bzip2" | "bzip")
         {
             return Err(Error::config(format!(
-                "kombu_compression {c:?} is not supported (use gzip or bz2)"
+                "kombu_compression {c:?} is not supported (use gzip, zlib, bz2, bzip2 or bzip)"
             )));
         }
         Ok(())

@@ -88,7 +88,7 @@ impl Publisher {
     pub(crate) fn new(link: Arc<Link>) -> Self {
         let compression = match link.opts.kombu_compression.as_deref() {
             Some("gzip" | "zlib") => Some("application/x-gzip"),
-            Some("bz2" | "bzip2") => Some("application/x-bz2"),
+            Some("bz2" | "bzip2" | "bzip") => Some("application/x-bz2"),
             _ => None,
         };
         Self {
