@@ -643,14 +643,15 @@ async fn a_wrong_password_is_refused_without_showing_it() {
 }
 
 #[tokio::test]
-async fn transports_for_config_files_reach_the_broker() {
+async fn transports_for_config_files_reach_the_broker_with_plain_login() {
     require_broker!();
     let scope = Scope::new("ini");
     let topic = scope.topic("ini");
     let (host, port, user, pass, _) = broker_parts();
     let ini = format!(
         "[DEFAULT]\ntransport_url = rabbit://{user}:{pass}@{host}:{port}/\ncontrol_exchange = {}\n\
-         [oslo_messaging_rabbit]\nrabbit_qos_prefetch_count = 5\nrabbit_transient_queues_ttl = 60\n",
+         [oslo_messaging_rabbit]\nrabbit_qos_prefetch_count = 5\nrabbit_transient_queues_ttl = 60\n\
+         rabbit_login_method = PLAIN\n",
         scope.exchange
     );
     let config = Config::from_ini_str(&ini).unwrap();
