@@ -240,7 +240,7 @@ fn body_of(d: &Delivery) -> std::result::Result<Cow<'_, [u8]>, String> {
         .properties
         .headers
         .as_ref()
-        .and_then(|h| super::amqp::frame::table_get(h, "compression"))
+        .and_then(|h| super::amqp::table_get(h, "compression"))
         .and_then(super::amqp::FieldValue::as_str);
     let mut out = Vec::new();
     let read = match compression {

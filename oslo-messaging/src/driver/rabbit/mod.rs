@@ -10,7 +10,8 @@
 //!   they are retried every 0.25 s up to `kombu_missing_consumer_retry_timeout`, then the queue
 //!   is remembered as gone for 60 s (Python's `ObsoleteReplyQueuesCache`).
 
-pub(crate) mod amqp;
+/// The AMQP client (its own crate, so nothing above this driver can reach it).
+pub(crate) use oslo_messaging_amqp as amqp;
 mod consumer;
 mod link;
 mod publisher;
@@ -427,38 +428,5 @@ impl Driver for RabbitDriver {
 
     fn blocked(&self) -> BoxFuture<'_, Option<String>> {
         Box::pin(async move { self.publisher.blocked().await })
-    }
-}
-
-/// The broker tests use: `OSLO_MESSAGING_TEST_URL` (default
-/// `rabbit://guest:guest@127.0.0.1:5672/`), first host.
-#[cfg(test)]
-pub(crate) struct TestBroker {
-    pub(crate) host: String,
-    pub(crate) port: u16,
-    pub(crate) vhost: String,
-    pub(crate) user: String,
-    pub(crate) password: String,
-}
-
-#[cfg(test)]
-pub(crate) fn test_broker() -> TestBroker {
-    let url = std::env::var("OSLO_MESSAGING_TEST_URL")
-        .unwrap_or_else(|_| "rabbit://guest:guest@127.0.0.1:5672/".to_owned());
-    let url = crate::TransportUrl::parse(&url).expect("OSLO_MESSAGING_TEST_URL parses");
-    let host = url
-        .hosts()
-        .first()
-        .cloned()
-        .expect("a host in OSLO_MESSAGING_TEST_URL");
-    TestBroker {
-        host: host.hostname().unwrap_or("127.0.0.1").to_owned(),
-        port: host.port().unwrap_or(5672),
-        vhost: match url.virtual_host() {
-            None | Some("") => "/".to_owned(),
-            Some(v) => v.to_owned(),
-        },
-        user: host.username().unwrap_or("guest").to_owned(),
-        password: host.password().map_or("guest", |p| p.expose()).to_owned(),
     }
 }

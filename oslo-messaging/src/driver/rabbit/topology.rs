@@ -261,7 +261,7 @@ impl StreamOffset {
     /// Records a delivery's `x-stream-offset` header.
     pub(crate) fn seen(&mut self, headers: Option<&FieldTable>) {
         let offset = headers
-            .and_then(|h| super::amqp::frame::table_get(h, "x-stream-offset"))
+            .and_then(|h| super::amqp::table_get(h, "x-stream-offset"))
             .and_then(|v| match v {
                 FieldValue::I64(n) => Some(*n),
                 FieldValue::I32(n) => Some(i64::from(*n)),

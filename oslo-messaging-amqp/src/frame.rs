@@ -17,7 +17,7 @@ pub(crate) const CLASS_BASIC: u16 = 60;
 
 /// Malformed input or an argument AMQP cannot carry.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum FrameError {
+pub enum FrameError {
     /// The input ended inside a value.
     Truncated,
     /// Structurally wrong input (bad end octet, unknown value type...).
@@ -43,34 +43,51 @@ impl fmt::Display for FrameError {
 
 /// A field table value. The variants follow RabbitMQ's type tags.
 #[derive(Debug, Clone, PartialEq)]
-pub(crate) enum FieldValue {
+pub enum FieldValue {
+    /// `t`: a boolean.
     Bool(bool),
+    /// `b`: a signed 8-bit integer.
     I8(i8),
+    /// `B`: an unsigned 8-bit integer.
     U8(u8),
+    /// `s`: a signed 16-bit integer.
     I16(i16),
+    /// `u`: an unsigned 16-bit integer.
     U16(u16),
+    /// `I`: a signed 32-bit integer.
     I32(i32),
+    /// `i`: an unsigned 32-bit integer.
     U32(u32),
+    /// `l`: a signed 64-bit integer.
     I64(i64),
+    /// `f`: a 32-bit float.
     F32(f32),
+    /// `d`: a 64-bit float.
     F64(f64),
+    /// `D`: a decimal (scale, value).
     Decimal(u8, u32),
+    /// `S`: a long string (bytes, usually UTF-8).
     LongStr(Vec<u8>),
+    /// `A`: an array.
     Array(Vec<Self>),
+    /// `T`: a timestamp, seconds since the epoch.
     Timestamp(u64),
+    /// `F`: a nested table.
     Table(FieldTable),
+    /// `V`: no value.
     Void,
+    /// `x`: a byte array.
     Bytes(Vec<u8>),
 }
 
 impl FieldValue {
     /// A UTF-8 string value.
-    pub(crate) fn str(s: &str) -> Self {
+    pub fn str(s: &str) -> Self {
         Self::LongStr(s.as_bytes().to_vec())
     }
 
     /// The value as text, for string values.
-    pub(crate) fn as_str(&self) -> Option<&str> {
+    pub fn as_str(&self) -> Option<&str> {
         match self {
             Self::LongStr(b) | Self::Bytes(b) => std::str::from_utf8(b).ok(),
             _ => None,
@@ -79,10 +96,19 @@ impl FieldValue {
 }
 
 /// An ordered field table (order is kept as given, which makes tests and captures stable).
-pub(crate) type FieldTable = Vec<(String, FieldValue)>;
+pub type FieldTable = Vec<(String, FieldValue)>;
 
 /// Looks a key up in a table.
-pub(crate) fn table_get<'a>(t: &'a FieldTable, key: &str) -> Option<&'a FieldValue> {
+///
+/// ```
+/// use oslo_messaging_amqp::{FieldValue, table_get};
+///
+/// let headers = vec![("compression".to_owned(), FieldValue::str("application/x-gzip"))];
+/// let value = table_get(&headers, "compression").and_then(FieldValue::as_str);
+/// assert_eq!(value, Some("application/x-gzip"));
+/// assert!(table_get(&headers, "missing").is_none());
+/// ```
+pub fn table_get<'a>(t: &'a FieldTable, key: &str) -> Option<&'a FieldValue> {
     t.iter().find(|(k, _)| k == key).map(|(_, v)| v)
 }
 
@@ -374,7 +400,7 @@ impl<'a> Reader<'a> {
 /// The methods of AMQP 0-9-1 that this client sends or receives.
 #[derive(Debug, Clone, PartialEq)]
 #[allow(missing_docs)]
-pub(crate) enum Method {
+pub enum Method {
     ConnectionStart {
         server_properties: FieldTable,
         mechanisms: String,
@@ -1112,21 +1138,35 @@ fn truncate(s: &str, max: usize) -> &str {
 
 /// Basic-class message properties.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub(crate) struct Properties {
-    pub(crate) content_type: Option<String>,
-    pub(crate) content_encoding: Option<String>,
-    pub(crate) headers: Option<FieldTable>,
-    pub(crate) delivery_mode: Option<u8>,
-    pub(crate) priority: Option<u8>,
-    pub(crate) correlation_id: Option<String>,
-    pub(crate) reply_to: Option<String>,
-    pub(crate) expiration: Option<String>,
-    pub(crate) message_id: Option<String>,
-    pub(crate) timestamp: Option<u64>,
-    pub(crate) kind: Option<String>,
-    pub(crate) user_id: Option<String>,
-    pub(crate) app_id: Option<String>,
-    pub(crate) cluster_id: Option<String>,
+pub struct Properties {
+    /// MIME type of the body, such as `application/json`.
+    pub content_type: Option<String>,
+    /// Encoding of the body, such as `utf-8`.
+    pub content_encoding: Option<String>,
+    /// Application headers.
+    pub headers: Option<FieldTable>,
+    /// 1 transient, 2 persistent.
+    pub delivery_mode: Option<u8>,
+    /// Priority, 0 to 9.
+    pub priority: Option<u8>,
+    /// Correlation id, for replies.
+    pub correlation_id: Option<String>,
+    /// Queue to reply to.
+    pub reply_to: Option<String>,
+    /// Per-message TTL in milliseconds, as text.
+    pub expiration: Option<String>,
+    /// Application message id.
+    pub message_id: Option<String>,
+    /// Seconds since the epoch.
+    pub timestamp: Option<u64>,
+    /// The message type (AMQP's `type`).
+    pub kind: Option<String>,
+    /// The user the broker checks the publisher against.
+    pub user_id: Option<String>,
+    /// The publishing application.
+    pub app_id: Option<String>,
+    /// Deprecated by AMQP; carried as is.
+    pub cluster_id: Option<String>,
 }
 
 impl Properties {

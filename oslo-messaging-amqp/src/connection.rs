@@ -17,14 +17,14 @@ use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 
-use super::frame::{
+use crate::frame::{
     self, ContentHeader, FRAME_BODY, FRAME_HEADER, FRAME_HEARTBEAT, FRAME_METHOD, FieldTable,
     FieldValue, FrameError, Method, PROTOCOL_HEADER, Properties, RawFrame,
 };
 
 /// What went wrong on a connection or channel.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum AmqpError {
+pub enum AmqpError {
     /// The TCP connection could not be made.
     Connect(String),
     /// A step did not finish in time (connecting, the TLS or AMQP handshake, closing).
@@ -34,12 +34,21 @@ pub(crate) enum AmqpError {
     /// The broker refused the credentials (403, or a close right after the login).
     AuthenticationFailed(String),
     /// The broker closed the connection (320 forced, 530 vhost not allowed, 541...).
-    ConnectionClosed { code: u16, text: String },
+    ConnectionClosed {
+        /// The AMQP reply code.
+        code: u16,
+        /// The broker's reason.
+        text: String,
+    },
     /// The broker closed a channel (404 not found, 406 precondition failed...).
     ChannelClosed {
+        /// The AMQP reply code.
         code: u16,
+        /// The broker's reason.
         text: String,
+        /// The class of the method that failed.
         class_id: u16,
+        /// The method that failed.
         method_id: u16,
     },
     /// A read or write failed, or the peer closed the socket.
@@ -56,12 +65,12 @@ pub(crate) enum AmqpError {
 
 impl AmqpError {
     /// Whether the connection as a whole is gone (as opposed to one channel).
-    pub(crate) fn is_connection_level(&self) -> bool {
+    pub fn is_connection_level(&self) -> bool {
         !matches!(self, Self::ChannelClosed { .. } | Self::Invalid(_))
     }
 
     /// Whether retrying against the same broker cannot help (bad credentials, vhost refused).
-    pub(crate) fn is_fatal(&self) -> bool {
+    pub fn is_fatal(&self) -> bool {
         matches!(
             self,
             Self::AuthenticationFailed(_)
@@ -73,7 +82,7 @@ impl AmqpError {
     }
 
     /// The AMQP reply code, for broker-sent errors.
-    pub(crate) fn code(&self) -> Option<u16> {
+    pub fn code(&self) -> Option<u16> {
         match self {
             Self::ConnectionClosed { code, .. } | Self::ChannelClosed { code, .. } => Some(*code),
             _ => None,
@@ -118,11 +127,30 @@ impl From<FrameError> for AmqpError {
 
 /// How to log in.
 #[derive(Clone, PartialEq, Eq)]
-pub(crate) enum Login {
-    Plain { user: String, password: String },
-    AmqPlain { user: String, password: String },
+pub enum Login {
+    /// SASL PLAIN.
+    Plain {
+        /// The user name.
+        user: String,
+        /// The password (never shown by `Debug`).
+        password: String,
+    },
+    /// RabbitMQ's AMQPLAIN (py-amqp's default).
+    AmqPlain {
+        /// The user name.
+        user: String,
+        /// The password (never shown by `Debug`).
+        password: String,
+    },
+    /// SASL EXTERNAL: the TLS client certificate is the identity.
     External,
-    CrDemo { user: String, password: String },
+    /// RabbitMQ's RABBIT-CR-DEMO test mechanism (sends the password in clear).
+    CrDemo {
+        /// The user name.
+        user: String,
+        /// The password (never shown by `Debug`).
+        password: String,
+    },
 }
 
 impl fmt::Debug for Login {
@@ -175,11 +203,11 @@ impl Login {
 }
 
 /// A stream to the broker, plain or TLS.
-pub(crate) trait Stream: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
+pub trait Stream: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
 impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> Stream for T {}
 
 /// Wraps a TCP stream in TLS (or not); given by the caller so this module knows no TLS library.
-pub(crate) type Upgrade = Arc<
+pub type Upgrade = Arc<
     dyn Fn(
             TcpStream,
         ) -> std::pin::Pin<
@@ -190,20 +218,27 @@ pub(crate) type Upgrade = Arc<
 
 /// Everything needed to open a connection.
 #[derive(Clone)]
-pub(crate) struct ConnectParams {
-    pub(crate) host: String,
-    pub(crate) port: u16,
-    pub(crate) vhost: String,
-    pub(crate) login: Login,
+pub struct ConnectParams {
+    /// Host name or IP address.
+    pub host: String,
+    /// TCP port.
+    pub port: u16,
+    /// Virtual host, such as `/`.
+    pub vhost: String,
+    /// How to log in.
+    pub login: Login,
     /// Requested heartbeat in seconds (0: none).
-    pub(crate) heartbeat: u16,
+    pub heartbeat: u16,
     /// Heartbeat checks per heartbeat period (oslo's `heartbeat_rate`).
-    pub(crate) heartbeat_rate: u16,
-    pub(crate) connection_name: String,
-    pub(crate) product: String,
+    pub heartbeat_rate: u16,
+    /// The `connection_name` client property (shown by the management UI).
+    pub connection_name: String,
+    /// The `product` client property.
+    pub product: String,
     /// Bounds TCP connect, TLS and AMQP handshakes together.
-    pub(crate) connect_timeout: Duration,
-    pub(crate) upgrade: Option<Upgrade>,
+    pub connect_timeout: Duration,
+    /// Wraps the TCP stream before the handshake (TLS).
+    pub upgrade: Option<Upgrade>,
 }
 
 impl fmt::Debug for ConnectParams {
@@ -232,21 +267,29 @@ const CLOSE_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// How a publish ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Confirm {
+pub enum Confirm {
     /// The broker took responsibility for it (or the channel is not in confirm mode).
     Ack,
     /// The broker refused it.
     Nack,
     /// A mandatory publish that no queue took (`basic.return`), then acknowledged.
-    Returned { code: u16, text: String },
+    Returned {
+        /// The AMQP reply code (312 `NO_ROUTE`).
+        code: u16,
+        /// The broker's reason.
+        text: String,
+    },
 }
 
 /// A message delivered to a consumer.
 #[derive(Debug)]
-pub(crate) struct Delivery {
-    pub(crate) delivery_tag: u64,
-    pub(crate) properties: Properties,
-    pub(crate) body: Vec<u8>,
+pub struct Delivery {
+    /// The tag to acknowledge or reject it with, on its channel.
+    pub delivery_tag: u64,
+    /// Its properties.
+    pub properties: Properties,
+    /// Its body.
+    pub body: Vec<u8>,
 }
 
 /// What a consumer receives: deliveries and cancellations carry the consumer tag, so one
@@ -255,7 +298,8 @@ pub(crate) struct Delivery {
 // an allocation per message.
 #[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
-pub(crate) enum ConsumerEvent {
+pub enum ConsumerEvent {
+    /// A message for the consumer with this tag.
     Delivery(String, Delivery),
     /// The broker cancelled the consumer (its queue was deleted, failover...).
     Cancelled(String),
@@ -343,7 +387,7 @@ enum Command {
 /// A connection to the broker. Cheap to clone; the connection closes when the last clone is
 /// dropped or [`close`](Self::close) is called.
 #[derive(Clone)]
-pub(crate) struct Connection {
+pub struct Connection {
     cmd: mpsc::Sender<Command>,
     shared: Arc<Shared>,
 }
@@ -358,7 +402,7 @@ impl fmt::Debug for Connection {
 
 /// A channel on a connection. Cheap to clone.
 #[derive(Clone)]
-pub(crate) struct Channel {
+pub struct Channel {
     id: u16,
     conn: Connection,
     shared: Arc<ChanShared>,
@@ -592,7 +636,7 @@ async fn handshake(
 
 impl Connection {
     /// Connects, logs in and opens the virtual host, all within `params.connect_timeout`.
-    pub(crate) async fn open(params: &ConnectParams) -> Result<Self, AmqpError> {
+    pub async fn open(params: &ConnectParams) -> Result<Self, AmqpError> {
         let deadline = Instant::now() + params.connect_timeout;
         let addr = format!("{}:{}", params.host, params.port);
         let tcp = match tokio::time::timeout_at(deadline, TcpStream::connect(&addr)).await {
@@ -652,7 +696,7 @@ impl Connection {
     }
 
     /// Opens a channel.
-    pub(crate) async fn channel(&self) -> Result<Channel, AmqpError> {
+    pub async fn channel(&self) -> Result<Channel, AmqpError> {
         let (tx, rx) = oneshot::channel();
         self.send(Command::OpenChannel { reply: tx }).await?;
         let (id, shared) = rx.await.map_err(|_| self.shared.error())??;
@@ -665,41 +709,41 @@ impl Connection {
     }
 
     /// Why the connection ended, once it has.
-    pub(crate) fn error(&self) -> Option<AmqpError> {
+    pub fn error(&self) -> Option<AmqpError> {
         (*self.shared.closed.borrow()).then(|| self.shared.error())
     }
 
     /// Completes when the connection ends, with the reason.
-    pub(crate) async fn closed(&self) -> AmqpError {
+    pub async fn closed(&self) -> AmqpError {
         let mut rx = self.shared.closed.subscribe();
         let _ = rx.wait_for(|c| *c).await;
         self.shared.error()
     }
 
     /// The broker's `connection.blocked` reason while it blocks publishing.
-    pub(crate) fn blocked(&self) -> Option<String> {
+    pub fn blocked(&self) -> Option<String> {
         self.shared.blocked.borrow().clone()
     }
 
     /// Watches the blocked state.
-    pub(crate) fn watch_blocked(&self) -> watch::Receiver<Option<String>> {
+    pub fn watch_blocked(&self) -> watch::Receiver<Option<String>> {
         self.shared.blocked.subscribe()
     }
 
     /// The negotiated largest frame.
-    pub(crate) fn frame_max(&self) -> usize {
+    pub fn frame_max(&self) -> usize {
         self.shared.frame_max
     }
 
     /// A server property (such as `version` or `cluster_name`).
-    pub(crate) fn server_property(&self, key: &str) -> Option<String> {
+    pub fn server_property(&self, key: &str) -> Option<String> {
         frame::table_get(&self.shared.server_properties, key)
             .and_then(FieldValue::as_str)
             .map(str::to_owned)
     }
 
     /// Closes the connection politely (waits a moment for `close-ok`).
-    pub(crate) async fn close(&self) {
+    pub async fn close(&self) {
         let (tx, rx) = oneshot::channel();
         if self.cmd.send(Command::Close { reply: tx }).await.is_ok() {
             let _ = tokio::time::timeout(CLOSE_TIMEOUT * 2, rx).await;
@@ -709,7 +753,7 @@ impl Connection {
 
 impl Channel {
     /// The channel number.
-    pub(crate) fn id(&self) -> u16 {
+    pub fn id(&self) -> u16 {
         self.id
     }
 
@@ -724,7 +768,7 @@ impl Channel {
     }
 
     /// Why the channel or its connection ended.
-    pub(crate) fn error(&self) -> Option<AmqpError> {
+    pub fn error(&self) -> Option<AmqpError> {
         self.check().err()
     }
 
@@ -760,16 +804,12 @@ impl Channel {
 
     /// Sends a synchronous method and waits for its reply. Cancel-safe: dropping the future
     /// leaves the channel consistent (the reply is discarded when it comes).
-    pub(crate) async fn rpc(
-        &self,
-        method: &Method,
-        expect: (u16, u16),
-    ) -> Result<Method, AmqpError> {
+    pub async fn rpc(&self, method: &Method, expect: (u16, u16)) -> Result<Method, AmqpError> {
         self.rpc_inner(method, expect, None, false).await
     }
 
     /// Puts the channel in confirm mode: every later publish waits for the broker's ack.
-    pub(crate) async fn confirm_select(&self) -> Result<(), AmqpError> {
+    pub async fn confirm_select(&self) -> Result<(), AmqpError> {
         self.rpc_inner(
             &Method::ConfirmSelect { no_wait: false },
             (85, 11),
@@ -784,8 +824,7 @@ impl Channel {
 
     /// Starts a consumer; returns its tag and its deliveries (which end when the consumer is
     /// cancelled or the channel closes).
-    #[cfg(test)]
-    pub(crate) async fn consume(
+    pub async fn consume(
         &self,
         queue: &str,
         consumer_tag: &str,
@@ -801,7 +840,7 @@ impl Channel {
 
     /// Starts a consumer whose events go to `events` (shared by several consumers); returns
     /// its tag.
-    pub(crate) async fn consume_into(
+    pub async fn consume_into(
         &self,
         queue: &str,
         consumer_tag: &str,
@@ -827,7 +866,7 @@ impl Channel {
 
     /// Publishes a message. In confirm mode the future completes with the broker's verdict;
     /// otherwise once the frames are queued.
-    pub(crate) async fn publish(
+    pub async fn publish(
         &self,
         exchange: &str,
         routing_key: &str,
@@ -890,7 +929,7 @@ impl Channel {
     }
 
     /// Acknowledges a delivery.
-    pub(crate) async fn ack(&self, delivery_tag: u64) -> Result<(), AmqpError> {
+    pub async fn ack(&self, delivery_tag: u64) -> Result<(), AmqpError> {
         self.send_frame(&Method::BasicAck {
             delivery_tag,
             multiple: false,
@@ -899,7 +938,7 @@ impl Channel {
     }
 
     /// Rejects a delivery, requeueing it or not.
-    pub(crate) async fn reject(&self, delivery_tag: u64, requeue: bool) -> Result<(), AmqpError> {
+    pub async fn reject(&self, delivery_tag: u64, requeue: bool) -> Result<(), AmqpError> {
         self.send_frame(&Method::BasicReject {
             delivery_tag,
             requeue,
@@ -908,7 +947,7 @@ impl Channel {
     }
 
     /// Cancels a consumer (its deliveries end).
-    pub(crate) async fn cancel(&self, consumer_tag: &str) -> Result<(), AmqpError> {
+    pub async fn cancel(&self, consumer_tag: &str) -> Result<(), AmqpError> {
         self.rpc(
             &Method::BasicCancel {
                 consumer_tag: consumer_tag.to_owned(),

@@ -1,0 +1,358 @@
+#!/usr/bin/env python3
+"""Python oslo.messaging peer for the Rust-vs-Python performance comparison.
+
+Rust tooling spawns this script (venv from requirements.txt, oslo.messaging
+18.3.1) to run a Python RPC / notification server or load-generating client
+against RabbitMQ.  stdout carries JSON lines only (flushed after each line);
+logging goes to stderr at WARNING (DEBUG with --debug).
+
+Message shapes follow oslo.messaging's tools/simulator.py, so a Rust client
+can load this Python server and vice versa:
+  RPC:    ctxt {}, method "info", kwargs
+          {"message": [seq, cargo, client_ts, server_ts, return_ts]}
+          (server_ts/return_ts null when sent).  The server returns the list
+          with index 3 set to its time.time() (other values unchanged).
+  Notify: Notifier(publisher_id="publisher-<thread>", topics=[topic])
+          .info({}, "compute.start", [seq, cargo, client_ts, null, null])
+cargo is one random lowercase ASCII string of --payload-size bytes, built
+once at start and reused for every message.
+
+Common options (after the command name): --url URL (default
+rabbit://guest:guest@127.0.0.1:5672/), --exchange NAME (control_exchange,
+default openstack), --topic T (default profiler_topic), --debug.
+
+rpc-server [--server S] [--count N] [--executor threading]
+notify-server [--count N] [--pool P]
+  Print {"event":"ready","pid":..} once started.  Each handled message is
+  counted; after the N-th (with --count) print once
+  {"event":"done","received":N,"first_ts":..,"last_ts":..} and keep serving.
+  On SIGTERM/SIGINT/stdin EOF: stop()+wait(), print
+  {"event":"stopped","received":n,"first_ts":..,"last_ts":..}, exit 0.
+  (first_ts/last_ts: time.time() of the first/last handled message.)
+
+rpc-client [--server S] --calls N --concurrency C --payload-size B
+           [--cast [--fanout]] [--timeout SECS] [--warmup K]
+notify-client --count N --concurrency C --payload-size B
+              [--driver messaging|messagingv2]
+  K sequential warmup ops (rpc-client only, not counted), then C threads
+  take sequence numbers from a shared counter until N ops are taken.
+  Latency: call() round trip, or the time spent in cast()/notifier.info().
+  Errors are counted by exception class name.  Prints one line:
+  {"mode":"rpc-client","impl":"python","cast":..,"fanout":..,"calls":N,
+   "ok":..,"errors":..,"error_kinds":{name:count},"concurrency":C,
+   "payload_size":B,"start_ts":..,"end_ts":..,"duration_s":..,
+   "throughput":ok/duration_s,
+   "latency_ms":{"p50","p90","p99","max","mean"}}
+  (notify-client: "mode":"notify-client", "sent":N instead of "calls",
+  plus "driver"; no "cast"/"fanout").  Percentiles are nearest-rank over
+  successful ops, all null if there were none.
+"""
+import argparse
+import json
+import logging
+import math
+import os
+import random
+import signal
+import string
+import sys
+import threading
+import time
+import warnings
+
+# oslo.service imports eventlet, which warns loudly on import; keep stderr quiet.
+warnings.filterwarnings('ignore', message=r'\s*Eventlet is deprecated')
+warnings.filterwarnings('ignore', message=r"Using the 'executor' argument")
+
+from oslo_config import cfg
+import oslo_messaging
+from oslo_messaging import _metrics
+from oslo_messaging import _tracing
+from oslo_messaging import opts as msg_opts
+
+DEFAULT_URL = 'rabbit://guest:guest@127.0.0.1:5672/'
+PRIORITIES = ('audit', 'debug', 'info', 'warn', 'error', 'critical', 'sample')
+LOG = logging.getLogger('bench_peer')
+_out_lock = threading.Lock()
+
+
+def emit(obj):
+    with _out_lock:
+        sys.stdout.write(json.dumps(obj) + '\n')
+        sys.stdout.flush()
+
+
+def build_conf(args):
+    """Fresh ConfigOpts with the oslo.messaging options registered (the
+    metrics/tracing groups are only registered on the global cfg.CONF by
+    18.3.1, yet read from the transport's conf)."""
+    conf = cfg.ConfigOpts()
+    conf(args=[], project='bench_peer')
+    for group, opts in msg_opts.list_opts():
+        conf.register_opts(opts, group=group)
+    conf.register_opts(_metrics.client.oslo_messaging_metrics,
+                       group='oslo_messaging_metrics')
+    conf.register_opts(_tracing.client.oslo_messaging_tracing,
+                       group='oslo_messaging_tracing')
+    conf.set_override('control_exchange', args.exchange)
+    return conf
+
+
+# ------------------------------------------------------------------ servers
+
+class Counter:
+    """Thread-safe count of handled messages; emits "done" at the target."""
+
+    def __init__(self, target):
+        self.target = target
+        self.n = 0
+        self.first_ts = self.last_ts = None
+        self.lock = threading.Lock()
+
+    def hit(self):
+        now = time.time()
+        with self.lock:
+            self.n += 1
+            if self.first_ts is None:
+                self.first_ts = now
+            self.last_ts = now
+            if self.n == self.target:
+                emit(self.summary('done'))
+        return now
+
+    def summary(self, event):
+        return {'event': event, 'received': self.n,
+                'first_ts': self.first_ts, 'last_ts': self.last_ts}
+
+
+class RpcEndpoint:
+    def __init__(self, counter):
+        self.counter = counter
+
+    def info(self, ctxt, message):
+        now = self.counter.hit()
+        if isinstance(message, list) and len(message) >= 4:
+            message[3] = now
+        return message
+
+
+class NotifyEndpoint:
+    def __init__(self, counter):
+        def handler(ctxt, publisher_id, event_type, payload, metadata):
+            counter.hit()
+        for prio in PRIORITIES:
+            setattr(self, prio, handler)
+
+
+def serve(make_server, transport, counter):
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+
+    def drain_stdin():
+        for _ in sys.stdin:
+            pass
+        stop.set()
+
+    threading.Thread(target=drain_stdin, daemon=True).start()
+    server = make_server()
+    server.start()
+    emit({'event': 'ready', 'pid': os.getpid()})
+    while not stop.wait(0.2):
+        pass
+    server.stop()
+    server.wait()
+    emit(counter.summary('stopped'))
+    transport.cleanup()
+
+
+def cmd_rpc_server(args, conf):
+    transport = oslo_messaging.get_rpc_transport(conf, url=args.url)
+    counter = Counter(args.count)
+    target = oslo_messaging.Target(topic=args.topic, server=args.server)
+    serve(lambda: oslo_messaging.get_rpc_server(
+        transport, target, [RpcEndpoint(counter)], executor=args.executor),
+        transport, counter)
+
+
+def cmd_notify_server(args, conf):
+    transport = oslo_messaging.get_notification_transport(conf, url=args.url)
+    counter = Counter(args.count)
+    targets = [oslo_messaging.Target(topic=args.topic)]
+    serve(lambda: oslo_messaging.get_notification_listener(
+        transport, targets, [NotifyEndpoint(counter)], executor='threading',
+        pool=args.pool), transport, counter)
+
+
+# ------------------------------------------------------------------ clients
+
+def percentile(sorted_vals, pct):
+    """Nearest-rank percentile of an ascending list."""
+    rank = max(1, math.ceil(pct / 100.0 * len(sorted_vals)))
+    return sorted_vals[rank - 1]
+
+
+def run_load(total, concurrency, op_for_thread):
+    """C threads share `total` operations.  op_for_thread(i) returns the
+    callable op(seq) thread i uses.  Returns (t0, t1, latencies_s, errors)."""
+    next_seq = iter(range(total))
+    seq_lock = threading.Lock()
+    latencies, errors = [], {}
+    res_lock = threading.Lock()
+
+    def worker(i):
+        op = op_for_thread(i)
+        mine, my_errors = [], {}
+        while True:
+            with seq_lock:
+                seq = next(next_seq, None)
+            if seq is None:
+                break
+            start = time.perf_counter()
+            try:
+                op(seq)
+            except Exception as exc:
+                LOG.debug('op %d failed', seq, exc_info=True)
+                name = type(exc).__name__
+                my_errors[name] = my_errors.get(name, 0) + 1
+                continue
+            mine.append(time.perf_counter() - start)
+        with res_lock:
+            latencies.extend(mine)
+            for name, n in my_errors.items():
+                errors[name] = errors.get(name, 0) + n
+
+    threads = [threading.Thread(target=worker, args=(i,), daemon=True)
+               for i in range(concurrency)]
+    t0 = time.time()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    t1 = time.time()
+    return t0, t1, latencies, errors
+
+
+def report(mode, total_key, args, total, t0, t1, latencies, errors, extra):
+    lat = sorted(x * 1000.0 for x in latencies)
+    if lat:
+        stats = {'p50': percentile(lat, 50), 'p90': percentile(lat, 90),
+                 'p99': percentile(lat, 99), 'max': lat[-1],
+                 'mean': sum(lat) / len(lat)}
+    else:
+        stats = dict.fromkeys(('p50', 'p90', 'p99', 'max', 'mean'))
+    duration = t1 - t0
+    out = {'mode': mode, 'impl': 'python', **extra, total_key: total,
+           'ok': len(lat), 'errors': sum(errors.values()),
+           'error_kinds': errors, 'concurrency': args.concurrency,
+           'payload_size': args.payload_size, 'start_ts': t0, 'end_ts': t1,
+           'duration_s': duration,
+           'throughput': len(lat) / duration if duration > 0 else None,
+           'latency_ms': stats}
+    emit(out)
+
+
+def make_cargo(size):
+    return ''.join(random.choices(string.ascii_lowercase, k=size))
+
+
+def cmd_rpc_client(args, conf):
+    if args.fanout and not args.cast:
+        raise SystemExit('--fanout requires --cast')
+    cargo = make_cargo(args.payload_size)
+    transport = oslo_messaging.get_rpc_transport(conf, url=args.url)
+    target = oslo_messaging.Target(topic=args.topic, server=args.server)
+    client = oslo_messaging.get_rpc_client(transport, target,
+                                           timeout=args.timeout)
+    if args.fanout:
+        client = client.prepare(fanout=True)
+    send = client.cast if args.cast else client.call
+
+    def op(seq):
+        send({}, 'info', message=[seq, cargo, time.time(), None, None])
+
+    for i in range(args.warmup):
+        try:
+            op(-1 - i)
+        except Exception as exc:
+            LOG.warning('warmup op failed: %r', exc)
+    t0, t1, lat, errors = run_load(args.calls, args.concurrency,
+                                   lambda i: op)
+    report('rpc-client', 'calls', args, args.calls, t0, t1, lat, errors,
+           {'cast': args.cast, 'fanout': args.fanout})
+    transport.cleanup()
+
+
+def cmd_notify_client(args, conf):
+    cargo = make_cargo(args.payload_size)
+    transport = oslo_messaging.get_notification_transport(conf, url=args.url)
+    notifiers = [oslo_messaging.Notifier(
+        transport, publisher_id=f'publisher-{i}', driver=args.driver,
+        topics=[args.topic]) for i in range(args.concurrency)]
+
+    def op_for_thread(i):
+        notifier = notifiers[i]
+        return lambda seq: notifier.info(
+            {}, 'compute.start', [seq, cargo, time.time(), None, None])
+
+    t0, t1, lat, errors = run_load(args.count, args.concurrency,
+                                   op_for_thread)
+    report('notify-client', 'sent', args, args.count, t0, t1, lat, errors,
+           {'driver': args.driver})
+    transport.cleanup()
+
+
+# --------------------------------------------------------------------- main
+
+def parse_args(argv):
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument('--url', default=DEFAULT_URL)
+    common.add_argument('--exchange', default='openstack')
+    common.add_argument('--topic', default='profiler_topic')
+    common.add_argument('--debug', action='store_true')
+    load = argparse.ArgumentParser(add_help=False)
+    load.add_argument('--concurrency', type=int, required=True)
+    load.add_argument('--payload-size', type=int, required=True)
+
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    sub = parser.add_subparsers(dest='command', required=True)
+
+    p = sub.add_parser('rpc-server', parents=[common])
+    p.add_argument('--server', default='profiler_server')
+    p.add_argument('--count', type=int, default=0)
+    p.add_argument('--executor', default='threading', choices=['threading'])
+    p.set_defaults(func=cmd_rpc_server)
+
+    p = sub.add_parser('notify-server', parents=[common])
+    p.add_argument('--count', type=int, default=0)
+    p.add_argument('--pool')
+    p.set_defaults(func=cmd_notify_server)
+
+    p = sub.add_parser('rpc-client', parents=[common, load])
+    p.add_argument('--server')
+    p.add_argument('--calls', type=int, required=True)
+    p.add_argument('--cast', action='store_true')
+    p.add_argument('--fanout', action='store_true')
+    p.add_argument('--timeout', type=float, default=60.0)
+    p.add_argument('--warmup', type=int, default=0)
+    p.set_defaults(func=cmd_rpc_client)
+
+    p = sub.add_parser('notify-client', parents=[common, load])
+    p.add_argument('--count', type=int, required=True)
+    p.add_argument('--driver', default='messaging',
+                   choices=['messaging', 'messagingv2'])
+    p.set_defaults(func=cmd_notify_client)
+    return parser.parse_args(argv)
+
+
+def main():
+    args = parse_args(sys.argv[1:])
+    logging.basicConfig(stream=sys.stderr,
+                        level=logging.DEBUG if args.debug else logging.WARNING,
+                        format='%(asctime)s %(levelname)s %(name)s: %(message)s')
+    args.func(args, build_conf(args))
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
