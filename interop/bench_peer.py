@@ -2,50 +2,49 @@
 """Python oslo.messaging peer for the Rust-vs-Python performance comparison.
 
 Rust tooling spawns this script (venv from requirements.txt, oslo.messaging
-18.3.1) to run a Python RPC / notification server or load-generating client
-against RabbitMQ.  stdout carries JSON lines only (flushed after each line);
-logging goes to stderr at WARNING (DEBUG with --debug).
+18.3.1) to run a Python RPC/notification server or load client against
+RabbitMQ.  stdout carries JSON lines only, flushed after each; logging goes
+to stderr at WARNING (DEBUG with --debug), minus oslo's per-publish
+"Connection pool limit exceeded" warning (shown only with --debug).
 
-Message shapes follow oslo.messaging's tools/simulator.py, so a Rust client
-can load this Python server and vice versa:
-  RPC:    ctxt {}, method "info", kwargs
-          {"message": [seq, cargo, client_ts, server_ts, return_ts]}
-          (server_ts/return_ts null when sent).  The server returns the list
-          with index 3 set to its time.time() (other values unchanged).
+Message shapes follow oslo.messaging's tools/simulator.py, so Rust and Python
+clients and servers can be mixed freely:
+  RPC:    ctxt {}, method "info",
+          kwargs {"message": [seq, cargo, client_ts, null, null]};
+          the server returns the list with index 3 set to its time.time().
   Notify: Notifier(publisher_id="publisher-<thread>", topics=[topic])
           .info({}, "compute.start", [seq, cargo, client_ts, null, null])
-cargo is one random lowercase ASCII string of --payload-size bytes, built
-once at start and reused for every message.
+cargo is ONE random lowercase string of --payload-size bytes, reused.
 
-Common options (after the command name): --url URL (default
+Common options (after the command): --url URL (default
 rabbit://guest:guest@127.0.0.1:5672/), --exchange NAME (control_exchange,
-default openstack), --topic T (default profiler_topic), --debug.
+default openstack), --topic T (default profiler_topic), --debug,
+--rabbit KEY=VALUE ([oslo_messaging_rabbit] option, repeatable).
 
-rpc-server [--server S] [--count N] [--executor threading]
+rpc-server [--server S (profiler_server)] [--count N] [--executor threading]
 notify-server [--count N] [--pool P]
-  Print {"event":"ready","pid":..} once started.  Each handled message is
-  counted; after the N-th (with --count) print once
+  Print {"event":"ready","pid":..}.  Every handled message is counted (RPC
+  warmup messages too); after the N-th, print once
   {"event":"done","received":N,"first_ts":..,"last_ts":..} and keep serving.
-  On SIGTERM/SIGINT/stdin EOF: stop()+wait(), print
-  {"event":"stopped","received":n,"first_ts":..,"last_ts":..}, exit 0.
-  (first_ts/last_ts: time.time() of the first/last handled message.)
+  On SIGTERM/SIGINT/stdin EOF: stop()+wait(), print the same object with
+  "event":"stopped", exit 0.  first_ts/last_ts: time.time() at the
+  first/last handled message.
 
 rpc-client [--server S] --calls N --concurrency C --payload-size B
-           [--cast [--fanout]] [--timeout SECS] [--warmup K]
+           [--cast [--fanout]] [--timeout SECS (60)] [--warmup K (0)]
 notify-client --count N --concurrency C --payload-size B
-              [--driver messaging|messagingv2]
-  K sequential warmup ops (rpc-client only, not counted), then C threads
-  take sequence numbers from a shared counter until N ops are taken.
-  Latency: call() round trip, or the time spent in cast()/notifier.info().
-  Errors are counted by exception class name.  Prints one line:
+              [--driver messaging|messagingv2 (messaging)]
+  K sequential uncounted warmup ops (rpc-client), then C threads take seqs
+  from a shared counter until N ops are taken.  Latency: call() round trip
+  or time spent in cast()/notifier.info().  Errors are counted by exception
+  class name.  Prints one line, then exits 0:
   {"mode":"rpc-client","impl":"python","cast":..,"fanout":..,"calls":N,
    "ok":..,"errors":..,"error_kinds":{name:count},"concurrency":C,
    "payload_size":B,"start_ts":..,"end_ts":..,"duration_s":..,
-   "throughput":ok/duration_s,
-   "latency_ms":{"p50","p90","p99","max","mean"}}
-  (notify-client: "mode":"notify-client", "sent":N instead of "calls",
-  plus "driver"; no "cast"/"fanout").  Percentiles are nearest-rank over
-  successful ops, all null if there were none.
+   "throughput":ok/duration_s,"latency_ms":{"p50","p90","p99","max","mean"}}
+  notify-client: "mode":"notify-client", "driver" instead of cast/fanout,
+  "sent" instead of "calls".  Nearest-rank percentiles over successful ops,
+  all null if none.
 """
 import argparse
 import json
@@ -83,9 +82,9 @@ def emit(obj):
 
 
 def build_conf(args):
-    """Fresh ConfigOpts with the oslo.messaging options registered (the
-    metrics/tracing groups are only registered on the global cfg.CONF by
-    18.3.1, yet read from the transport's conf)."""
+    """Fresh ConfigOpts with the oslo.messaging options registered (18.3.1
+    registers the metrics/tracing groups on the global cfg.CONF only, yet
+    reads them from the transport's conf)."""
     conf = cfg.ConfigOpts()
     conf(args=[], project='bench_peer')
     for group, opts in msg_opts.list_opts():
@@ -95,6 +94,11 @@ def build_conf(args):
     conf.register_opts(_tracing.client.oslo_messaging_tracing,
                        group='oslo_messaging_tracing')
     conf.set_override('control_exchange', args.exchange)
+    for pair in args.rabbit:
+        key, sep, value = pair.partition('=')
+        if not sep:
+            raise SystemExit(f'--rabbit expects KEY=VALUE, got {pair!r}')
+        conf.set_override(key.strip(), value, group='oslo_messaging_rabbit')
     return conf
 
 
@@ -104,10 +108,8 @@ class Counter:
     """Thread-safe count of handled messages; emits "done" at the target."""
 
     def __init__(self, target):
-        self.target = target
-        self.n = 0
+        self.target, self.n, self.lock = target, 0, threading.Lock()
         self.first_ts = self.last_ts = None
-        self.lock = threading.Lock()
 
     def hit(self):
         now = time.time()
@@ -144,7 +146,8 @@ class NotifyEndpoint:
             setattr(self, prio, handler)
 
 
-def serve(make_server, transport, counter):
+def serve(transport, server, counter):
+    """Run server until SIGTERM/SIGINT or stdin EOF."""
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
@@ -155,7 +158,6 @@ def serve(make_server, transport, counter):
         stop.set()
 
     threading.Thread(target=drain_stdin, daemon=True).start()
-    server = make_server()
     server.start()
     emit({'event': 'ready', 'pid': os.getpid()})
     while not stop.wait(0.2):
@@ -170,42 +172,34 @@ def cmd_rpc_server(args, conf):
     transport = oslo_messaging.get_rpc_transport(conf, url=args.url)
     counter = Counter(args.count)
     target = oslo_messaging.Target(topic=args.topic, server=args.server)
-    serve(lambda: oslo_messaging.get_rpc_server(
+    serve(transport, oslo_messaging.get_rpc_server(
         transport, target, [RpcEndpoint(counter)], executor=args.executor),
-        transport, counter)
+        counter)
 
 
 def cmd_notify_server(args, conf):
     transport = oslo_messaging.get_notification_transport(conf, url=args.url)
     counter = Counter(args.count)
     targets = [oslo_messaging.Target(topic=args.topic)]
-    serve(lambda: oslo_messaging.get_notification_listener(
+    serve(transport, oslo_messaging.get_notification_listener(
         transport, targets, [NotifyEndpoint(counter)], executor='threading',
-        pool=args.pool), transport, counter)
+        pool=args.pool), counter)
 
 
 # ------------------------------------------------------------------ clients
 
-def percentile(sorted_vals, pct):
-    """Nearest-rank percentile of an ascending list."""
-    rank = max(1, math.ceil(pct / 100.0 * len(sorted_vals)))
-    return sorted_vals[rank - 1]
-
-
 def run_load(total, concurrency, op_for_thread):
-    """C threads share `total` operations.  op_for_thread(i) returns the
-    callable op(seq) thread i uses.  Returns (t0, t1, latencies_s, errors)."""
-    next_seq = iter(range(total))
-    seq_lock = threading.Lock()
+    """C threads share `total` ops; thread i runs op_for_thread(i)(seq).
+    Returns (t0, t1, latencies in seconds, {error class name: count})."""
+    seqs, lock = iter(range(total)), threading.Lock()
     latencies, errors = [], {}
-    res_lock = threading.Lock()
 
     def worker(i):
         op = op_for_thread(i)
         mine, my_errors = [], {}
         while True:
-            with seq_lock:
-                seq = next(next_seq, None)
+            with lock:
+                seq = next(seqs, None)
             if seq is None:
                 break
             start = time.perf_counter()
@@ -217,7 +211,7 @@ def run_load(total, concurrency, op_for_thread):
                 my_errors[name] = my_errors.get(name, 0) + 1
                 continue
             mine.append(time.perf_counter() - start)
-        with res_lock:
+        with lock:
             latencies.extend(mine)
             for name, n in my_errors.items():
                 errors[name] = errors.get(name, 0) + n
@@ -229,27 +223,26 @@ def run_load(total, concurrency, op_for_thread):
         t.start()
     for t in threads:
         t.join()
-    t1 = time.time()
-    return t0, t1, latencies, errors
+    return t0, time.time(), latencies, errors
 
 
-def report(mode, total_key, args, total, t0, t1, latencies, errors, extra):
+def report(args, fields, t0, t1, latencies, errors):
     lat = sorted(x * 1000.0 for x in latencies)
+
+    def pct(p):  # nearest rank
+        return lat[max(1, math.ceil(p / 100.0 * len(lat))) - 1]
+
+    stats = dict.fromkeys(('p50', 'p90', 'p99', 'max', 'mean'))
     if lat:
-        stats = {'p50': percentile(lat, 50), 'p90': percentile(lat, 90),
-                 'p99': percentile(lat, 99), 'max': lat[-1],
-                 'mean': sum(lat) / len(lat)}
-    else:
-        stats = dict.fromkeys(('p50', 'p90', 'p99', 'max', 'mean'))
+        stats = {'p50': pct(50), 'p90': pct(90), 'p99': pct(99),
+                 'max': lat[-1], 'mean': sum(lat) / len(lat)}
     duration = t1 - t0
-    out = {'mode': mode, 'impl': 'python', **extra, total_key: total,
-           'ok': len(lat), 'errors': sum(errors.values()),
-           'error_kinds': errors, 'concurrency': args.concurrency,
-           'payload_size': args.payload_size, 'start_ts': t0, 'end_ts': t1,
-           'duration_s': duration,
-           'throughput': len(lat) / duration if duration > 0 else None,
-           'latency_ms': stats}
-    emit(out)
+    emit({**fields, 'ok': len(lat), 'errors': sum(errors.values()),
+          'error_kinds': errors, 'concurrency': args.concurrency,
+          'payload_size': args.payload_size, 'start_ts': t0, 'end_ts': t1,
+          'duration_s': duration,
+          'throughput': len(lat) / duration if duration > 0 else None,
+          'latency_ms': stats})
 
 
 def make_cargo(size):
@@ -257,8 +250,6 @@ def make_cargo(size):
 
 
 def cmd_rpc_client(args, conf):
-    if args.fanout and not args.cast:
-        raise SystemExit('--fanout requires --cast')
     cargo = make_cargo(args.payload_size)
     transport = oslo_messaging.get_rpc_transport(conf, url=args.url)
     target = oslo_messaging.Target(topic=args.topic, server=args.server)
@@ -278,8 +269,9 @@ def cmd_rpc_client(args, conf):
             LOG.warning('warmup op failed: %r', exc)
     t0, t1, lat, errors = run_load(args.calls, args.concurrency,
                                    lambda i: op)
-    report('rpc-client', 'calls', args, args.calls, t0, t1, lat, errors,
-           {'cast': args.cast, 'fanout': args.fanout})
+    report(args, {'mode': 'rpc-client', 'impl': 'python', 'cast': args.cast,
+                  'fanout': args.fanout, 'calls': args.calls},
+           t0, t1, lat, errors)
     transport.cleanup()
 
 
@@ -291,14 +283,15 @@ def cmd_notify_client(args, conf):
         topics=[args.topic]) for i in range(args.concurrency)]
 
     def op_for_thread(i):
-        notifier = notifiers[i]
-        return lambda seq: notifier.info(
-            {}, 'compute.start', [seq, cargo, time.time(), None, None])
+        info = notifiers[i].info
+        return lambda seq: info({}, 'compute.start',
+                                [seq, cargo, time.time(), None, None])
 
     t0, t1, lat, errors = run_load(args.count, args.concurrency,
                                    op_for_thread)
-    report('notify-client', 'sent', args, args.count, t0, t1, lat, errors,
-           {'driver': args.driver})
+    report(args, {'mode': 'notify-client', 'impl': 'python',
+                  'driver': args.driver, 'sent': args.count},
+           t0, t1, lat, errors)
     transport.cleanup()
 
 
@@ -310,13 +303,15 @@ def parse_args(argv):
     common.add_argument('--exchange', default='openstack')
     common.add_argument('--topic', default='profiler_topic')
     common.add_argument('--debug', action='store_true')
+    common.add_argument('--rabbit', action='append', default=[],
+                        metavar='KEY=VALUE',
+                        help='[oslo_messaging_rabbit] option (repeatable)')
     load = argparse.ArgumentParser(add_help=False)
     load.add_argument('--concurrency', type=int, required=True)
     load.add_argument('--payload-size', type=int, required=True)
 
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     sub = parser.add_subparsers(dest='command', required=True)
-
     p = sub.add_parser('rpc-server', parents=[common])
     p.add_argument('--server', default='profiler_server')
     p.add_argument('--count', type=int, default=0)
@@ -342,7 +337,10 @@ def parse_args(argv):
     p.add_argument('--driver', default='messaging',
                    choices=['messaging', 'messagingv2'])
     p.set_defaults(func=cmd_notify_client)
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if getattr(args, 'fanout', False) and not args.cast:
+        parser.error('--fanout requires --cast')
+    return args
 
 
 def main():
@@ -350,6 +348,12 @@ def main():
     logging.basicConfig(stream=sys.stderr,
                         level=logging.DEBUG if args.debug else logging.WARNING,
                         format='%(asctime)s %(levelname)s %(name)s: %(message)s')
+    if not args.debug:
+        # With more than rpc_conn_pool_size (30) sending threads, oslo logs
+        # one WARNING per publish that waits for a pooled connection: MBs of
+        # stderr that would cost CPU and could fill an undrained pipe.
+        logging.getLogger('oslo.messaging._drivers.pool').setLevel(
+            logging.ERROR)
     args.func(args, build_conf(args))
     return 0
 

@@ -799,7 +799,11 @@ impl Channel {
                 starts_confirms,
             })
             .await?;
-        rx.await.map_err(|_| self.dead())?
+        match rx.await {
+            // The channel was gone when the command got there: say why it went.
+            Ok(Err(AmqpError::Closed)) | Err(_) => Err(self.dead()),
+            Ok(other) => other,
+        }
     }
 
     /// Sends a synchronous method and waits for its reply. Cancel-safe: dropping the future

@@ -67,9 +67,127 @@ pub(crate) enum Command {
     /// Serve a test endpoint: echo(data), sleep(seconds), fail(message, exc_class) and the
     /// simulator's info(message). Stops cleanly on Ctrl-C.
     RpcServer(RpcServerArgs),
+    /// Load generators and servers compatible with oslo.messaging's tools/simulator.py: the
+    /// same method (`info`) and payload shapes, so each side can face a Python peer.
+    #[command(subcommand)]
+    Bench(BenchCommand),
     /// Run a short tour in one process: RPC server, calls, casts, fanout, a remote error, a
     /// timeout, and notifications (on memory:// unless --url says otherwise).
     Demo(DemoArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum BenchCommand {
+    /// Serve `info(message)`, counting requests.
+    RpcServer(BenchServerArgs),
+    /// Call (or cast) `info` as fast as the concurrency allows; report throughput and latency.
+    RpcClient(BenchRpcClientArgs),
+    /// Listen for notifications, counting them.
+    NotifyServer(BenchNotifyServerArgs),
+    /// Send `compute.start` notifications; report throughput and latency.
+    NotifyClient(BenchNotifyClientArgs),
+}
+
+/// Where the benchmark's messages go.
+#[derive(Debug, Args)]
+pub(crate) struct BenchTopic {
+    /// The topic (the simulator's default).
+    #[arg(long, default_value = "profiler_topic")]
+    pub(crate) topic: String,
+}
+
+/// How many and how big.
+#[derive(Debug, Args)]
+pub(crate) struct BenchLoad {
+    /// Operations in all (the default is 1000 unless --duration is given).
+    #[arg(long, value_name = "N", conflicts_with = "duration", alias = "count")]
+    pub(crate) calls: Option<u64>,
+    /// Run for this many seconds instead of a fixed number of operations.
+    #[arg(long, value_name = "SECS", value_parser = parse_seconds)]
+    pub(crate) duration: Option<f64>,
+    /// Operations in flight at once.
+    #[arg(long, short = 'c', default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub(crate) concurrency: u32,
+    /// Bytes of cargo per message, or `oslo` for sizes drawn like oslo's
+    /// messages_length.yaml (mostly 1 to 7 KB, mean about 3.2 KB).
+    #[arg(long, default_value = "100", value_parser = parse_payload)]
+    pub(crate) payload_size: PayloadSize,
+    /// Operations sent one by one before measuring (not counted).
+    #[arg(long, default_value_t = 0)]
+    pub(crate) warmup: u64,
+}
+
+/// Message sizes for the benchmarks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum PayloadSize {
+    /// Every message carries this many bytes of cargo.
+    Fixed(usize),
+    /// Sizes drawn from an approximation of oslo's messages_length.yaml.
+    Oslo,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct BenchServerArgs {
+    #[command(flatten)]
+    pub(crate) topic: BenchTopic,
+    /// The server name (the simulator's default).
+    #[arg(long, default_value = "profiler_server")]
+    pub(crate) server: String,
+    /// Requests handled at once.
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u16).range(1..))]
+    pub(crate) concurrency: u16,
+    /// Print a `done` line once this many messages arrived (and keep serving).
+    #[arg(long, value_name = "N")]
+    pub(crate) count: Option<u64>,
+    /// Stop after this many seconds (default: at Ctrl-C or SIGTERM).
+    #[arg(long, value_name = "SECS", value_parser = parse_seconds)]
+    pub(crate) duration: Option<f64>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct BenchRpcClientArgs {
+    #[command(flatten)]
+    pub(crate) topic: BenchTopic,
+    #[command(flatten)]
+    pub(crate) load: BenchLoad,
+    /// Send to this server only.
+    #[arg(long)]
+    pub(crate) server: Option<String>,
+    /// Cast instead of call.
+    #[arg(long)]
+    pub(crate) cast: bool,
+    /// Fanout cast to every server of the topic (implies --cast).
+    #[arg(long, conflicts_with = "server")]
+    pub(crate) fanout: bool,
+    /// Seconds to wait for each reply.
+    #[arg(long, default_value_t = 60.0, value_parser = parse_seconds)]
+    pub(crate) timeout: f64,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct BenchNotifyServerArgs {
+    #[command(flatten)]
+    pub(crate) topic: BenchTopic,
+    /// Share the notifications with the other listeners of this pool.
+    #[arg(long)]
+    pub(crate) pool: Option<String>,
+    /// Print a `done` line once this many notifications arrived (and keep listening).
+    #[arg(long, value_name = "N")]
+    pub(crate) count: Option<u64>,
+    /// Stop after this many seconds (default: at Ctrl-C or SIGTERM).
+    #[arg(long, value_name = "SECS", value_parser = parse_seconds)]
+    pub(crate) duration: Option<f64>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct BenchNotifyClientArgs {
+    #[command(flatten)]
+    pub(crate) topic: BenchTopic,
+    #[command(flatten)]
+    pub(crate) load: BenchLoad,
+    /// The notification driver (the simulator sends v1, `messaging`).
+    #[arg(long, value_enum, default_value_t = DriverArg::Messaging)]
+    pub(crate) driver: DriverArg,
 }
 
 /// Where an RPC goes, and what it carries.
@@ -259,6 +377,18 @@ fn parse_seconds(text: &str) -> Result<f64, String> {
         Ok(v)
     } else {
         Err(format!("{text} is not a positive number of seconds"))
+    }
+}
+
+fn parse_payload(text: &str) -> Result<PayloadSize, String> {
+    if text == "oslo" {
+        return Ok(PayloadSize::Oslo);
+    }
+    match text.parse::<usize>() {
+        Ok(n) if n <= 64 << 20 => Ok(PayloadSize::Fixed(n)),
+        _ => Err(format!(
+            "{text:?} is not a size in bytes (0 to 64 MiB) or \"oslo\""
+        )),
     }
 }
 

@@ -1,5 +1,6 @@
 //! Subcommand implementations: each only uses the library's public API.
 
+mod bench;
 mod demo;
 mod notify;
 mod rpc;
@@ -20,6 +21,7 @@ pub(crate) async fn run(cli: Cli) -> u8 {
         Command::Notify(args) => notify::notify(global, args).await,
         Command::Listen(args) => notify::listen(global, args).await,
         Command::RpcServer(args) => server::run(global, args).await,
+        Command::Bench(cmd) => bench::run(global, cmd).await,
         Command::Demo(args) => return demo::run(global, args).await,
     };
     match outcome {
