@@ -850,9 +850,11 @@ async fn main() {
     let mut results: BTreeMap<String, BTreeMap<String, Value>> = BTreeMap::new();
     let mut memory_samples: BTreeMap<&str, (Vec<f64>, Vec<f64>)> = BTreeMap::new();
     for w in &order {
-        for pair in pairs(w.kind) {
-            let mut measures = Vec::new();
-            for round in 0..cli.rounds {
+        let pairs = pairs(w.kind);
+        let mut measures: Vec<Vec<Measure>> = vec![Vec::new(); pairs.len()];
+        // Rounds interleave the pairs, so drift in the machine or the broker touches all alike.
+        for round in 0..cli.rounds {
+            for (pi, &pair) in pairs.iter().enumerate() {
                 let m = measure(&env, w, pair, round, cli.quick).await;
                 match &m {
                     Ok(m) => eprintln!(
@@ -891,9 +893,11 @@ async fn main() {
                         e.0.push(m.idle_rss_kib.unwrap_or(0) as f64 / 1024.0);
                         e.1.push(m.peak_rss_kib.unwrap_or(0) as f64 / 1024.0);
                     }
-                    measures.push(m);
+                    measures[pi].push(m);
                 }
             }
+        }
+        for (pair, measures) in pairs.iter().zip(measures) {
             if !measures.is_empty() {
                 results.entry(w.name.clone()).or_default().insert(
                     pair.label(),

@@ -2,8 +2,9 @@
 //! operations and none of oslo-messaging's layers (no envelope, no JSON, no dispatch).
 //!
 //! * `rpc-server` consumes a topic queue and a fanout queue, acknowledges each request on
-//!   receipt (as oslo's RPC servers do) and publishes the reply mandatory to the default
-//!   exchange, waiting for its confirm.
+//!   receipt (as oslo's RPC servers do) and publishes the reply (the request's body, as the
+//!   simulator's `info()` returns its message) mandatory to the default exchange, waiting for
+//!   its confirm.
 //! * `rpc-client` publishes requests with confirms (`--cast`: no reply expected; `--fanout`: to
 //!   the fanout exchange) and, for calls, waits for replies on an exclusive reply queue, matched
 //!   by correlation id.
@@ -317,7 +318,9 @@ mod ours {
                                 &reply_to,
                                 true,
                                 &props(None, corr),
-                                b"{\"result\": null}",
+                                // The simulator's info() returns its message: the reply is
+                                // as big as the request.
+                                &d.body,
                             )
                             .await;
                     });
@@ -629,7 +632,9 @@ mod with_amqprs {
                     Some(m) = rx2.recv() => m,
                     else => break,
                 };
-                let (Some(deliver), Some(p)) = (m.deliver, m.basic_properties) else {
+                let (Some(deliver), Some(p), Some(body)) =
+                    (m.deliver, m.basic_properties, m.content)
+                else {
                     continue;
                 };
                 let _ = ch
@@ -643,13 +648,7 @@ mod with_amqprs {
                     let publisher = publisher.clone();
                     tokio::spawn(async move {
                         publisher
-                            .publish(
-                                "",
-                                &reply_to,
-                                true,
-                                props(None, &corr),
-                                b"{\"result\": null}".to_vec(),
-                            )
+                            .publish("", &reply_to, true, props(None, &corr), body)
                             .await;
                     });
                 }

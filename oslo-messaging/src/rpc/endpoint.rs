@@ -176,7 +176,7 @@ where
     F: Fn(Request<T>) -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = std::result::Result<R, E>> + Send + 'static,
     T: DeserializeOwned + Send + 'static,
-    R: Serialize,
+    R: Serialize + 'static,
     E: Into<RpcError>,
 {
     fn call(&self, _state: &S, req: Request<Value>) -> HandlerFuture {
@@ -188,7 +188,7 @@ where
         let fut = self(req);
         Box::pin(async move {
             let result = fut.await.map_err(Into::into)?;
-            result_to_value(&method, &result)
+            result_to_value(&method, result)
         })
     }
 }
@@ -198,7 +198,7 @@ where
     F: Fn(State<S>, Request<T>) -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = std::result::Result<R, E>> + Send + 'static,
     T: DeserializeOwned + Send + 'static,
-    R: Serialize,
+    R: Serialize + 'static,
     E: Into<RpcError>,
     S: Clone + Send + Sync + 'static,
 {
@@ -211,13 +211,23 @@ where
         let fut = self(State(state.clone()), req);
         Box::pin(async move {
             let result = fut.await.map_err(Into::into)?;
-            result_to_value(&method, &result)
+            result_to_value(&method, result)
         })
     }
 }
 
-fn result_to_value<R: Serialize>(method: &str, result: &R) -> std::result::Result<Value, RpcError> {
-    serde_json::to_value(result).map_err(|e| {
+fn result_to_value<R: Serialize + 'static>(
+    method: &str,
+    result: R,
+) -> std::result::Result<Value, RpcError> {
+    // A handler that already returns JSON hands it over as it is (no deep copy).
+    let mut slot = Some(result);
+    let as_json = (&mut slot as &mut dyn std::any::Any).downcast_mut::<Option<Value>>();
+    if let Some(value) = as_json.and_then(Option::take) {
+        return Ok(value);
+    }
+    // `Some(result)` serializes as `result`.
+    serde_json::to_value(&slot).map_err(|e| {
         RpcError::type_error(format!(
             "the result of {method}() is not JSON serializable: {e}"
         ))
@@ -226,11 +236,11 @@ fn result_to_value<R: Serialize>(method: &str, result: &R) -> std::result::Resul
 
 /// Builds `T` from the keyword arguments; a mismatch becomes Python's `TypeError` text.
 fn take_args<T: DeserializeOwned>(
-    req: Request<Value>,
+    mut req: Request<Value>,
 ) -> std::result::Result<Request<T>, RpcError> {
-    let args = match &req.args {
+    let args = match std::mem::take(&mut req.args) {
         Value::Null => Value::Object(serde_json::Map::new()),
-        _ => req.args.clone(),
+        args => args,
     };
     match serde_path_to_error::deserialize::<_, T>(args) {
         Ok(args) => Ok(req.map_args(args)),

@@ -25,11 +25,67 @@ struct Envelope<'a> {
 }
 
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
-    haystack.windows(needle.len()).any(|w| w == needle)
+    memchr::memmem::find(haystack, needle).is_some()
+}
+
+/// The envelope exactly as Python (and this crate) writes it.
+const ENVELOPE_HEAD: &[u8] = b"{\"oslo.version\": \"2.0\", \"oslo.message\": \"";
+
+/// Unescapes the inner message of an envelope written as Python writes it: the head above,
+/// one JSON string, then `"}`. The inner message is itself JSON, so its string only holds the
+/// escapes `\"` and `\\` in practice; anything else (`\u`, a different layout) returns `None`
+/// and the general parser takes over. One vectorised scan instead of serde's byte loop: this
+/// is most of the cost of decoding large messages.
+fn python_envelope(body: &[u8]) -> Option<Vec<u8>> {
+    let rest = body.strip_prefix(ENVELOPE_HEAD)?;
+    let mut out = Vec::with_capacity(rest.len());
+    let mut start = 0;
+    loop {
+        let i = start + memchr::memchr2(b'"', b'\\', &rest[start..])?;
+        out.extend_from_slice(&rest[start..i]);
+        if rest[i] == b'"' {
+            // Raw control characters are not allowed in a JSON string.
+            if has_control(&rest[..i]) {
+                return None;
+            }
+            // The string's end: only `}` (and whitespace) may follow.
+            let tail = &rest[i + 1..];
+            let close = tail.iter().position(|b| !b.is_ascii_whitespace())?;
+            if tail[close] != b'}' || !tail[close + 1..].iter().all(u8::is_ascii_whitespace) {
+                return None;
+            }
+            return Some(out);
+        }
+        match rest.get(i + 1)? {
+            c @ (b'"' | b'\\' | b'/') => out.push(*c),
+            b'n' => out.push(b'\n'),
+            b't' => out.push(b'\t'),
+            b'r' => out.push(b'\r'),
+            b'b' => out.push(0x08),
+            b'f' => out.push(0x0c),
+            _ => return None,
+        }
+        start = i + 2;
+    }
+}
+
+/// Whether `bytes` holds an ASCII control character; branch-free per 64-byte block so the
+/// compiler can vectorise it.
+fn has_control(bytes: &[u8]) -> bool {
+    let mut blocks = bytes.chunks_exact(64);
+    for block in &mut blocks {
+        if block.iter().fold(0u8, |acc, b| acc | u8::from(*b < 0x20)) != 0 {
+            return true;
+        }
+    }
+    blocks.remainder().iter().any(|b| *b < 0x20)
 }
 
 /// The inner message's bytes: the envelope's `oslo.message`, or the body itself.
 fn inner(body: &[u8]) -> Option<Cow<'_, [u8]>> {
+    if let Some(unescaped) = python_envelope(body) {
+        return Some(Cow::Owned(unescaped));
+    }
     if !contains(body, b"\"oslo.message\"") {
         return Some(Cow::Borrowed(body));
     }
@@ -213,4 +269,48 @@ pub(super) fn notification(body: &[u8]) -> Option<IncomingNotification> {
         context: Context::from_map(n.context),
         unique_id: string(n.unique_id),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn python_envelopes_unescape_in_one_scan() {
+        let body = br#"{"oslo.version": "2.0", "oslo.message": "{\"a\": \"x\\\\y\", \"b\": 1}"}"#;
+        assert_eq!(
+            python_envelope(body).as_deref(),
+            Some(&br#"{"a": "x\\y", "b": 1}"#[..])
+        );
+        // Trailing whitespace is fine; anything else after the string is not.
+        let mut spaced = body.to_vec();
+        spaced.extend_from_slice(b" \n");
+        assert!(python_envelope(&spaced).is_some());
+        for bad in [
+            &br#"{"oslo.version": "2.0", "oslo.message": "{}", "x": 1}"#[..],
+            br#"{"oslo.version": "2.0", "oslo.message": "{}"} }"#,
+            br#"{"oslo.version": "2.0", "oslo.message": "{\u0041}"}"#,
+            br#"{"oslo.version": "2.0", "oslo.message": "{}"#,
+            b"{\"oslo.version\": \"2.0\", \"oslo.message\": \"{\n}\"}",
+            br#"{"oslo.message": "{}", "oslo.version": "2.0"}"#,
+        ] {
+            assert_eq!(
+                python_envelope(bad),
+                None,
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+    }
+
+    #[test]
+    fn other_layouts_still_decode_through_serde() {
+        let reordered =
+            br#"{"oslo.message": "{\"method\": \"m\", \"args\": {}}", "oslo.version": "2.0"}"#;
+        let got = request(reordered).expect("decoded");
+        assert_eq!(got.request.method, "m");
+        let unicode =
+            br#"{"oslo.version": "2.0", "oslo.message": "{\"method\": \"\u00e9\", \"args\": {}}"}"#;
+        assert_eq!(request(unicode).expect("decoded").request.method, "\u{e9}");
+    }
 }

@@ -3,6 +3,7 @@
 //! second channel for declarations, so a declaration the broker refuses never closes the
 //! channel other callers' messages are in flight on.
 
+use std::borrow::Cow;
 use std::collections::HashSet;
 use std::io::Write;
 use std::sync::Arc;
@@ -252,9 +253,9 @@ impl Publisher {
         }
     }
 
-    fn compress(&self, body: &[u8]) -> Result<Vec<u8>> {
+    fn compress<'b>(&self, body: &'b [u8]) -> Result<Cow<'b, [u8]>> {
         let out = match self.compression {
-            None => return Ok(body.to_vec()),
+            None => return Ok(Cow::Borrowed(body)),
             Some("application/x-gzip") => {
                 let mut z =
                     flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
@@ -265,7 +266,7 @@ impl Publisher {
                 z.write_all(body).and_then(|()| z.finish())
             }
         };
-        out.map_err(|e| {
+        out.map(Cow::Owned).map_err(|e| {
             Error::with_source(ErrorKind::Serialization, "cannot compress the message", e)
         })
     }
