@@ -47,6 +47,9 @@ struct Cli {
     /// Where results go.
     #[arg(long, default_value = "bench/results")]
     out: PathBuf,
+    /// Measure nothing: redraw the table and chart from `<out>/latest.json`.
+    #[arg(long)]
+    replot: bool,
 }
 
 /// Who plays a side.
@@ -737,6 +740,7 @@ fn chart(
     order: &[Workload],
 ) -> Result<(), String> {
     use plotters::prelude::*;
+    use plotters::style::text_anchor::{HPos, Pos, VPos};
     let columns = [
         "raw-ours",
         "raw-amqprs",
@@ -764,27 +768,35 @@ fn chart(
         .flat_map(|r| r.values())
         .filter_map(|v| v["throughput"].as_f64())
         .fold(10.0_f64, f64::max);
+    // Headroom above the bars for the legend; a band below them for the workload names.
     let mut chart = ChartBuilder::on(&root)
         .caption(
             "Messages per second (log scale), median of rounds",
             ("sans-serif", 20),
         )
         .margin(12)
-        .x_label_area_size(40)
         .y_label_area_size(70)
-        .build_cartesian_2d(0.0..rows.len() as f64, (10.0..max * 2.0).log_scale())
+        .build_cartesian_2d(0.0..rows.len() as f64, (4.0..max * 12.0).log_scale())
         .map_err(|e| e.to_string())?;
-    let names: Vec<String> = rows.iter().map(|w| w.name.clone()).collect();
     chart
         .configure_mesh()
         .disable_x_mesh()
-        .x_labels(rows.len())
-        .x_label_formatter(&|x| {
-            let i = x.floor() as usize;
-            names.get(i).cloned().unwrap_or_default()
-        })
+        .disable_x_axis()
+        .y_label_formatter(&|v| format!("{v:.0}"))
         .y_desc("messages/s")
         .draw()
+        .map_err(|e| e.to_string())?;
+    chart
+        .draw_series(rows.iter().enumerate().map(|(ri, w)| {
+            Text::new(
+                w.name.clone(),
+                (ri as f64 + 0.5, 7.0),
+                ("sans-serif", 13)
+                    .into_font()
+                    .color(&BLACK)
+                    .pos(Pos::new(HPos::Center, VPos::Center)),
+            )
+        }))
         .map_err(|e| e.to_string())?;
     let width = 0.8 / columns.len() as f64;
     for (ci, (column, colour)) in columns.iter().zip(colours).enumerate() {
@@ -816,6 +828,23 @@ fn chart(
     root.present().map_err(|e| e.to_string())
 }
 
+/// Redraws the table and chart of an earlier run.
+fn replot(out: &Path, order: &[Workload]) {
+    let path = out.join("latest.json");
+    let doc: Value = std::fs::read_to_string(&path)
+        .ok()
+        .and_then(|t| serde_json::from_str(&t).ok())
+        .unwrap_or_else(|| panic!("cannot read {}", path.display()));
+    let results: BTreeMap<String, BTreeMap<String, Value>> =
+        serde_json::from_value(doc["medians"].clone()).unwrap_or_default();
+    let md = markdown(&results, order, &doc["memory"], &doc["meta"]);
+    std::fs::write(out.join("latest.md"), &md).expect("write latest.md");
+    if let Err(e) = chart(&out.join("latest.svg"), &results, order) {
+        eprintln!("the chart failed: {e}");
+    }
+    println!("{md}");
+}
+
 fn default_python() -> PathBuf {
     std::env::var_os("OSLO_MESSAGING_PYTHON")
         .map(PathBuf::from)
@@ -845,6 +874,10 @@ async fn main() {
         .into_iter()
         .filter(|w| cli.only.is_empty() || cli.only.iter().any(|o| w.name.contains(o.as_str())))
         .collect();
+    if cli.replot {
+        replot(&cli.out, &order);
+        return;
+    }
     let started = Instant::now();
     let mut runs = Vec::new();
     let mut results: BTreeMap<String, BTreeMap<String, Value>> = BTreeMap::new();
