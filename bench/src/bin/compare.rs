@@ -518,10 +518,9 @@ async fn measure(
     })
 }
 
-/// Deletes what a run declared (fanout and reply queues with random names expire on their
-/// own, or go in the final sweep).
-async fn cleanup(url: &str, exchange: &str, topic: &str) {
-    use amqprs::channel::{ExchangeDeleteArguments, QueueDeleteArguments};
+/// An amqprs connection to the broker of a one-host `rabbit://` URL, for deleting what runs
+/// leave behind.
+async fn admin(url: &str) -> Option<amqprs::connection::Connection> {
     use amqprs::connection::{Connection, OpenConnectionArguments};
     let rest = url.split_once("://").map_or(url, |(_, r)| r);
     let (authority, vhost) = rest.split_once('/').unwrap_or((rest, ""));
@@ -533,8 +532,17 @@ async fn cleanup(url: &str, exchange: &str, topic: &str) {
     let args = OpenConnectionArguments::new(host, port.parse().unwrap_or(5672), user, pass)
         .virtual_host(if vhost.is_empty() { "/" } else { vhost })
         .finish();
-    let Ok(Ok(conn)) = tokio::time::timeout(Duration::from_secs(5), Connection::open(&args)).await
-    else {
+    tokio::time::timeout(Duration::from_secs(5), Connection::open(&args))
+        .await
+        .ok()?
+        .ok()
+}
+
+/// Deletes what a run declared (fanout and reply queues with random names expire on their
+/// own, or go in the final sweep).
+async fn cleanup(url: &str, exchange: &str, topic: &str) {
+    use amqprs::channel::{ExchangeDeleteArguments, QueueDeleteArguments};
+    let Some(conn) = admin(url).await else {
         return;
     };
     if let Ok(ch) = conn.open_channel(None).await {
@@ -567,23 +575,15 @@ async fn sweep(url: &str) {
         return;
     }
     use amqprs::channel::QueueDeleteArguments;
-    use amqprs::connection::{Connection, OpenConnectionArguments};
-    let rest = url.split_once("://").map_or(url, |(_, r)| r);
-    let (authority, _) = rest.split_once('/').unwrap_or((rest, ""));
-    let (creds, hostport) = authority
-        .rsplit_once('@')
-        .unwrap_or(("guest:guest", authority));
-    let (user, pass) = creds.split_once(':').unwrap_or((creds, ""));
-    let (host, port) = hostport.rsplit_once(':').unwrap_or((hostport, "5672"));
-    let args = OpenConnectionArguments::new(host, port.parse().unwrap_or(5672), user, pass);
-    if let Ok(conn) = Connection::open(&args).await {
-        if let Ok(ch) = conn.open_channel(None).await {
-            for q in leftovers {
-                let _ = ch.queue_delete(QueueDeleteArguments::new(q)).await;
-            }
+    let Some(conn) = admin(url).await else {
+        return;
+    };
+    if let Ok(ch) = conn.open_channel(None).await {
+        for q in leftovers {
+            let _ = ch.queue_delete(QueueDeleteArguments::new(q)).await;
         }
-        let _ = conn.close().await;
     }
+    let _ = conn.close().await;
 }
 
 fn median(mut v: Vec<f64>) -> Option<f64> {
