@@ -493,16 +493,36 @@ fn client_properties(params: &ConnectParams) -> FieldTable {
     ]
 }
 
-fn close_during_handshake(code: u16, text: String, logged_in: bool) -> AmqpError {
+/// A `connection.close` during the handshake: only an explicit refusal (403 bad credentials,
+/// 530 vhost not allowed) is a login failure; anything else may pass and is retried.
+fn close_during_handshake(code: u16, text: String) -> AmqpError {
     match code {
-        403 => AmqpError::AuthenticationFailed(format!("{code} {text}")),
-        _ if !logged_in => AmqpError::AuthenticationFailed(format!("{code} {text}")),
+        403 | 530 => AmqpError::AuthenticationFailed(format!("{code} {text}")),
         _ => AmqpError::ConnectionClosed { code, text },
+    }
+}
+
+/// What one write-or-flush step did.
+enum Written {
+    Bytes(usize),
+    Flushed,
+}
+
+async fn write_or_flush<W: AsyncWrite + Unpin>(
+    writer: &mut W,
+    pending: &[u8],
+    write: bool,
+) -> std::io::Result<Written> {
+    if write {
+        writer.write(pending).await.map(Written::Bytes)
+    } else {
+        writer.flush().await.map(|()| Written::Flushed)
     }
 }
 
 /// Negotiated values of the handshake.
 struct Tuned {
+    channel_max: u16,
     frame_max: u32,
     heartbeat: u16,
     server_properties: FieldTable,
@@ -541,16 +561,10 @@ async fn handshake(
         },
     )
     .await?;
-    // After start-ok, a closed socket means the broker refused the login (brokers that do not
-    // honour authentication_failure_close just hang up).
-    let login_refused = |e: AmqpError| match e {
-        AmqpError::Io(msg) => AmqpError::AuthenticationFailed(format!(
-            "the broker closed the connection after the login ({msg})"
-        )),
-        other => other,
-    };
+    // We advertise authentication_failure_close, so a refused login comes as a 403 close; a
+    // socket that just closes here is a network or broker failure, retried like any other.
     let (channel_max, frame_max, heartbeat) = loop {
-        match read_method(stream, &mut buf).await.map_err(login_refused)? {
+        match read_method(stream, &mut buf).await? {
             Method::ConnectionSecure { .. } => {
                 let Login::CrDemo { password, .. } = &params.login else {
                     return Err(AmqpError::Protocol("unexpected connection.secure".into()));
@@ -569,7 +583,7 @@ async fn handshake(
                 heartbeat,
             } => break (channel_max, frame_max, heartbeat),
             Method::ConnectionClose { code, text, .. } => {
-                return Err(close_during_handshake(code, text, false));
+                return Err(close_during_handshake(code, text));
             }
             other => {
                 return Err(AmqpError::Protocol(format!(
@@ -613,7 +627,7 @@ async fn handshake(
     match read_method(stream, &mut buf).await? {
         Method::ConnectionOpenOk => {}
         Method::ConnectionClose { code, text, .. } => {
-            return Err(close_during_handshake(code, text, true));
+            return Err(close_during_handshake(code, text));
         }
         other => {
             return Err(AmqpError::Protocol(format!(
@@ -628,6 +642,7 @@ async fn handshake(
         ));
     }
     Ok(Tuned {
+        channel_max,
         frame_max,
         heartbeat,
         server_properties,
@@ -670,11 +685,14 @@ impl Connection {
         let io = IoTask {
             reader,
             writer,
+            needs_flush: false,
             rbuf: Vec::with_capacity(64 * 1024),
             wbuf: Vec::with_capacity(64 * 1024),
             wpos: 0,
             cmd_rx,
             channels: HashMap::new(),
+            channel_max: tuned.channel_max.max(1),
+            next_channel: 1,
             frame_max: tuned.frame_max as usize,
             heartbeat: (tuned.heartbeat > 0)
                 .then(|| Duration::from_secs(u64::from(tuned.heartbeat))),
@@ -755,6 +773,12 @@ impl Channel {
     /// The channel number.
     pub fn id(&self) -> u16 {
         self.id
+    }
+
+    /// Whether `other` is a handle to this very channel (not merely one with the same number,
+    /// which a later channel may reuse).
+    pub fn same(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.shared, &other.shared)
     }
 
     fn check(&self) -> Result<(), AmqpError> {
@@ -1084,11 +1108,18 @@ impl ChanState {
 struct IoTask {
     reader: tokio::io::ReadHalf<Box<dyn Stream>>,
     writer: tokio::io::WriteHalf<Box<dyn Stream>>,
+    /// Everything written, not yet flushed (TLS buffers records until flushed).
+    needs_flush: bool,
     rbuf: Vec<u8>,
     wbuf: Vec<u8>,
     wpos: usize,
     cmd_rx: mpsc::Receiver<Command>,
     channels: HashMap<u16, ChanState>,
+    /// The highest channel number the broker allows.
+    channel_max: u16,
+    /// Where the search for a free channel number starts: numbers go round, so a number just
+    /// given back is not reused while the broker may still be closing it.
+    next_channel: u16,
     frame_max: usize,
     heartbeat: Option<Duration>,
     heartbeat_rate: u16,
@@ -1124,21 +1155,24 @@ impl IoTask {
                     }
                     Err(e) => Step::Exit(AmqpError::Io(e.to_string())),
                 },
-                w = self.writer.write(&self.wbuf[self.wpos..]), if want_write => match w {
-                    Ok(0) => Step::Exit(AmqpError::Io("the socket refused more data".into())),
-                    Ok(n) => {
+                // Writing and flushing share one branch (both need the writer); a pending flush
+                // (TLS under back-pressure) never stops the reads.
+                w = write_or_flush(&mut self.writer, &self.wbuf[self.wpos..], want_write),
+                    if want_write || self.needs_flush => match w {
+                    Ok(Written::Bytes(0)) => Step::Exit(AmqpError::Io("the socket refused more data".into())),
+                    Ok(Written::Bytes(n)) => {
                         self.wpos += n;
                         self.last_write = Instant::now();
                         if self.wpos == self.wbuf.len() {
                             self.wbuf.clear();
                             self.wpos = 0;
-                            match self.writer.flush().await {
-                                Ok(()) => Step::Continue,
-                                Err(e) => Step::Exit(AmqpError::Io(e.to_string())),
-                            }
-                        } else {
-                            Step::Continue
+                            self.needs_flush = true;
                         }
+                        Step::Continue
+                    }
+                    Ok(Written::Flushed) => {
+                        self.needs_flush = false;
+                        Step::Continue
                     }
                     Err(e) => Step::Exit(AmqpError::Io(e.to_string())),
                 },
@@ -1240,11 +1274,25 @@ impl IoTask {
         Step::Continue
     }
 
+    /// A channel number within the negotiated `channel_max`, round-robin from the last one.
+    fn free_channel(&mut self) -> Option<u16> {
+        let max = self.channel_max;
+        let start = self.next_channel.clamp(1, max);
+        let id = (start..=max)
+            .chain(1..start)
+            .find(|id| !self.channels.contains_key(id))?;
+        self.next_channel = if id == max { 1 } else { id + 1 };
+        Some(id)
+    }
+
     fn handle_command(&mut self, cmd: Command) -> Step {
         match cmd {
             Command::OpenChannel { reply } => {
-                let Some(id) = (1..=u16::MAX).find(|id| !self.channels.contains_key(id)) else {
-                    let _ = reply.send(Err(AmqpError::Protocol("no free channel number".into())));
+                let Some(id) = self.free_channel() else {
+                    let _ = reply.send(Err(AmqpError::Protocol(format!(
+                        "all {} channel numbers are in use",
+                        self.channel_max
+                    ))));
                     return Step::Continue;
                 };
                 let mut ch = ChanState::new();

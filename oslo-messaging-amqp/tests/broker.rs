@@ -226,6 +226,14 @@ async fn a_channel_error_kills_only_that_channel() {
         .await
         .unwrap();
     assert!(conn.error().is_none());
+    // Channel numbers go round rather than reusing the number of a channel just closed, and
+    // handles tell channels apart by identity.
+    assert_eq!(
+        [ch.id(), other.id(), fresh.id()],
+        [ch.id(), ch.id() + 1, ch.id() + 2]
+    );
+    assert!(ch.same(&ch.clone()));
+    assert!(!ch.same(&other));
     conn.close().await;
 }
 
