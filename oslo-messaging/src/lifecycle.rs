@@ -84,13 +84,11 @@ impl Lifecycle {
             }
             *phase = Phase::Starting;
         }
-        let (poll, control) = match listen(self.signals.stop.subscribe()).await {
-            Ok(parts) => parts,
-            Err(e) => {
-                *self.phase() = Phase::Created;
-                return Err(e);
-            }
-        };
+        // Cancel safety: a start dropped before it finished (a timeout around it) leaves the
+        // lifecycle as it was, so it can be started again.
+        let unstarted = Unstarted(self);
+        let (poll, control) = listen(self.signals.stop.subscribe()).await?;
+        std::mem::forget(unstarted);
         let signals = self.signals.clone();
         let mut stop = self.signals.stop.subscribe();
         tokio::spawn(async move {
@@ -128,8 +126,69 @@ impl Lifecycle {
     }
 }
 
+/// Puts a lifecycle whose start failed or was cancelled back to `Created`.
+struct Unstarted<'a>(&'a Lifecycle);
+
+impl Drop for Unstarted<'_> {
+    fn drop(&mut self) {
+        *self.0.phase() = Phase::Created;
+    }
+}
+
 impl Drop for Lifecycle {
     fn drop(&mut self) {
         self.signals.stop.send_replace(true);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::driver::BoxFuture;
+
+    #[derive(Debug)]
+    struct Quiet;
+
+    impl ListenerControl for Quiet {
+        fn stop(&self) -> BoxFuture<'_, ()> {
+            Box::pin(async {})
+        }
+
+        fn cleanup(&self) -> BoxFuture<'_, ()> {
+            Box::pin(async {})
+        }
+    }
+
+    #[tokio::test]
+    async fn a_cancelled_or_failed_start_can_be_retried() {
+        let lc = Lifecycle::new();
+        // A start that never finishes (an unreachable broker), dropped by a timeout.
+        let hung = lc.start("test", |_| std::future::pending());
+        let cancelled = tokio::time::timeout(std::time::Duration::from_millis(10), hung).await;
+        assert!(cancelled.is_err());
+        // A start that fails.
+        let err = lc
+            .start("test", |_| async {
+                Err(Error::new(ErrorKind::DeliveryFailure, "unreachable"))
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::DeliveryFailure);
+        // Then one that works; a second start is refused.
+        lc.start("test", |_| async {
+            Ok((
+                tokio::spawn(async {}),
+                Box::new(Quiet) as Box<dyn ListenerControl>,
+            ))
+        })
+        .await
+        .unwrap();
+        let again = lc
+            .start("test", |_| std::future::pending())
+            .await
+            .unwrap_err();
+        assert_eq!(again.kind(), ErrorKind::InvalidState);
+        lc.stop().await;
+        lc.wait().await;
     }
 }

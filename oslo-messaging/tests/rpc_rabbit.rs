@@ -547,6 +547,34 @@ async fn a_dead_first_host_fails_over_to_the_next() {
 }
 
 #[tokio::test]
+async fn a_call_to_an_unreachable_broker_gives_up_as_its_retry_says() {
+    // No broker needed: port 1 refuses every connection. The first call must also set up its
+    // reply queue, and that too must respect the call's retry budget rather than wait forever.
+    let url = "rabbit://guest:guest@127.0.0.1:1/";
+    let config = Config::builder()
+        .option("oslo_messaging_rabbit", "rabbit_retry_interval", "1")
+        .option("oslo_messaging_rabbit", "rabbit_retry_backoff", "0")
+        .build()
+        .unwrap();
+    let t = Transport::with_config(url, &config).unwrap();
+    let client = RpcClient::new(&t, Target::new("nowhere"))
+        .with_timeout(Duration::from_secs(3600))
+        .with_retry(Retry::Times(1));
+    let started = Instant::now();
+    let err = tokio::time::timeout(
+        Duration::from_secs(30),
+        client.call::<Value>(&ctx(), "echo", &json!({})),
+    )
+    .await
+    .expect("the call must give up, not hang")
+    .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::DeliveryFailure, "{err}");
+    assert!(err.to_string().contains("after 1 tries"), "{err}");
+    assert!(started.elapsed() < Duration::from_secs(10));
+    t.cleanup().await;
+}
+
+#[tokio::test]
 async fn a_non_durable_exchange_from_elsewhere_makes_durable_servers_fall_back() {
     require_broker!();
     let scope = Scope::new("durable");

@@ -420,6 +420,11 @@ impl NotificationListener {
     ///
     /// [`ErrorKind::InvalidState`](crate::ErrorKind::InvalidState) when already started or
     /// stopped; driver errors.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel-safe: a start dropped before it returns (a timeout around it while the broker
+    /// is unreachable) leaves the listener unstarted, and it can be started again.
     pub async fn start(&self) -> Result<()> {
         let inner = &self.inner;
         inner

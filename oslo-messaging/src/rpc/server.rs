@@ -107,6 +107,11 @@ impl RpcServer {
     ///
     /// [`ErrorKind::InvalidState`](crate::ErrorKind::InvalidState) when already started or
     /// already stopped; driver errors when listening fails.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel-safe: a start dropped before it returns (a timeout around it while the broker
+    /// is unreachable) leaves the server unstarted, and it can be started again.
     pub async fn start(&self) -> Result<()> {
         let inner = &self.inner;
         inner

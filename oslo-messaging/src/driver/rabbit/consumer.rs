@@ -19,7 +19,7 @@ use super::link::Link;
 use super::topology::{self, QueueDecl, StreamOffset};
 use crate::driver::{
     BoxFuture, IncomingNotification, IncomingRpc, ListenerControl, NotificationAcker, ReplyWaiters,
-    backoff,
+    Retry, backoff,
 };
 use crate::error::{Error, ErrorKind, Result};
 use crate::wire;
@@ -92,15 +92,21 @@ impl ListenerControl for ConsumerHandle {
 }
 
 /// Starts a consumer task; returns once it consumes (or with the error that makes
-/// consuming impossible: a declaration the broker refuses, bad credentials).
+/// consuming impossible: a declaration the broker refuses, bad credentials, or an unreachable
+/// broker once `first_start` retries are spent). After the start the task reconnects forever.
 pub(crate) async fn spawn(
     link: Arc<Link>,
     spec: ConsumerSpec,
     sink: Sink,
+    first_start: Retry,
 ) -> Result<ConsumerHandle> {
     let (ctl_tx, ctl_rx) = mpsc::unbounded_channel();
     let (ready_tx, ready_rx) = oneshot::channel();
-    tokio::spawn(run(link, spec, sink, ctl_rx, ready_tx));
+    let ready = Ready {
+        tx: Some(ready_tx),
+        retry: first_start,
+    };
+    tokio::spawn(run(link, spec, sink, ctl_rx, ready));
     match ready_rx.await {
         Ok(Ok(())) => Ok(ConsumerHandle { ctl: ctl_tx }),
         Ok(Err(e)) => Err(e),
@@ -372,14 +378,37 @@ enum Ended {
     Cleanup(oneshot::Sender<()>),
 }
 
+/// The start report of a consumer task, and the retry budget of its first start.
+struct Ready {
+    tx: Option<oneshot::Sender<Result<()>>>,
+    retry: Retry,
+}
+
+impl Ready {
+    fn take(&mut self) -> Option<oneshot::Sender<Result<()>>> {
+        self.tx.take()
+    }
+
+    /// Before retry number `failures` of the first start: whether the budget is spent, in
+    /// which case the caller hears `err` and the task ends.
+    fn gives_up(&mut self, failures: u32, host: &str, err: &AmqpError) -> bool {
+        if self.tx.is_none() || self.retry.allows(failures) {
+            return false;
+        }
+        if let Some(r) = self.tx.take() {
+            let _ = r.send(Err(super::link::give_up(host, self.retry, err)));
+        }
+        true
+    }
+}
+
 async fn run(
     link: Arc<Link>,
     spec: ConsumerSpec,
     sink: Sink,
     mut ctl: mpsc::UnboundedReceiver<Ctl>,
-    ready: oneshot::Sender<Result<()>>,
+    mut ready: Ready,
 ) {
-    let mut ready = Some(ready);
     let sink = Some(sink);
     let mut offsets: HashMap<String, StreamOffset> = HashMap::new();
     let stream_queues: Vec<String> = spec
@@ -421,6 +450,8 @@ async fn run(
                         return;
                     }
                     tracing::error!(what = spec.what, error = %e, "the broker refuses this listener's connection");
+                } else if ready.gives_up(failures, &host, &e) {
+                    return;
                 }
                 failures += 1;
                 continue;
@@ -445,6 +476,10 @@ async fn run(
                 continue;
             }
             Err(e) => {
+                if ready.gives_up(failures, &host, &e) {
+                    c.close().await;
+                    return;
+                }
                 tracing::warn!(what = spec.what, error = %e, "connection lost while setting up consumers");
                 conn = Some(c);
                 failures += 1;

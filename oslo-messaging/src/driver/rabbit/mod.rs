@@ -227,8 +227,9 @@ impl RabbitDriver {
         }
     }
 
-    /// The reply queue, declared and consumed on first use.
-    async fn reply_queue(&self) -> Result<&str> {
+    /// The reply queue, declared and consumed on first use (giving up on an unreachable broker
+    /// as the first call's `retry` says; once consuming, it reconnects forever).
+    async fn reply_queue(&self, retry: Retry) -> Result<&str> {
         let q = self
             .reply
             .get_or_try_init(|| async {
@@ -241,9 +242,13 @@ impl RabbitDriver {
                     }],
                     delete_on_cleanup: Vec::new(),
                 };
-                let consumer =
-                    consumer::spawn(self.link.clone(), spec, Sink::Replies(self.waiters.clone()))
-                        .await?;
+                let consumer = consumer::spawn(
+                    self.link.clone(),
+                    spec,
+                    Sink::Replies(self.waiters.clone()),
+                    retry,
+                )
+                .await?;
                 Ok::<_, Error>(ReplyQueue { name, consumer })
             })
             .await?;
@@ -272,7 +277,7 @@ impl Driver for RabbitDriver {
             let unique_id = wire::new_id();
             let (body, receiver, expiration) = match params.call {
                 Some(call) => {
-                    let reply_q = self.reply_queue().await?.to_owned();
+                    let reply_q = self.reply_queue(params.retry).await?.to_owned();
                     let msg_id = wire::new_id();
                     let info = wire::CallInfo {
                         msg_id: &msg_id,
@@ -357,7 +362,8 @@ impl Driver for RabbitDriver {
                 delete_on_cleanup,
             };
             let (tx, rx) = mpsc::unbounded_channel();
-            let consumer = consumer::spawn(self.link.clone(), spec, Sink::Rpc(tx)).await?;
+            let consumer =
+                consumer::spawn(self.link.clone(), spec, Sink::Rpc(tx), Retry::Forever).await?;
             Ok(RpcListener {
                 incoming: rx,
                 replies: Arc::new(RabbitReplies {
@@ -405,8 +411,13 @@ impl Driver for RabbitDriver {
                 delete_on_cleanup: Vec::new(),
             };
             let (tx, rx) = mpsc::unbounded_channel();
-            let consumer =
-                consumer::spawn(self.link.clone(), spec, Sink::Notifications(tx)).await?;
+            let consumer = consumer::spawn(
+                self.link.clone(),
+                spec,
+                Sink::Notifications(tx),
+                Retry::Forever,
+            )
+            .await?;
             Ok(NotificationListenerStream {
                 incoming: rx,
                 control: Box::new(consumer),

@@ -17,6 +17,10 @@ use super::topology::{ExchangeDecl, QueueDecl};
 use crate::driver::{Retry, backoff};
 use crate::error::{Error, ErrorKind, Result};
 
+/// RabbitMQ's default `max_message_size` (128 MiB since 3.8): larger bodies are refused before
+/// publishing, because the broker answers them by closing the publish channel.
+pub(crate) const MAX_MESSAGE_SIZE: usize = 128 * 1024 * 1024;
+
 /// What must exist before a message is published.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) enum Declare {
@@ -156,7 +160,7 @@ impl Publisher {
         dead: &Channel,
     ) -> std::result::Result<(), AmqpError> {
         session.declared.lock().await.clear();
-        if session.publish_channel().id() != dead.id() {
+        if !session.publish_channel().same(dead) {
             return Ok(());
         }
         let fresh = session.conn.channel().await?;
@@ -165,7 +169,7 @@ impl Publisher {
             .publish
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if slot.id() == dead.id() {
+        if slot.same(dead) {
             *slot = fresh;
         }
         Ok(())
@@ -186,8 +190,11 @@ impl Publisher {
                 c
             }
         };
+        // Held across the declaration: a refusal closes the channel, and a concurrent
+        // declaration must not be sent on it meanwhile.
+        let result = ch.rpc(method, expect).await.map(|_| ());
         drop(slot);
-        ch.rpc(method, expect).await.map(|_| ())
+        result
     }
 
     async fn ensure_declared(
@@ -361,6 +368,17 @@ impl Publisher {
     /// cleanup.
     pub(crate) async fn publish(&self, msg: &Outgoing, retry: Retry) -> Result<()> {
         let body = self.compress(&msg.body)?;
+        if body.len() > MAX_MESSAGE_SIZE {
+            // The broker would close the shared publish channel (406), failing the messages
+            // published beside this one; refuse it here instead.
+            return Err(Error::new(
+                ErrorKind::DeliveryFailure,
+                format!(
+                    "the message is {} bytes, above RabbitMQ's max_message_size of {MAX_MESSAGE_SIZE} bytes",
+                    body.len()
+                ),
+            ));
+        }
         let mut failures = 0u32;
         loop {
             let e = match self.attempt(msg, &body, retry).await {

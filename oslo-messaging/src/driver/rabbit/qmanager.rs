@@ -67,7 +67,11 @@ pub(crate) fn next_id(opts: &RabbitOptions) -> Result<String> {
     let (pgid, start) = identity();
     let parts: Vec<&str> = text.trim().split(':').collect();
     let counter = match parts.as_slice() {
-        [p, n, s] if *p == pgid && *s == start => n.parse::<u64>().unwrap_or(0) + 1,
+        [p, n, s] if *p == pgid && *s == start => n
+            .parse::<u64>()
+            .ok()
+            .and_then(|n| n.checked_add(1))
+            .unwrap_or(1),
         _ => 1,
     };
     file.set_len(0).map_err(io)?;

@@ -3,7 +3,8 @@
 //! Broker host names are always verified (as Python 18.3.1 does: "verification is always
 //! enabled now"), against `ssl_ca_file` when given, else the system's trusted certificates.
 //! A client certificate (`ssl_cert_file` + `ssl_key_file`) is presented when configured (for
-//! the `EXTERNAL` login). TLS 1.2 and 1.3 only; `ssl_version` can pin one of them.
+//! the `EXTERNAL` login); as in Python, without `ssl_key_file` the key is read from
+//! `ssl_cert_file`. TLS 1.2 and 1.3 only; `ssl_version` can pin one of them.
 
 use std::sync::Arc;
 
@@ -82,13 +83,15 @@ pub(crate) fn client_config(opts: &RabbitOptions) -> Result<Arc<rustls::ClientCo
         .with_root_certificates(roots);
     let config = match (opts.ssl_cert_file.is_empty(), opts.ssl_key_file.is_empty()) {
         (true, true) => builder.with_no_client_auth(),
-        (false, false) => {
+        (false, key_in_cert) => {
             let chain = load_certs(&opts.ssl_cert_file, "ssl_cert_file")?;
-            let key = PrivateKeyDer::from_pem_file(&opts.ssl_key_file).map_err(|e| {
-                Error::config(format!(
-                    "cannot read ssl_key_file {}: {e}",
-                    opts.ssl_key_file
-                ))
+            let (option, path) = if key_in_cert {
+                ("ssl_cert_file", &opts.ssl_cert_file)
+            } else {
+                ("ssl_key_file", &opts.ssl_key_file)
+            };
+            let key = PrivateKeyDer::from_pem_file(path).map_err(|e| {
+                Error::config(format!("cannot read the key in {option} {path}: {e}"))
             })?;
             builder.with_client_auth_cert(chain, key).map_err(|e| {
                 Error::config(format!(
@@ -96,10 +99,8 @@ pub(crate) fn client_config(opts: &RabbitOptions) -> Result<Arc<rustls::ClientCo
                 ))
             })?
         }
-        _ => {
-            return Err(Error::config(
-                "ssl_cert_file and ssl_key_file must be set together",
-            ));
+        (true, false) => {
+            return Err(Error::config("ssl_key_file needs ssl_cert_file"));
         }
     };
     Ok(Arc::new(config))
@@ -168,14 +169,14 @@ mod tests {
         );
 
         let opts = RabbitOptions {
-            ssl_cert_file: "/x.pem".into(),
+            ssl_key_file: "/x.pem".into(),
             ..RabbitOptions::default()
         };
         assert!(
             client_config(&opts)
                 .unwrap_err()
                 .to_string()
-                .contains("must be set together")
+                .contains("ssl_key_file needs ssl_cert_file")
         );
     }
 }
