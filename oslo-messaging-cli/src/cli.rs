@@ -290,8 +290,8 @@ pub(crate) struct ListenArgs {
     /// Only event types matching this regular expression.
     #[arg(long, value_name = "REGEX")]
     pub(crate) event_type: Option<String>,
-    /// Stop after this many notifications.
-    #[arg(long, value_name = "N")]
+    /// Stop after this many notifications (at least 1).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     pub(crate) count: Option<u64>,
     /// Stop after this many seconds (exit 2 if --count was not reached).
     #[arg(long, value_name = "SECS", value_parser = parse_seconds)]

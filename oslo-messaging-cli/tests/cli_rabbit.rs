@@ -580,3 +580,34 @@ fn an_unreachable_broker_is_a_failure_not_a_hang() {
     assert!(stderr(&o).contains("127.0.0.1:1"), "{}", stderr(&o));
     assert!(started.elapsed() < Duration::from_secs(15));
 }
+
+#[test]
+fn listen_on_an_unreachable_broker_ends_at_its_timeout() {
+    let started = Instant::now();
+    let o = Command::new(env!("CARGO_BIN_EXE_oslo-messaging"))
+        .args([
+            "--url",
+            "rabbit://guest:guest@127.0.0.1:1/",
+            "listen",
+            "--count",
+            "1",
+            "--timeout",
+            "2",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("0 of 1"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("without --pool"),
+        "warns about the shared queues: {}",
+        stderr(&o)
+    );
+    assert!(started.elapsed() < Duration::from_secs(10));
+
+    let o = Command::new(env!("CARGO_BIN_EXE_oslo-messaging"))
+        .args(["listen", "--count", "0"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(64), "{}", stderr(&o));
+}

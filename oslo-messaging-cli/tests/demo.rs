@@ -38,7 +38,7 @@ fn demo_rejects_an_unknown_scheme_clearly() {
         .args(["demo", "--url", "amqp1://u:pw@h/"])
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(out.status.code(), Some(64), "bad usage");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         stderr.contains("unknown transport driver \"amqp1\""),

@@ -316,26 +316,32 @@ async fn tls_verifies_the_broker_and_logs_in_with_a_certificate() {
     let client = RpcClient::new(&t, Target::new("tls"));
     assert_eq!(echo(&client, json!("tls")).await.unwrap(), json!("tls"));
 
-    // EXTERNAL: the client certificate's common name is the user; no password at all.
+    // EXTERNAL: the client certificate's common name is the user; no password at all. The key
+    // comes from ssl_key_file, or (as in Python) from ssl_cert_file when that holds both.
     let cert = certs.client_cert.to_str().unwrap();
     let key = certs.client_key.to_str().unwrap();
-    let external = Transport::with_config(
-        "rabbit://localhost:5795/",
-        &tls(&[
-            ("ssl_cert_file", cert),
-            ("ssl_key_file", key),
-            ("rabbit_login_method", "EXTERNAL"),
-        ]),
-    )
-    .unwrap();
-    let ext_client = RpcClient::new(&external, Target::new("tls"));
-    assert_eq!(
-        echo(&ext_client, json!("external")).await.unwrap(),
-        json!("external")
-    );
-    let users = node.ctl(&["-q", "list_connections", "user"]).unwrap();
-    assert!(users.contains("oslo-client"), "{users}");
-    external.cleanup().await;
+    let both = dir.path().join("client-and-key.pem");
+    let mut pem = std::fs::read(cert).unwrap();
+    pem.extend(std::fs::read(key).unwrap());
+    std::fs::write(&both, pem).unwrap();
+    let both = both.to_str().unwrap();
+    for files in [
+        vec![("ssl_cert_file", cert), ("ssl_key_file", key)],
+        vec![("ssl_cert_file", both)],
+    ] {
+        let mut opts = files.clone();
+        opts.push(("rabbit_login_method", "EXTERNAL"));
+        let external = Transport::with_config("rabbit://localhost:5795/", &tls(&opts)).unwrap();
+        let ext_client = RpcClient::new(&external, Target::new("tls"));
+        assert_eq!(
+            echo(&ext_client, json!("external")).await.unwrap(),
+            json!("external"),
+            "{files:?}"
+        );
+        let users = node.ctl(&["-q", "list_connections", "user"]).unwrap();
+        assert!(users.contains("oslo-client"), "{users}");
+        external.cleanup().await;
+    }
 
     // Refusals: each a quick error, never a plaintext fallback.
     for (what, url, cfg) in [

@@ -335,7 +335,7 @@ impl Server {
             .stderr(Stdio::null())
             .kill_on_drop(true)
             .spawn()
-            .map_err(|e| format!("cannot start {cmd:?}: {e}"))?;
+            .map_err(|e| format!("cannot start {}: {e}", program(&cmd)))?;
         let pid = child.id().unwrap_or(0);
         let stdout = child.stdout.take().unwrap();
         let (tx, lines) = mpsc::unbounded_channel();
@@ -400,7 +400,7 @@ async fn run_client(mut cmd: Command, within: Duration) -> Result<Value, String>
         .stderr(Stdio::piped())
         .kill_on_drop(true)
         .spawn()
-        .map_err(|e| format!("cannot start {cmd:?}: {e}"))?;
+        .map_err(|e| format!("cannot start {}: {e}", program(&cmd)))?;
     let out = tokio::time::timeout(within, child.wait_with_output())
         .await
         .map_err(|_| format!("the client did not finish within {within:?}"))?
@@ -982,4 +982,9 @@ async fn main() {
         eprintln!("the chart failed: {e}");
     }
     println!("{md}");
+}
+
+/// The program a command runs, for error text: its arguments may carry a broker password.
+fn program(cmd: &Command) -> String {
+    cmd.as_std().get_program().to_string_lossy().into_owned()
 }

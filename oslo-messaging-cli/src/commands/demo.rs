@@ -89,6 +89,11 @@ fn inventory(host: &str, journal: &Journal) -> Result<Endpoint, Error> {
                 .get("seconds")
                 .and_then(Value::as_f64)
                 .unwrap_or(1.0);
+            if !(0.0..=3600.0).contains(&secs) {
+                return Err(RpcError::value_error(format!(
+                    "seconds must be between 0 and 3600, not {secs}"
+                )));
+            }
             tokio::time::sleep(Duration::from_secs_f64(secs)).await;
             Ok::<_, RpcError>(secs)
         })
@@ -100,6 +105,13 @@ fn step(name: &str, text: impl std::fmt::Display) {
 }
 
 pub(crate) async fn run(global: &Global, args: &DemoArgs) -> u8 {
+    // Bad usage (a malformed --url, a bad configuration file) is told apart from a failed
+    // demo by its exit status. Making a transport does not connect.
+    if let Err(e) = super::load_config(global)
+        .and_then(|conf| super::transport(global, &conf, Some("memory://")))
+    {
+        return super::Failure::from(e).report(global.json);
+    }
     match tour(global, args).await {
         Ok(()) => {
             println!("done.");

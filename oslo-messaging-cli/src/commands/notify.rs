@@ -125,20 +125,44 @@ pub(crate) async fn listen(global: &Global, args: &ListenArgs) -> Result<u8, Fai
         .executor_pool_size(1);
     if let Some(pool) = &args.pool {
         builder = builder.pool(pool);
+    } else {
+        eprintln!(
+            "note: without --pool this listener consumes the shared {}.<priority> queues, \
+             taking notifications from the services that read them; use --pool to get copies",
+            args.topic
+        );
     }
     let listener = builder.build()?;
-    listener.start().await?;
-    tracing::info!(topic = %args.topic, "listening for notifications");
     let timeout = async {
         match args.timeout {
             Some(secs) => tokio::time::sleep(Duration::from_secs_f64(secs)).await,
             None => std::future::pending().await,
         }
     };
-    let timed_out = tokio::select! {
-        () = done.notified() => false,
-        () = super::shutdown_signal() => false,
-        () = timeout => true,
+    let signal = super::shutdown_signal();
+    tokio::pin!(timeout, signal);
+    // The timeout and Ctrl-C also bound the start (an unreachable broker is retried forever).
+    let interrupted = tokio::select! {
+        started = listener.start() => match started {
+            Ok(()) => None,
+            Err(e) => {
+                transport.cleanup().await;
+                return Err(e.into());
+            }
+        },
+        () = &mut timeout => Some(true),
+        () = &mut signal => Some(false),
+    };
+    let timed_out = match interrupted {
+        Some(timed_out) => timed_out,
+        None => {
+            tracing::info!(topic = %args.topic, "listening for notifications");
+            tokio::select! {
+                () = done.notified() => false,
+                () = &mut signal => false,
+                () = &mut timeout => true,
+            }
+        }
     };
     listener.stop().await;
     listener.wait().await;

@@ -389,6 +389,12 @@ impl RabbitOptions {
                 "rabbit_ha_queues and rabbit_quorum_queue cannot both be enabled",
             ));
         }
+        // Python fails later, on the first reply or fanout queue it declares.
+        if self.rabbit_ha_queues && self.rabbit_transient_quorum_queue {
+            return Err(Error::config(
+                "rabbit_ha_queues and rabbit_transient_quorum_queue cannot both be enabled",
+            ));
+        }
         if self.rabbit_stream_fanout
             && (self.rabbit_qos_prefetch_count <= 0 || !self.rabbit_transient_quorum_queue)
         {

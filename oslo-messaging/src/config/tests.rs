@@ -201,7 +201,11 @@ fn conflicts_python_refuses() {
     let cases = [
         (
             "rabbit_ha_queues = true\nrabbit_quorum_queue = true\n",
-            "cannot both be enabled",
+            "rabbit_ha_queues and rabbit_quorum_queue cannot both be enabled",
+        ),
+        (
+            "rabbit_ha_queues = true\nrabbit_transient_quorum_queue = true\n",
+            "rabbit_ha_queues and rabbit_transient_quorum_queue cannot both be enabled",
         ),
         (
             "rabbit_stream_fanout = true\n",
