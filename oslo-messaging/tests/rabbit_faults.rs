@@ -387,8 +387,8 @@ async fn tls_verifies_the_broker_and_logs_in_with_a_certificate() {
     }
     assert_eq!(
         count.load(Ordering::SeqCst),
-        2,
-        "only the two good calls ran"
+        3,
+        "only the three good calls ran (password, EXTERNAL twice)"
     );
     server.stop().await;
     server.wait().await;
