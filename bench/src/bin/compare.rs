@@ -184,6 +184,44 @@ struct Env {
 }
 
 impl Env {
+    /// `raw-amqp` with the broker, exchange and AMQP client of `side`.
+    fn raw(&self, side: Side, exchange: &str) -> Command {
+        let mut c = Command::new(self.bin_dir.join("raw-amqp"));
+        c.args(["--url", &self.url, "--exchange", exchange, "--client"])
+            .arg(if side == Side::RawOurs {
+                "ours"
+            } else {
+                "amqprs"
+            });
+        c
+    }
+
+    /// `oslo-messaging bench` or the Python peer (they take the same subcommands), running
+    /// `sub` with the broker and exchange in each one's own place.
+    fn bench(&self, side: Side, exchange: &str, sub: &[&str]) -> Command {
+        let mut c = if side == Side::Rust {
+            let mut c = Command::new(self.bin_dir.join("oslo-messaging"));
+            c.args([
+                "--url",
+                &self.url,
+                "--exchange",
+                exchange,
+                "--json",
+                "bench",
+            ]);
+            c
+        } else {
+            let mut c = Command::new(&self.python);
+            c.arg(&self.peer);
+            c
+        };
+        c.args(sub);
+        if side == Side::Python {
+            c.args(["--url", &self.url, "--exchange", exchange]);
+        }
+        c
+    }
+
     fn server_cmd(
         &self,
         side: Side,
@@ -194,129 +232,62 @@ impl Env {
         n: u64,
     ) -> Command {
         let n = n.to_string();
-        match side {
-            Side::RawOurs | Side::RawAmqprs => {
-                let mut c = Command::new(self.bin_dir.join("raw-amqp"));
-                c.args(["--url", &self.url, "--exchange", exchange, "--client"])
-                    .arg(if side == Side::RawOurs {
-                        "ours"
-                    } else {
-                        "amqprs"
-                    })
-                    .args(["rpc-server", "--topic", topic, "--count", &n]);
-                c
-            }
-            Side::Rust => {
-                let mut c = Command::new(self.bin_dir.join("oslo-messaging"));
-                c.args([
-                    "--url",
-                    &self.url,
-                    "--exchange",
-                    exchange,
-                    "--json",
-                    "bench",
-                ]);
-                if kind == Kind::Notify {
-                    c.args(["notify-server", "--topic", topic, "--count", &n]);
-                } else {
-                    c.args([
-                        "rpc-server",
-                        "--topic",
-                        topic,
-                        "--server",
-                        server,
-                        "--count",
-                        &n,
-                    ]);
-                }
-                c
-            }
-            Side::Python => {
-                let mut c = Command::new(&self.python);
-                c.arg(&self.peer);
-                if kind == Kind::Notify {
-                    c.args(["notify-server", "--topic", topic, "--count", &n]);
-                } else {
-                    c.args([
-                        "rpc-server",
-                        "--topic",
-                        topic,
-                        "--server",
-                        server,
-                        "--count",
-                        &n,
-                    ]);
-                }
-                c.args(["--url", &self.url, "--exchange", exchange]);
-                c
-            }
+        if matches!(side, Side::RawOurs | Side::RawAmqprs) {
+            let mut c = self.raw(side, exchange);
+            c.args(["rpc-server", "--topic", topic, "--count", &n]);
+            return c;
         }
+        let sub: &[&str] = if kind == Kind::Notify {
+            &["notify-server", "--topic", topic, "--count", &n]
+        } else {
+            &[
+                "rpc-server",
+                "--topic",
+                topic,
+                "--server",
+                server,
+                "--count",
+                &n,
+            ]
+        };
+        self.bench(side, exchange, sub)
     }
 
     fn client_cmd(&self, side: Side, w: &Workload, exchange: &str, topic: &str, n: u64) -> Command {
-        let (n, c, b) = (
+        let (n, c, b, warmup) = (
             n.to_string(),
             w.concurrency.to_string(),
             w.payload.to_string(),
+            WARMUP.to_string(),
         );
         let flags: &[&str] = match w.kind {
             Kind::Call | Kind::Notify => &[],
             Kind::Cast => &["--cast"],
             Kind::Fanout => &["--cast", "--fanout"],
         };
-        match side {
-            Side::RawOurs | Side::RawAmqprs => {
-                let mut cmd = Command::new(self.bin_dir.join("raw-amqp"));
-                cmd.args(["--url", &self.url, "--exchange", exchange, "--client"])
-                    .arg(if side == Side::RawOurs {
-                        "ours"
-                    } else {
-                        "amqprs"
-                    })
-                    .args(["rpc-client", "--topic", topic, "--calls", &n, "-c", &c])
-                    .args(["--payload-size", &b, "--warmup", &WARMUP.to_string()])
-                    .args(flags);
-                cmd
-            }
-            Side::Rust => {
-                let mut cmd = Command::new(self.bin_dir.join("oslo-messaging"));
-                cmd.args([
-                    "--url",
-                    &self.url,
-                    "--exchange",
-                    exchange,
-                    "--json",
-                    "bench",
-                ]);
-                if w.kind == Kind::Notify {
-                    cmd.args(["notify-client", "--topic", topic, "--count", &n]);
-                } else {
-                    cmd.args(["rpc-client", "--topic", topic, "--calls", &n])
-                        .args(flags)
-                        .args(["--warmup", &WARMUP.to_string()]);
-                }
-                cmd.args(["-c", &c, "--payload-size", &b]);
-                cmd
-            }
-            Side::Python => {
-                let mut cmd = Command::new(&self.python);
-                cmd.arg(&self.peer);
-                if w.kind == Kind::Notify {
-                    cmd.args(["notify-client", "--topic", topic, "--count", &n]);
-                } else {
-                    cmd.args(["rpc-client", "--topic", topic, "--calls", &n])
-                        .args(flags)
-                        .args(["--warmup", &WARMUP.to_string()]);
-                }
-                cmd.args(["--concurrency", &c, "--payload-size", &b]).args([
-                    "--url",
-                    &self.url,
-                    "--exchange",
-                    exchange,
-                ]);
-                cmd
-            }
+        if matches!(side, Side::RawOurs | Side::RawAmqprs) {
+            let mut cmd = self.raw(side, exchange);
+            cmd.args(["rpc-client", "--topic", topic, "--calls", &n, "-c", &c])
+                .args(["--payload-size", &b, "--warmup", &warmup])
+                .args(flags);
+            return cmd;
         }
+        let mut sub = if w.kind == Kind::Notify {
+            vec!["notify-client", "--topic", topic, "--count", &n]
+        } else {
+            let mut sub = vec!["rpc-client", "--topic", topic, "--calls", &n];
+            sub.extend_from_slice(flags);
+            sub.extend_from_slice(&["--warmup", &warmup]);
+            sub
+        };
+        // The Python peer spells -c out.
+        let concurrency = if side == Side::Rust {
+            "-c"
+        } else {
+            "--concurrency"
+        };
+        sub.extend_from_slice(&[concurrency, &c, "--payload-size", &b]);
+        self.bench(side, exchange, &sub)
     }
 }
 

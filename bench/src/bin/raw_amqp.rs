@@ -179,6 +179,83 @@ fn summary(
     })
 }
 
+/// Calls waiting for their reply, by correlation id.
+#[derive(Clone, Default)]
+struct Waiters(Arc<Mutex<HashMap<String, oneshot::Sender<()>>>>);
+
+impl Waiters {
+    fn register(&self, id: &str) -> oneshot::Receiver<()> {
+        let (tx, rx) = oneshot::channel();
+        self.0.lock().unwrap().insert(id.to_owned(), tx);
+        rx
+    }
+
+    /// Wakes the call a reply with this correlation id answers, if any.
+    fn wake(&self, id: Option<String>) {
+        if let Some(tx) = id.and_then(|id| self.0.lock().unwrap().remove(&id)) {
+            let _ = tx.send(());
+        }
+    }
+}
+
+/// Whether the reply came within a minute (at once for casts, which wait for none).
+async fn replied(rx: Option<oneshot::Receiver<()>>) -> bool {
+    match rx {
+        Some(rx) => tokio::time::timeout(Duration::from_secs(60), rx)
+            .await
+            .is_ok_and(|r| r.is_ok()),
+        None => true,
+    }
+}
+
+/// Runs `one(seq)` for `warmup` unmeasured operations, then for `calls` operations from
+/// `concurrency` tasks; returns the latencies (ms) of those that succeeded, the failures, the
+/// start time and the wall time. Both clients drive their load through it.
+async fn drive<F, Fut>(
+    one: F,
+    warmup: u64,
+    concurrency: u32,
+    calls: u64,
+) -> (Vec<f64>, u64, f64, Duration)
+where
+    F: Fn(u64) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = bool> + Send,
+{
+    for i in 0..warmup {
+        one(u64::MAX - i).await;
+    }
+    let next = Arc::new(AtomicU64::new(0));
+    let start_ts = now();
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..concurrency {
+        let (next, one) = (next.clone(), one.clone());
+        tasks.push(tokio::spawn(async move {
+            let (mut lat, mut errors) = (Vec::new(), 0);
+            loop {
+                let seq = next.fetch_add(1, Ordering::Relaxed);
+                if seq >= calls {
+                    break;
+                }
+                let t0 = Instant::now();
+                if one(seq).await {
+                    lat.push(t0.elapsed().as_secs_f64() * 1e3);
+                } else {
+                    errors += 1;
+                }
+            }
+            (lat, errors)
+        }));
+    }
+    let (mut lat, mut errors) = (Vec::new(), 0);
+    for t in tasks {
+        let (l, e) = t.await.unwrap();
+        lat.extend(l);
+        errors += e;
+    }
+    (lat, errors, start_ts, started.elapsed())
+}
+
 async fn shutdown_signal() {
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .expect("a SIGTERM handler");
@@ -361,7 +438,7 @@ mod ours {
         } else {
             (x, topic.to_owned())
         };
-        let waiters: Arc<Mutex<HashMap<String, oneshot::Sender<()>>>> = Arc::default();
+        let waiters = Waiters::default();
         let cch = consume.channel().await.unwrap();
         let reply_q = queue(&cch, "", true).await;
         if !cast {
@@ -371,9 +448,7 @@ mod ours {
                 while let Some(ConsumerEvent::Delivery(_, d)) = rx.recv().await {
                     let _ = cch.ack(d.delivery_tag).await;
                     let id = d.properties.correlation_id;
-                    if let Some(tx) = id.and_then(|id| waiters.lock().unwrap().remove(&id)) {
-                        let _ = tx.send(());
-                    }
+                    waiters.wake(id);
                 }
             });
         }
@@ -388,57 +463,16 @@ mod ours {
             );
             async move {
                 let id = format!("{seq:032x}");
-                let rx = (!cast).then(|| {
-                    let (tx, rx) = oneshot::channel();
-                    waiters.lock().unwrap().insert(id.clone(), tx);
-                    rx
-                });
+                let rx = (!cast).then(|| waiters.register(&id));
                 let p = props((!cast).then_some(reply_q.as_str()), Some(id));
                 let confirmed = pch.publish(&exchange_name, &key, false, &p, &body).await;
                 if !matches!(confirmed, Ok(Confirm::Ack)) {
                     return false;
                 }
-                match rx {
-                    Some(rx) => tokio::time::timeout(Duration::from_secs(60), rx)
-                        .await
-                        .is_ok_and(|r| r.is_ok()),
-                    None => true,
-                }
+                replied(rx).await
             }
         };
-        for i in 0..warmup {
-            one(u64::MAX - i).await;
-        }
-        let next = Arc::new(AtomicU64::new(0));
-        let start_ts = now();
-        let started = Instant::now();
-        let mut tasks = Vec::new();
-        for _ in 0..concurrency {
-            let (next, one) = (next.clone(), one.clone());
-            tasks.push(tokio::spawn(async move {
-                let (mut lat, mut errors) = (Vec::new(), 0);
-                loop {
-                    let seq = next.fetch_add(1, Ordering::Relaxed);
-                    if seq >= calls {
-                        break;
-                    }
-                    let t0 = Instant::now();
-                    if one(seq).await {
-                        lat.push(t0.elapsed().as_secs_f64() * 1e3);
-                    } else {
-                        errors += 1;
-                    }
-                }
-                (lat, errors)
-            }));
-        }
-        let (mut lat, mut errors) = (Vec::new(), 0);
-        for t in tasks {
-            let (l, e) = t.await.unwrap();
-            lat.extend(l);
-            errors += e;
-        }
-        let wall = started.elapsed();
+        let (lat, errors, start_ts, wall) = drive(one, warmup, concurrency, calls).await;
         publish.close().await;
         consume.close().await;
         (lat, errors, start_ts, wall)
@@ -686,7 +720,7 @@ mod with_amqprs {
         } else {
             (x, topic.to_owned())
         };
-        let waiters: Arc<Mutex<HashMap<String, oneshot::Sender<()>>>> = Arc::default();
+        let waiters = Waiters::default();
         let cch = consume.open_channel(None).await.unwrap();
         let (reply_q, _, _) = cch
             .queue_declare(QueueDeclareArguments::exclusive_server_named())
@@ -710,9 +744,7 @@ mod with_amqprs {
                         .basic_properties
                         .as_ref()
                         .and_then(|p| p.correlation_id().cloned());
-                    if let Some(tx) = id.and_then(|id| waiters.lock().unwrap().remove(&id)) {
-                        let _ = tx.send(());
-                    }
+                    waiters.wake(id);
                 }
             });
         }
@@ -727,11 +759,7 @@ mod with_amqprs {
             );
             async move {
                 let id = format!("{seq:032x}");
-                let rx = (!cast).then(|| {
-                    let (tx, rx) = oneshot::channel();
-                    waiters.lock().unwrap().insert(id.clone(), tx);
-                    rx
-                });
+                let rx = (!cast).then(|| waiters.register(&id));
                 let p = props((!cast).then_some(reply_q.as_str()), &id);
                 if !publisher
                     .publish(&exchange_name, &key, false, p, body.to_vec())
@@ -739,47 +767,10 @@ mod with_amqprs {
                 {
                     return false;
                 }
-                match rx {
-                    Some(rx) => tokio::time::timeout(Duration::from_secs(60), rx)
-                        .await
-                        .is_ok_and(|r| r.is_ok()),
-                    None => true,
-                }
+                replied(rx).await
             }
         };
-        for i in 0..warmup {
-            one(u64::MAX - i).await;
-        }
-        let next = Arc::new(AtomicU64::new(0));
-        let start_ts = now();
-        let started = Instant::now();
-        let mut tasks = Vec::new();
-        for _ in 0..concurrency {
-            let (next, one) = (next.clone(), one.clone());
-            tasks.push(tokio::spawn(async move {
-                let (mut lat, mut errors) = (Vec::new(), 0);
-                loop {
-                    let seq = next.fetch_add(1, Ordering::Relaxed);
-                    if seq >= calls {
-                        break;
-                    }
-                    let t0 = Instant::now();
-                    if one(seq).await {
-                        lat.push(t0.elapsed().as_secs_f64() * 1e3);
-                    } else {
-                        errors += 1;
-                    }
-                }
-                (lat, errors)
-            }));
-        }
-        let (mut lat, mut errors) = (Vec::new(), 0);
-        for t in tasks {
-            let (l, e) = t.await.unwrap();
-            lat.extend(l);
-            errors += e;
-        }
-        let wall = started.elapsed();
+        let (lat, errors, start_ts, wall) = drive(one, warmup, concurrency, calls).await;
         let _ = publish.close().await;
         let _ = consume.close().await;
         (lat, errors, start_ts, wall)

@@ -378,10 +378,45 @@ impl Plan {
         }
     }
 
+    /// One sender task's loop: runs `op` on each sequence number it takes, measuring each.
+    async fn work<Fut>(&self, mut op: impl FnMut(u64) -> Fut) -> Measured
+    where
+        Fut: Future<Output = Result<(), Error>>,
+    {
+        let mut m = Measured::default();
+        while let Some(seq) = self.take() {
+            let t0 = Instant::now();
+            let outcome = op(seq).await;
+            m.record(t0, outcome);
+        }
+        m
+    }
+
     fn done_so_far(&self) -> u64 {
         let n = self.next.load(Ordering::Relaxed);
         self.total.map_or(n, |t| n.min(t))
     }
+}
+
+/// Waits for the sender tasks, then ends the progress line; returns what they measured and
+/// the wall time since `started`.
+async fn gather(
+    tasks: Vec<tokio::task::JoinHandle<Measured>>,
+    bar: Option<tokio::task::JoinHandle<()>>,
+    started: Instant,
+) -> (Measured, Duration) {
+    let mut measured = Measured::default();
+    for t in tasks {
+        if let Ok(m) = t.await {
+            measured.merge(m);
+        }
+    }
+    let wall = started.elapsed();
+    if let Some(bar) = bar {
+        bar.abort();
+        eprintln!();
+    }
+    (measured, wall)
 }
 
 /// A progress line on stderr while the run lasts, when stderr is a terminal.
@@ -549,26 +584,11 @@ async fn rpc_client(global: &Global, args: &BenchRpcClientArgs) -> Result<u8, Fa
     for _ in 0..args.load.concurrency {
         let (client, cargo, plan, ctx) = (client.clone(), cargo.clone(), plan.clone(), ctx.clone());
         tasks.push(tokio::spawn(async move {
-            let mut m = Measured::default();
-            while let Some(seq) = plan.take() {
-                let t0 = Instant::now();
-                let outcome = send_info(&client, &ctx, &cargo, seq, cast).await;
-                m.record(t0, outcome);
-            }
-            m
+            plan.work(|seq| send_info(&client, &ctx, &cargo, seq, cast))
+                .await
         }));
     }
-    let mut measured = Measured::default();
-    for t in tasks {
-        if let Ok(m) = t.await {
-            measured.merge(m);
-        }
-    }
-    let wall = started.elapsed();
-    if let Some(bar) = bar {
-        bar.abort();
-        eprintln!();
-    }
+    let (measured, wall) = gather(tasks, bar, started).await;
     transport.cleanup().await;
     let attempted = plan.done_so_far();
     Ok(report(
@@ -615,27 +635,15 @@ async fn notify_client(global: &Global, args: &BenchNotifyClientArgs) -> Result<
     for notifier in notifiers {
         let (cargo, plan, ctx) = (cargo.clone(), plan.clone(), ctx.clone());
         tasks.push(tokio::spawn(async move {
-            let mut m = Measured::default();
-            while let Some(seq) = plan.take() {
-                let t0 = Instant::now();
+            let (notifier, ctx) = (&notifier, &ctx);
+            plan.work(|seq| {
                 let msg = (seq, cargo.next(), now(), None::<f64>, None::<f64>);
-                let outcome = notifier.info(&ctx, "compute.start", &msg).await;
-                m.record(t0, outcome);
-            }
-            m
+                async move { notifier.info(ctx, "compute.start", &msg).await }
+            })
+            .await
         }));
     }
-    let mut measured = Measured::default();
-    for t in tasks {
-        if let Ok(m) = t.await {
-            measured.merge(m);
-        }
-    }
-    let wall = started.elapsed();
-    if let Some(bar) = bar {
-        bar.abort();
-        eprintln!();
-    }
+    let (measured, wall) = gather(tasks, bar, started).await;
     transport.cleanup().await;
     let attempted = plan.done_so_far();
     Ok(report(
