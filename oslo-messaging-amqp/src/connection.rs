@@ -305,8 +305,28 @@ pub enum ConsumerEvent {
     Cancelled(String),
 }
 
+/// The error that ended a connection or channel: the first one set stays.
+#[derive(Default)]
+struct FirstError(Mutex<Option<AmqpError>>);
+
+impl FirstError {
+    fn slot(&self) -> std::sync::MutexGuard<'_, Option<AmqpError>> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn set(&self, e: AmqpError) {
+        self.slot().get_or_insert(e);
+    }
+
+    fn get(&self) -> Option<AmqpError> {
+        self.slot().clone()
+    }
+}
+
 struct Shared {
-    error: Mutex<Option<AmqpError>>,
+    error: FirstError,
     closed: watch::Sender<bool>,
     blocked: watch::Sender<Option<String>>,
     frame_max: usize,
@@ -315,46 +335,26 @@ struct Shared {
 
 impl Shared {
     fn fail(&self, e: AmqpError) {
-        let mut slot = self
-            .error
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if slot.is_none() {
-            *slot = Some(e);
-        }
-        drop(slot);
+        self.error.set(e);
         self.closed.send_replace(true);
     }
 
     fn error(&self) -> AmqpError {
-        self.error
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone()
-            .unwrap_or(AmqpError::Closed)
+        self.error.get().unwrap_or(AmqpError::Closed)
     }
 }
 
 struct ChanShared {
-    error: Mutex<Option<AmqpError>>,
+    error: FirstError,
 }
 
 impl ChanShared {
     fn fail(&self, e: AmqpError) {
-        let mut slot = self
-            .error
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if slot.is_none() {
-            *slot = Some(e);
-        }
+        self.error.set(e);
     }
 
     fn error(&self) -> Option<AmqpError> {
-        self.error
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone()
+        self.error.get()
     }
 }
 
@@ -675,7 +675,7 @@ impl Connection {
         let (closed, _) = watch::channel(false);
         let (blocked, _) = watch::channel(None);
         let shared = Arc::new(Shared {
-            error: Mutex::new(None),
+            error: FirstError::default(),
             closed,
             blocked,
             frame_max: tuned.frame_max as usize,
@@ -1049,7 +1049,7 @@ impl ChanState {
     fn new() -> Self {
         Self {
             shared: Arc::new(ChanShared {
-                error: Mutex::new(None),
+                error: FirstError::default(),
             }),
             rpcs: VecDeque::new(),
             consumers: HashMap::new(),

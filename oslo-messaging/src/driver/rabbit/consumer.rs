@@ -116,6 +116,22 @@ pub(crate) async fn spawn(
     }
 }
 
+/// `rabbit_qos_prefetch_count` on a channel (nothing for 0 or less: no limit).
+async fn set_qos(ch: &Channel, prefetch: i64) -> std::result::Result<(), AmqpError> {
+    if prefetch > 0 {
+        ch.rpc(
+            &Method::BasicQos {
+                prefetch_size: 0,
+                prefetch_count: u16::try_from(prefetch).unwrap_or(u16::MAX),
+                global: false,
+            },
+            (60, 11),
+        )
+        .await?;
+    }
+    Ok(())
+}
+
 fn is_durable_mismatch(e: &AmqpError) -> bool {
     matches!(e, AmqpError::ChannelClosed { code: 406, text, .. } if text.contains("inequivalent arg 'durable'"))
 }
@@ -183,31 +199,13 @@ async fn setup(
 ) -> std::result::Result<Consuming, AmqpError> {
     let mut ch = conn.channel().await?;
     let prefetch = link.opts.rabbit_qos_prefetch_count;
-    if prefetch > 0 {
-        ch.rpc(
-            &Method::BasicQos {
-                prefetch_size: 0,
-                prefetch_count: u16::try_from(prefetch).unwrap_or(u16::MAX),
-                global: false,
-            },
-            (60, 11),
-        )
-        .await?;
-    }
+    set_qos(&ch, prefetch).await?;
     for q in &spec.queues {
-        let before = ch.id();
+        let before = ch.clone();
         declare_queue(conn, &mut ch, &q.decl).await?;
-        if ch.id() != before && prefetch > 0 {
+        if !ch.same(&before) {
             // A fallback replaced the channel: QoS is per channel.
-            ch.rpc(
-                &Method::BasicQos {
-                    prefetch_size: 0,
-                    prefetch_count: u16::try_from(prefetch).unwrap_or(u16::MAX),
-                    global: false,
-                },
-                (60, 11),
-            )
-            .await?;
+            set_qos(&ch, prefetch).await?;
         }
     }
     let (tx, events) = mpsc::unbounded_channel();
