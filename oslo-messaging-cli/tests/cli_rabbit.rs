@@ -5,165 +5,14 @@
 //! The tests pass a config file with `amqp_auto_delete = true`, so queues and exchanges go
 //! away with their consumers and the tests leave nothing on the broker.
 
+mod support;
+
 use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::mpsc;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-
-fn broker_url() -> String {
-    std::env::var("OSLO_MESSAGING_TEST_URL")
-        .unwrap_or_else(|_| "rabbit://guest:guest@127.0.0.1:5672/".to_owned())
-}
-
-/// Whether the broker answers; fails instead when `CI` is set.
-fn broker_available() -> bool {
-    let url = broker_url();
-    let authority = url
-        .split("://")
-        .nth(1)
-        .and_then(|rest| rest.split('/').next())
-        .and_then(|hosts| hosts.split(',').next())
-        .map(|h| h.rsplit('@').next().unwrap_or(h).to_owned())
-        .unwrap_or_default();
-    let addr = if authority.contains(':') {
-        authority
-    } else {
-        format!("{authority}:5672")
-    };
-    let ok = addr
-        .parse()
-        .is_ok_and(|a| std::net::TcpStream::connect_timeout(&a, Duration::from_secs(2)).is_ok());
-    if !ok {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI is set but the test broker {addr} is unreachable"
-        );
-        eprintln!("SKIPPED: no RabbitMQ at {addr}");
-    }
-    ok
-}
-
-macro_rules! require_broker {
-    () => {
-        if !broker_available() {
-            return;
-        }
-    };
-}
-
-/// Unique names, a config file and the command line prefix of one test.
-struct Env {
-    exchange: String,
-    dir: tempfile::TempDir,
-}
-
-impl Env {
-    fn new(name: &str) -> Self {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos();
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(
-            dir.path().join("test.conf"),
-            "[oslo_messaging_rabbit]\namqp_auto_delete = true\nrabbit_transient_queues_ttl = 60\n",
-        )
-        .unwrap();
-        Self {
-            exchange: format!("cli_{name}_{}_{nanos:x}", std::process::id()),
-            dir,
-        }
-    }
-
-    fn topic(&self, name: &str) -> String {
-        format!("{}_{name}", self.exchange)
-    }
-
-    /// The binary with --url, --config-file and --exchange set.
-    fn cmd(&self) -> Command {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_oslo-messaging"));
-        c.arg("--url")
-            .arg(broker_url())
-            .arg("--config-file")
-            .arg(self.dir.path().join("test.conf"))
-            .arg("--exchange")
-            .arg(&self.exchange);
-        c
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        self.cmd().args(args).output().expect("run the binary")
-    }
-}
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-/// A background process whose stdout lines arrive on a channel; killed on drop.
-struct Background {
-    child: Child,
-    lines: mpsc::Receiver<String>,
-}
-
-impl Background {
-    fn spawn(mut cmd: Command) -> Self {
-        let mut child = cmd
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn the binary");
-        let out = child.stdout.take().unwrap();
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(out).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        Self { child, lines }
-    }
-
-    /// The next stdout line as JSON, within `secs`.
-    fn next_json(&self, secs: u64) -> Value {
-        let line = self
-            .lines
-            .recv_timeout(Duration::from_secs(secs))
-            .expect("a line from the background process");
-        serde_json::from_str(&line).unwrap_or_else(|e| panic!("{line:?} is not JSON: {e}"))
-    }
-
-    /// Sends SIGINT (Ctrl-C) and returns the exit code.
-    fn interrupt(mut self) -> Option<i32> {
-        let status = Command::new("kill")
-            .args(["-INT", &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success());
-        let deadline = Instant::now() + Duration::from_secs(15);
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status.code();
-            }
-            assert!(Instant::now() < deadline, "the process did not stop");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-impl Drop for Background {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use support::{Background, Env, broker_url, stderr, stdout};
 
 fn rpc_server(env: &Env, topic: &str, server: &str, extra: &[&str]) -> Background {
     let mut c = env.cmd();
@@ -179,7 +28,7 @@ fn rpc_server(env: &Env, topic: &str, server: &str, extra: &[&str]) -> Backgroun
 #[test]
 fn call_prints_results_and_exits_by_outcome() {
     require_broker!();
-    let env = Env::new("call");
+    let env = Env::new("cli", "call");
     let topic = env.topic("t");
     let server = rpc_server(&env, &topic, "s1", &["--ping"]);
 
@@ -285,7 +134,7 @@ fn call_prints_results_and_exits_by_outcome() {
 #[test]
 fn cast_and_fanout_reach_their_servers() {
     require_broker!();
-    let env = Env::new("cast");
+    let env = Env::new("cli", "cast");
     let topic = env.topic("t");
     let a = rpc_server(&env, &topic, "a", &[]);
     let b = rpc_server(&env, &topic, "b", &[]);
@@ -324,7 +173,7 @@ fn cast_and_fanout_reach_their_servers() {
 #[test]
 fn notify_then_listen_prints_json_lines() {
     require_broker!();
-    let env = Env::new("notify");
+    let env = Env::new("cli", "notify");
     let topic = env.topic("n");
     // The notifier declares the topic.priority queues: the notifications wait there.
     for (priority, driver, payload) in [
@@ -415,7 +264,7 @@ fn notify_then_listen_prints_json_lines() {
 #[test]
 fn listen_with_a_pool_gets_its_own_copy() {
     require_broker!();
-    let env = Env::new("pool");
+    let env = Env::new("cli", "pool");
     let topic = env.topic("n");
     let mut c = env.cmd();
     c.args([
