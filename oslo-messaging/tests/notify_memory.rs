@@ -13,25 +13,8 @@ use oslo_messaging::notify::{
 };
 use oslo_messaging::{Config, Context, ErrorKind, Retry, Target, Transport};
 use serde_json::{Value, json};
+use support::{Seen, forwarding};
 use tokio::sync::mpsc;
-
-type Seen = mpsc::UnboundedReceiver<Notification>;
-
-/// An endpoint forwarding every priority's notifications to a channel.
-fn forwarding(priorities: &[Priority]) -> (NotificationEndpoint, Seen) {
-    let (tx, rx) = mpsc::unbounded_channel();
-    let mut ep = NotificationEndpoint::new();
-    for p in priorities {
-        let tx = tx.clone();
-        ep = ep.on(*p, move |n: Notification| {
-            let tx = tx.clone();
-            async move {
-                let _ = tx.send(n);
-            }
-        });
-    }
-    (ep, rx)
-}
 
 async fn listener(
     t: &Transport,

@@ -13,24 +13,8 @@ use oslo_messaging::notify::{
 use oslo_messaging::{Context, Target, Transport};
 use serde_json::{Value, json};
 use support::rabbit::{Raw, Scope};
+use support::{Seen, forwarding};
 use tokio::sync::mpsc;
-
-type Seen = mpsc::UnboundedReceiver<Notification>;
-
-fn forwarding(priorities: &[Priority]) -> (NotificationEndpoint, Seen) {
-    let (tx, rx) = mpsc::unbounded_channel();
-    let mut ep = NotificationEndpoint::new();
-    for p in priorities {
-        let tx = tx.clone();
-        ep = ep.on(*p, move |n: Notification| {
-            let tx = tx.clone();
-            async move {
-                let _ = tx.send(n);
-            }
-        });
-    }
-    (ep, rx)
-}
 
 async fn listener(
     scope: &Scope,

@@ -11,9 +11,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use oslo_messaging::rpc::{Endpoint, Request, RpcClient, RpcError, RpcServer};
+use oslo_messaging::rpc::{RpcClient, RpcServer};
 use oslo_messaging::{Config, Context, ErrorKind, Retry, Target, Transport};
 use serde_json::{Value, json};
+use support::counting_endpoint;
 use support::node::{Certs, Node};
 
 /// Options for quick recovery in tests: 1 s between attempts, no growth.
@@ -30,23 +31,9 @@ fn config(extra: &[(&str, &str)]) -> Config {
     b.build().unwrap()
 }
 
-fn echo_endpoint(count: &Arc<AtomicUsize>) -> Endpoint {
-    let c = count.clone();
-    Endpoint::builder()
-        .method("echo", move |req: Request<Value>| {
-            let c = c.clone();
-            async move {
-                c.fetch_add(1, Ordering::SeqCst);
-                Ok::<_, RpcError>(req.args()["data"].clone())
-            }
-        })
-        .build()
-        .unwrap()
-}
-
 async fn serve(t: &Transport, topic: &str, count: &Arc<AtomicUsize>) -> RpcServer {
     let s = RpcServer::builder(t, Target::new(topic).with_server("s1"))
-        .endpoint(echo_endpoint(count))
+        .endpoint(counting_endpoint(count, "data"))
         .build()
         .unwrap();
     s.start().await.unwrap();

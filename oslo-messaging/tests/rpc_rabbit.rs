@@ -12,7 +12,7 @@ use oslo_messaging::rpc::{Endpoint, NoArgs, Request, RpcClient, RpcError, RpcSer
 use oslo_messaging::{Config, Context, ErrorKind, Retry, Target, Transport};
 use serde_json::{Value, json};
 use support::rabbit::{Raw, Scope, broker_parts};
-use support::{Calls, recording_endpoint, stop};
+use support::{Calls, counting_endpoint, recording_endpoint, stop};
 
 fn ctx() -> Context {
     Context::new()
@@ -426,21 +426,6 @@ async fn compressed_messages_are_sent_and_understood() {
     }
 }
 
-/// An endpoint counting its invocations.
-fn counting_endpoint(count: &Arc<AtomicUsize>) -> Endpoint {
-    let c = count.clone();
-    Endpoint::builder()
-        .method("echo", move |req: Request<Value>| {
-            let c = c.clone();
-            async move {
-                c.fetch_add(1, Ordering::SeqCst);
-                Ok::<_, RpcError>(req.args()["value"].clone())
-            }
-        })
-        .build()
-        .unwrap()
-}
-
 #[tokio::test]
 async fn bad_messages_are_dropped_and_the_next_one_is_served() {
     require_broker!();
@@ -448,7 +433,7 @@ async fn bad_messages_are_dropped_and_the_next_one_is_served() {
     let t = scope.transport();
     let topic = scope.topic("bad");
     let count = Arc::new(AtomicUsize::new(0));
-    let s = serve(&scope, &t, &topic, "s", counting_endpoint(&count)).await;
+    let s = serve(&scope, &t, &topic, "s", counting_endpoint(&count, "value")).await;
     let raw = Raw::connect().await.unwrap();
     let good_request = br#"{"oslo.version": "2.0", "oslo.message": "{\"method\": \"echo\", \"args\": {\"value\": 1}}"}"#;
     let bad: [(Option<&str>, &[u8]); 7] = [
@@ -491,7 +476,7 @@ async fn a_reply_to_a_missing_queue_does_not_stall_the_server() {
     let t = scope.transport_with(&[("kombu_missing_consumer_retry_timeout", "2")]);
     let topic = scope.topic("noreply");
     let count = Arc::new(AtomicUsize::new(0));
-    let s = serve(&scope, &t, &topic, "s", counting_endpoint(&count)).await;
+    let s = serve(&scope, &t, &topic, "s", counting_endpoint(&count, "value")).await;
     let raw = Raw::connect().await.unwrap();
     // A call whose reply queue does not exist (its client died before the reply).
     let orphan = br#"{"oslo.version": "2.0", "oslo.message": "{\"method\": \"echo\", \"args\": {\"value\": 1}, \"_msg_id\": \"0123456789abcdef0123456789abcdef\", \"_reply_q\": \"reply_gone_for_good\", \"_timeout\": null}"}"#;

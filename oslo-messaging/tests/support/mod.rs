@@ -5,9 +5,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use oslo_messaging::notify::{Notification, NotificationEndpoint, Priority};
 use oslo_messaging::rpc::{Endpoint, Request, RpcError, RpcServer};
 use oslo_messaging::{Target, Transport};
 use serde_json::Value;
+use tokio::sync::mpsc;
 
 /// A name no other test uses, for topics and exchanges on shared brokers.
 pub fn unique(prefix: &str) -> String {
@@ -75,6 +77,40 @@ pub fn recording_endpoint(name: &str, calls: &Calls) -> Endpoint {
         })
         .build()
         .unwrap()
+}
+
+/// An endpoint whose `echo` answers its `key` argument and counts its calls.
+pub fn counting_endpoint(count: &Arc<AtomicUsize>, key: &'static str) -> Endpoint {
+    let c = count.clone();
+    Endpoint::builder()
+        .method("echo", move |req: Request<Value>| {
+            let c = c.clone();
+            async move {
+                c.fetch_add(1, Ordering::SeqCst);
+                Ok::<_, RpcError>(req.args()[key].clone())
+            }
+        })
+        .build()
+        .unwrap()
+}
+
+/// The notifications a [`forwarding`] endpoint received.
+pub type Seen = mpsc::UnboundedReceiver<Notification>;
+
+/// An endpoint forwarding every priority's notifications to a channel.
+pub fn forwarding(priorities: &[Priority]) -> (NotificationEndpoint, Seen) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let mut ep = NotificationEndpoint::new();
+    for p in priorities {
+        let tx = tx.clone();
+        ep = ep.on(*p, move |n: Notification| {
+            let tx = tx.clone();
+            async move {
+                let _ = tx.send(n);
+            }
+        });
+    }
+    (ep, rx)
 }
 
 /// Starts a server on `topic`/`server` with `endpoint`.
