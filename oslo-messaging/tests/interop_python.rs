@@ -324,11 +324,7 @@ async fn run_matrix(client: Side, server: Side) {
     let topic = scope.topic("mx");
     scope.queue(format!("{topic}.server-1"));
     let url = broker_url();
-    let opts = PeerOpts {
-        url: &url,
-        exchange: &scope.exchange,
-        rabbit: &[],
-    };
+    let opts = PeerOpts::new(&url, &scope.exchange);
     let t = scope.transport();
     let records = Records::default();
     let (mut py_server, rust_srv) = match server {
@@ -430,11 +426,7 @@ async fn our_errors_keep_their_class_for_python_clients_that_allow_the_module() 
     let mut peer = Peer::spawn(
         "client",
         &["--topic", &topic, "--allowed-remote-exmod", "peer_errors"],
-        &PeerOpts {
-            url: &url,
-            exchange: &scope.exchange,
-            rabbit: &[],
-        },
+        &PeerOpts::new(&url, &scope.exchange),
     );
     peer.send(&call(
         "fail",
@@ -466,11 +458,7 @@ async fn fanout_and_round_robin_across_both_languages() {
     let scope = Scope::new("mixed");
     let topic = scope.topic("mixed");
     let url = broker_url();
-    let opts = PeerOpts {
-        url: &url,
-        exchange: &scope.exchange,
-        rabbit: &[],
-    };
+    let opts = PeerOpts::new(&url, &scope.exchange);
     let t = scope.transport();
     let records = Records::default();
     let mut py = Vec::new();
@@ -562,11 +550,7 @@ async fn at_least_once_with_nobody_listening_fails_fast_in_both() {
     let scope = Scope::new("alo");
     let topic = scope.topic("alo");
     let url = broker_url();
-    let opts = PeerOpts {
-        url: &url,
-        exchange: &scope.exchange,
-        rabbit: &[],
-    };
+    let opts = PeerOpts::new(&url, &scope.exchange);
     // Declare the exchange first, so the message is unroutable rather than refused.
     let t = scope.transport();
     let client = RpcClient::new(&t, Target::new(&topic));
@@ -630,11 +614,7 @@ async fn python_notifications_reach_our_listener() {
     let scope = Scope::new("pynote");
     let topic = scope.topic("pynote");
     let url = broker_url();
-    let opts = PeerOpts {
-        url: &url,
-        exchange: &scope.exchange,
-        rabbit: &[],
-    };
+    let opts = PeerOpts::new(&url, &scope.exchange);
     let t = scope.transport();
     let (ep, mut rx) = forwarding();
     let l = NotificationListener::builder(&t, vec![Target::new(&topic)])
@@ -702,11 +682,7 @@ async fn our_notifications_reach_a_python_listener() {
     let scope = Scope::new("rsnote");
     let topic = scope.topic("rsnote");
     let url = broker_url();
-    let opts = PeerOpts {
-        url: &url,
-        exchange: &scope.exchange,
-        rabbit: &[],
-    };
+    let opts = PeerOpts::new(&url, &scope.exchange);
     let t = scope.transport();
     let total = 2 * PRIORITIES.len();
     let mut listener = Peer::spawn(
@@ -788,11 +764,7 @@ async fn pools_are_shared_across_languages() {
     scope.queue(shared.clone());
     scope.queue(own.clone());
     let url = broker_url();
-    let opts = PeerOpts {
-        url: &url,
-        exchange: &scope.exchange,
-        rabbit: &[],
-    };
+    let opts = PeerOpts::new(&url, &scope.exchange);
     let t = scope.transport();
     // Pool "shared": one Python and one Rust listener. Pool "own": a Rust listener alone.
     let mut py = Peer::spawn(
@@ -865,11 +837,7 @@ async fn requeue_works_across_languages() {
     require_python!();
     let scope = Scope::new("mixrq");
     let url = broker_url();
-    let opts = PeerOpts {
-        url: &url,
-        exchange: &scope.exchange,
-        rabbit: &[],
-    };
+    let opts = PeerOpts::new(&url, &scope.exchange);
     let t = scope.transport();
 
     // A Python listener requeues our notification once, then takes it.

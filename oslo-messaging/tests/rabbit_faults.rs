@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 use oslo_messaging::rpc::{RpcClient, RpcServer};
 use oslo_messaging::{Config, Context, ErrorKind, Retry, Target, Transport};
 use serde_json::{Value, json};
-use support::counting_endpoint;
 use support::node::{Certs, Node};
+use support::{counting_endpoint, stop};
 
 /// Options for quick recovery in tests: 1 s between attempts, no growth.
 fn config(extra: &[(&str, &str)]) -> Config {
@@ -123,8 +123,7 @@ async fn a_server_keeps_serving_across_a_broker_restart() {
     assert!(started.elapsed() < Duration::from_secs(10));
     node.boot();
     recovers(&client, Duration::from_secs(60)).await;
-    server.stop().await;
-    server.wait().await;
+    stop(&server).await;
     t.cleanup().await;
 }
 
@@ -146,8 +145,7 @@ async fn connections_closed_by_the_operator_come_back() {
     // Publisher, RPC server and reply consumer all reconnected: nothing stays behind.
     let conns = node.ctl(&["-q", "list_connections", "name"]).unwrap();
     assert!(conns.lines().count() <= 4, "connections now: {conns}");
-    server.stop().await;
-    server.wait().await;
+    stop(&server).await;
     t.cleanup().await;
 }
 
@@ -205,8 +203,7 @@ async fn a_memory_alarm_blocks_publishers_visibly_and_lets_them_resume() {
         .unwrap();
     assert_eq!(out, json!("blocked"));
     assert_eq!(t.blocked().await, None);
-    server.stop().await;
-    server.wait().await;
+    stop(&server).await;
     t.cleanup().await;
 }
 
@@ -256,8 +253,7 @@ async fn a_frozen_broker_cannot_hang_us() {
 
     node.resume();
     recovers(&client, Duration::from_secs(60)).await;
-    server.stop().await;
-    server.wait().await;
+    stop(&server).await;
     t.cleanup().await;
 }
 
@@ -377,7 +373,6 @@ async fn tls_verifies_the_broker_and_logs_in_with_a_certificate() {
         3,
         "only the three good calls ran (password, EXTERNAL twice)"
     );
-    server.stop().await;
-    server.wait().await;
+    stop(&server).await;
     t.cleanup().await;
 }

@@ -66,6 +66,17 @@ pub struct PeerOpts<'a> {
     pub rabbit: &'a [(&'a str, &'a str)],
 }
 
+impl<'a> PeerOpts<'a> {
+    /// The broker and exchange, with the default `[oslo_messaging_rabbit]` options.
+    pub fn new(url: &'a str, exchange: &'a str) -> Self {
+        Self {
+            url,
+            exchange,
+            rabbit: &[],
+        }
+    }
+}
+
 impl Peer {
     /// Starts `peer.py command args...` with the common options.
     pub fn spawn(command: &str, args: &[&str], opts: &PeerOpts<'_>) -> Self {
