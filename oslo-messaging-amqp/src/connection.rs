@@ -406,7 +406,6 @@ pub struct Channel {
     id: u16,
     conn: Connection,
     shared: Arc<ChanShared>,
-    confirms: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl fmt::Debug for Channel {
@@ -722,7 +721,6 @@ impl Connection {
             id,
             conn: self.clone(),
             shared,
-            confirms: Arc::default(),
         })
     }
 
@@ -830,13 +828,25 @@ impl Channel {
         }
     }
 
-    /// Sends a synchronous method and waits for its reply. Cancel-safe: dropping the future
-    /// leaves the channel consistent (the reply is discarded when it comes).
+    /// Sends a synchronous method and waits for its reply.
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropping the future leaves the channel consistent: if the method already went out, the
+    /// broker still carries it out and its reply is discarded when it comes.
     pub async fn rpc(&self, method: &Method, expect: (u16, u16)) -> Result<Method, AmqpError> {
         self.rpc_inner(method, expect, None, false).await
     }
 
     /// Puts the channel in confirm mode: every later publish waits for the broker's ack.
+    ///
+    /// # Cancel safety
+    ///
+    /// The connection's task, not this future, switches the channel: once the request is
+    /// handed over, the channel is in confirm mode for every later publish even if this
+    /// future is dropped before the broker's `confirm.select-ok`, so no publish is ever
+    /// reported as confirmed without the broker's ack. Dropped before the hand-over, the
+    /// channel stays as it was.
     pub async fn confirm_select(&self) -> Result<(), AmqpError> {
         self.rpc_inner(
             &Method::ConfirmSelect { no_wait: false },
@@ -844,14 +854,22 @@ impl Channel {
             None,
             true,
         )
-        .await?;
-        self.confirms
-            .store(true, std::sync::atomic::Ordering::Release);
-        Ok(())
+        .await
+        .map(|_| ())
     }
 
     /// Starts a consumer; returns its tag and its deliveries (which end when the consumer is
     /// cancelled or the channel closes).
+    ///
+    /// Dropping the receiver cancels the consumer (`basic.cancel`): deliveries that reach it
+    /// afterwards are rejected and requeued once, for other consumers, instead of being
+    /// redelivered to this one in a loop. Deliveries the receiver held unread when it was
+    /// dropped stay unacknowledged until the channel closes, as with any unsettled delivery.
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropping the future before it returns drops the receiver with it, so a consumer the
+    /// broker starts anyway is cancelled as above.
     pub async fn consume(
         &self,
         queue: &str,
@@ -867,7 +885,14 @@ impl Channel {
     }
 
     /// Starts a consumer whose events go to `events` (shared by several consumers); returns
-    /// its tag.
+    /// its tag. When the receiver of `events` is dropped, every consumer feeding it is
+    /// cancelled, as for [`consume`](Self::consume).
+    ///
+    /// # Cancel safety
+    ///
+    /// If the future is dropped after the request went out, the broker may start the consumer
+    /// anyway: its deliveries then reach `events` under a tag the caller never saw, until
+    /// the receiver is dropped or the channel closes.
     pub async fn consume_into(
         &self,
         queue: &str,
@@ -894,6 +919,12 @@ impl Channel {
 
     /// Publishes a message. In confirm mode the future completes with the broker's verdict;
     /// otherwise once the frames are queued.
+    ///
+    /// # Cancel safety
+    ///
+    /// Not cancel-safe as to the message: once its frames are handed to the connection's task
+    /// it is sent whole (never cut between frames), and dropping the future only discards
+    /// the broker's verdict. Dropped before the hand-over, nothing is sent.
     pub async fn publish(
         &self,
         exchange: &str,
@@ -918,16 +949,8 @@ impl Channel {
             body,
             self.conn.frame_max(),
         )?;
-        if !self.confirms.load(std::sync::atomic::Ordering::Acquire) {
-            self.conn
-                .send(Command::Publish {
-                    channel: self.id,
-                    frames,
-                    confirm: None,
-                })
-                .await?;
-            return Ok(Confirm::Ack);
-        }
+        // Whether the channel is in confirm mode is the connection task's to know: it answers
+        // at once for a channel that is not.
         let key = if mandatory {
             return_key(routing_key, body)
         } else {
@@ -975,6 +998,11 @@ impl Channel {
     }
 
     /// Cancels a consumer (its deliveries end).
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`rpc`](Self::rpc): once sent, the consumer is cancelled whether or not the future
+    /// is still there for the reply.
     pub async fn cancel(&self, consumer_tag: &str) -> Result<(), AmqpError> {
         self.rpc(
             &Method::BasicCancel {
@@ -1231,7 +1259,48 @@ impl IoTask {
         }
     }
 
+    /// Cancels every consumer whose receiver was dropped (`basic.cancel`, its `cancel-ok`
+    /// awaited like any reply), so the broker stops delivering to it; what it still sends
+    /// meanwhile is rejected and requeued.
+    fn cancel_abandoned(&mut self) {
+        for (&id, ch) in &mut self.channels {
+            if ch.closing {
+                continue;
+            }
+            let gone: Vec<String> = ch
+                .consumers
+                .iter()
+                .filter(|(_, tx)| tx.is_closed())
+                .map(|(tag, _)| tag.clone())
+                .collect();
+            for consumer_tag in gone {
+                ch.consumers.remove(&consumer_tag);
+                tracing::debug!(
+                    channel = id,
+                    consumer_tag,
+                    "cancelling a consumer whose receiver was dropped"
+                );
+                ch.rpcs.push_back(PendingRpc {
+                    expect: (60, 31),
+                    reply: None,
+                    consumer: None,
+                    open: None,
+                });
+                // Small and fixed: encoding cannot fail.
+                let _ = frame::write_method(
+                    &mut self.wbuf,
+                    id,
+                    &Method::BasicCancel {
+                        consumer_tag,
+                        no_wait: false,
+                    },
+                );
+            }
+        }
+    }
+
     fn on_tick(&mut self) -> Step {
+        self.cancel_abandoned();
         let now = Instant::now();
         if let Some((_, deadline)) = &self.closing
             && now >= *deadline
@@ -1663,30 +1732,22 @@ impl IoTask {
                     properties: header.properties,
                     body,
                 };
-                match ch.consumers.get(&consumer_tag) {
-                    Some(tx) => {
-                        if tx
-                            .send(ConsumerEvent::Delivery(consumer_tag.clone(), delivery))
-                            .is_err()
-                        {
-                            // The consumer went away: give the message back.
-                            ch.consumers.remove(&consumer_tag);
-                            self.write_method(
-                                channel,
-                                &Method::BasicReject {
-                                    delivery_tag,
-                                    requeue: true,
-                                },
-                            );
-                        }
-                    }
-                    None => self.write_method(
+                let refused = match ch.consumers.get(&consumer_tag) {
+                    Some(tx) => tx
+                        .send(ConsumerEvent::Delivery(consumer_tag.clone(), delivery))
+                        .is_err(),
+                    // Cancelled by us, and the broker had it on its way: give it back.
+                    None => true,
+                };
+                if refused {
+                    self.write_method(
                         channel,
                         &Method::BasicReject {
                             delivery_tag,
                             requeue: true,
                         },
-                    ),
+                    );
+                    self.cancel_abandoned();
                 }
             }
             IncomingKind::Return {

@@ -390,3 +390,114 @@ async fn broker_cancel_ends_the_consumer() {
     assert!(rx.recv().await.is_none());
     conn.close().await;
 }
+
+/// The consumer count and ready messages of `queue`, by a passive declare.
+async fn queue_counts(ch: &Channel, queue: &str) -> (u32, u32) {
+    let passive = Method::QueueDeclare {
+        queue: queue.into(),
+        passive: true,
+        durable: false,
+        exclusive: false,
+        auto_delete: false,
+        no_wait: false,
+        arguments: vec![],
+    };
+    match ch.rpc(&passive, (50, 11)).await.unwrap() {
+        Method::QueueDeclareOk {
+            message_count,
+            consumer_count,
+            ..
+        } => (consumer_count, message_count),
+        other => panic!("expected declare-ok, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn dropping_the_receiver_cancels_the_consumer() {
+    require_broker!();
+    let conn = Connection::open(&params()).await.unwrap();
+    let ch = conn.channel().await.unwrap();
+    ch.confirm_select().await.unwrap();
+    let q = unique("amqp_drop");
+    // Not auto-delete (that would delete it with its last consumer); exclusive, so it goes
+    // with the connection.
+    let Method::QueueDeclare {
+        queue,
+        exclusive,
+        arguments,
+        ..
+    } = declare(&q, vec![])
+    else {
+        unreachable!()
+    };
+    let keep = Method::QueueDeclare {
+        queue,
+        passive: false,
+        durable: false,
+        exclusive,
+        auto_delete: false,
+        no_wait: false,
+        arguments,
+    };
+    ch.rpc(&keep, (50, 11)).await.unwrap();
+    let props = json_props();
+    let consumer = conn.channel().await.unwrap();
+    let (_tag, mut rx) = consumer.consume(&q, "", false, vec![]).await.unwrap();
+    assert_eq!(
+        ch.publish("", &q, false, &props, b"{}").await.unwrap(),
+        Confirm::Ack
+    );
+    let Some(ConsumerEvent::Delivery(_, d)) = rx.recv().await else {
+        panic!("a delivery")
+    };
+    consumer.ack(d.delivery_tag).await.unwrap();
+    // Dropped: the consumer must be cancelled, so the next message waits in the queue
+    // instead of going round between the broker and a consumer nobody reads.
+    drop(rx);
+    assert_eq!(
+        ch.publish("", &q, false, &props, b"{}").await.unwrap(),
+        Confirm::Ack
+    );
+    let started = std::time::Instant::now();
+    let mut counts = queue_counts(&ch, &q).await;
+    while counts != (0, 1) && started.elapsed() < Duration::from_secs(5) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        counts = queue_counts(&ch, &q).await;
+    }
+    println!(
+        "consumer cancelled and message waiting after {:.2?}",
+        started.elapsed()
+    );
+    assert_eq!(counts, (0, 1), "(consumers, ready messages)");
+    // The channel still works: a new consumer gets the message.
+    let (_tag, mut rx) = consumer.consume(&q, "", false, vec![]).await.unwrap();
+    let Some(ConsumerEvent::Delivery(_, d)) = rx.recv().await else {
+        panic!("a delivery")
+    };
+    consumer.ack(d.delivery_tag).await.unwrap();
+    conn.close().await;
+}
+
+#[tokio::test]
+async fn a_cancelled_confirm_select_still_waits_for_confirms() {
+    require_broker!();
+    let conn = Connection::open(&params()).await.unwrap();
+    let ch = conn.channel().await.unwrap();
+    // Polled once (which hands the request over) and dropped before the broker's select-ok.
+    tokio::select! {
+        biased;
+        r = ch.confirm_select() => panic!("completed without the broker's reply: {r:?}"),
+        () = std::future::ready(()) => {}
+    }
+    // A mandatory publish to nowhere: only a channel in confirm mode waits for the broker
+    // (and so sees the return); a channel that is not would say Ack at once.
+    let got = ch
+        .publish("", &unique("amqp_nowhere"), true, &json_props(), b"{}")
+        .await
+        .unwrap();
+    assert!(
+        matches!(got, Confirm::Returned { code: 312, .. }),
+        "{got:?}"
+    );
+    conn.close().await;
+}
