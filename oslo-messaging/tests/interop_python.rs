@@ -857,6 +857,7 @@ async fn requeue_works_across_languages() {
     );
     py.wait_event("ready", 60).await;
     Notifier::builder(&t)
+        .driver(NotifyDriver::MessagingV2)
         .publisher_id("rs")
         .topics([topic.as_str()])
         .build()
@@ -911,5 +912,97 @@ async fn requeue_works_across_languages() {
     l.stop().await;
     l.wait().await;
     assert_eq!(*attempts.lock().unwrap(), [json!("again"), json!("again")]);
+    t.cleanup().await;
+}
+
+/// With `rabbit_qos_prefetch_count` below `batch_size` a batch can never fill (messages are
+/// acknowledged after their batch ran): Python caps the batch at the prefetch, and so do we.
+/// Six queued notifications, prefetch 2, batch size 5: batches of 2, 2, 2 in both languages,
+/// without a batch timeout (which would otherwise hang) and with one (which would otherwise
+/// wait it out before every batch).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batches_are_capped_at_the_prefetch_as_in_python() {
+    use oslo_messaging::notify::BatchNotificationEndpoint;
+    require_python!();
+    const BATCH_TIMEOUT: Duration = Duration::from_secs(5);
+    let scope = Scope::new("batchcap");
+    let url = broker_url();
+    let prefetch = [("rabbit_qos_prefetch_count", "2")];
+    let t = scope.transport_with(&prefetch);
+    let mut opts = PeerOpts::new(&url, &scope.exchange);
+    opts.rabbit = &prefetch;
+    let notifier = |topic: &str| {
+        Notifier::builder(&t)
+            .driver(NotifyDriver::MessagingV2)
+            .publisher_id("rs")
+            .topics([topic])
+            .build()
+            .unwrap()
+    };
+    for timeout in [None, Some(BATCH_TIMEOUT)] {
+        // Python first: the notifications wait in the queue before the listener starts.
+        let topic = scope.topic("py");
+        let n = notifier(&topic);
+        for i in 0..6 {
+            n.info(&Context::new(), "e", &i).await.unwrap();
+        }
+        let mut args = vec!["--topic", &topic, "--batch-size", "5", "--count", "6"];
+        let secs = timeout.map(|d| d.as_secs().to_string());
+        if let Some(s) = &secs {
+            args.extend(["--batch-timeout", s]);
+        }
+        let started = std::time::Instant::now();
+        let mut py = Peer::spawn("listen", &args, &opts);
+        let mut python_sizes = Vec::new();
+        while python_sizes.iter().sum::<usize>() < 6 {
+            let b = py.wait_event("batch", 60).await;
+            python_sizes.push(b["messages"].as_array().unwrap().len());
+        }
+        let python_took = started.elapsed();
+        py.finish().await;
+
+        let topic = scope.topic("rs");
+        let n = notifier(&topic);
+        for i in 0..6 {
+            n.info(&Context::new(), "e", &i).await.unwrap();
+        }
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let ep =
+            BatchNotificationEndpoint::new().on(Priority::Info, move |b: Vec<Notification>| {
+                let tx = tx.clone();
+                async move {
+                    let _ = tx.send(b.len());
+                }
+            });
+        let mut b = NotificationListener::batch_builder(&t, vec![Target::new(&topic)])
+            .endpoint(ep)
+            .batch_size(5);
+        if let Some(d) = timeout {
+            b = b.batch_timeout(d);
+        }
+        let l = b.build().unwrap();
+        let started = std::time::Instant::now();
+        l.start().await.unwrap();
+        let mut rust_sizes = Vec::new();
+        while rust_sizes.iter().sum::<usize>() < 6 {
+            let size = tokio::time::timeout(Duration::from_secs(20), rx.recv())
+                .await
+                .unwrap_or_else(|_| {
+                    panic!("no batch within 20 s (timeout {timeout:?}), after {rust_sizes:?}")
+                })
+                .unwrap();
+            rust_sizes.push(size);
+        }
+        let rust_took = started.elapsed();
+        l.stop().await;
+        l.wait().await;
+        println!(
+            "batch timeout {timeout:?}: Python batches {python_sizes:?} in {python_took:.2?}, ours {rust_sizes:?} in {rust_took:.2?}"
+        );
+        assert_eq!(python_sizes, [2, 2, 2]);
+        assert_eq!(rust_sizes, [2, 2, 2]);
+        // Full batches are handed over at once, not after the batch timeout.
+        assert!(rust_took < BATCH_TIMEOUT, "{rust_took:?}");
+    }
     t.cleanup().await;
 }

@@ -643,6 +643,7 @@ impl Driver for MemoryDriver {
                 .add_consumer(&queues, || ConsumerTx::Notification(tx.clone()));
             drop(tx);
             Ok(NotificationListenerStream {
+                prefetch: None,
                 incoming: rx,
                 control: Box::new(MemoryListenerControl {
                     broker: self.broker.clone(),

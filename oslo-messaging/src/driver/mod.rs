@@ -366,6 +366,11 @@ pub(crate) struct NotificationListenerStream {
     pub(crate) incoming: mpsc::UnboundedReceiver<IncomingNotification>,
     /// Stop and cleanup.
     pub(crate) control: Box<dyn ListenerControl>,
+    /// The most unacknowledged notifications the broker hands this listener at once
+    /// (`rabbit_qos_prefetch_count`), if bounded. Notifications are acknowledged after their
+    /// handler ran, so a batch waiting for more than this would never fill: the listener caps
+    /// its batches here, as Python does.
+    pub(crate) prefetch: Option<usize>,
 }
 
 #[cfg(test)]

@@ -333,7 +333,9 @@ impl Mode {
 /// # Examples
 ///
 /// ```
-/// use oslo_messaging::notify::{Notification, NotificationEndpoint, NotificationListener, Notifier, Priority};
+/// use oslo_messaging::notify::{
+///     Notification, NotificationEndpoint, NotificationListener, Notifier, NotifyDriver, Priority,
+/// };
 /// use oslo_messaging::{Context, Target, Transport};
 /// use tokio::sync::mpsc;
 ///
@@ -350,7 +352,10 @@ impl Mode {
 ///     .build()?;
 /// listener.start().await?;
 ///
-/// let notifier = Notifier::builder(&transport).publisher_id("compute.host1").build()?;
+/// let notifier = Notifier::builder(&transport)
+///     .driver(NotifyDriver::MessagingV2)
+///     .publisher_id("compute.host1")
+///     .build()?;
 /// notifier.info(&Context::new(), "compute.instance.create.end", &serde_json::json!({})).await?;
 /// assert_eq!(rx.recv().await.unwrap().as_deref(), Some("compute.instance.create.end"));
 ///
@@ -401,7 +406,9 @@ impl NotificationListener {
     }
 
     /// Starts building a batch listener: handlers get up to `batch_size` notifications of one
-    /// priority at once, or fewer when `batch_timeout` passes first.
+    /// priority at once, or fewer when `batch_timeout` passes first. On RabbitMQ a batch is
+    /// at most `rabbit_qos_prefetch_count` long when that is set, as in Python: notifications
+    /// are acknowledged after their batch ran, so the broker never sends more.
     pub fn batch_builder(
         transport: &Transport,
         targets: Vec<Target>,
@@ -441,7 +448,12 @@ impl NotificationListener {
                     .driver()
                     .listen_for_notifications(pairs, inner.pool.clone())
                     .await?;
-                let poll = tokio::spawn(poll_loop(inner.core.clone(), stream.incoming, stop));
+                let poll = tokio::spawn(poll_loop(
+                    inner.core.clone(),
+                    stream.incoming,
+                    stream.prefetch,
+                    stop,
+                ));
                 Ok((poll, stream.control))
             })
             .await
@@ -606,6 +618,7 @@ async fn dispatch_batch(
 async fn poll_loop(
     inner: Arc<Core>,
     mut incoming: tokio::sync::mpsc::UnboundedReceiver<driver::IncomingNotification>,
+    prefetch: Option<usize>,
     mut stop: watch::Receiver<bool>,
 ) {
     let permits = Arc::new(Semaphore::new(inner.pool_size as usize));
@@ -624,8 +637,10 @@ async fn poll_loop(
         let Some(first) = next else { break };
         let mut batch = vec![convert(first, inner.serializer.as_deref())];
         if let Mode::Batch { size, timeout, .. } = &inner.mode {
+            // Unacknowledged messages beyond the prefetch never arrive: cap the batch there.
+            let size = prefetch.map_or(*size, |p| (*size).min(p));
             let deadline = timeout.map(crate::task::deadline_after);
-            while batch.len() < *size {
+            while batch.len() < size {
                 let more = match deadline {
                     Some(d) => match tokio::time::timeout_at(d, incoming.recv()).await {
                         Ok(m) => m,

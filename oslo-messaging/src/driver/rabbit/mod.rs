@@ -419,6 +419,9 @@ impl Driver for RabbitDriver {
             )
             .await?;
             Ok(NotificationListenerStream {
+                prefetch: usize::try_from(self.opts().rabbit_qos_prefetch_count)
+                    .ok()
+                    .filter(|n| *n > 0),
                 incoming: rx,
                 control: Box::new(consumer),
             })
