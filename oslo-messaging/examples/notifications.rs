@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use oslo_messaging::notify::{
     Notification, NotificationEndpoint, NotificationFilter, NotificationListener, Notifier,
-    Priority,
+    NotifyDriver, Priority,
 };
 use oslo_messaging::{Context, Target, Transport};
 use serde_json::json;
@@ -38,6 +38,7 @@ async fn main() -> oslo_messaging::Result<()> {
     listener.start().await?;
 
     let notifier = Notifier::builder(&transport)
+        .driver(NotifyDriver::MessagingV2)
         .publisher_id("compute.example-host")
         .topics([topic.clone()])
         .build()?;

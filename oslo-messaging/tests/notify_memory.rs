@@ -45,6 +45,7 @@ async fn stop(l: &NotificationListener) {
 
 fn notifier(t: &Transport, publisher: &str) -> Notifier {
     Notifier::builder(t)
+        .driver(NotifyDriver::MessagingV2)
         .publisher_id(publisher)
         .build()
         .unwrap()
@@ -129,11 +130,13 @@ async fn listeners_get_only_their_topics() {
     let lb = listener(&t, &["topic_b"], ep_b, Some("pool_b")).await;
     let lab = listener(&t, &["topic_a", "topic_b"], ep_ab, Some("pool_ab")).await;
     let to_a = Notifier::builder(&t)
+        .driver(NotifyDriver::MessagingV2)
         .publisher_id("pa")
         .topics(["topic_a"])
         .build()
         .unwrap();
     let to_b = Notifier::builder(&t)
+        .driver(NotifyDriver::MessagingV2)
         .publisher_id("pb")
         .topics(["topic_b"])
         .build()
@@ -162,6 +165,7 @@ async fn pools_get_their_own_copy_and_share_it_inside() {
     let l2 = listener(&t, &["n"], e2, Some("pool1")).await;
     let l3 = listener(&t, &["n"], e3, Some("pool2")).await;
     let n = Notifier::builder(&t)
+        .driver(NotifyDriver::MessagingV2)
         .publisher_id("p")
         .topics(["n"])
         .build()
@@ -240,6 +244,7 @@ async fn requeue_when_allowed_and_ack_when_not() {
         .unwrap();
     l.start().await.unwrap();
     Notifier::builder(&t)
+        .driver(NotifyDriver::MessagingV2)
         .topics(["rq"])
         .build()
         .unwrap()
@@ -269,6 +274,7 @@ async fn requeue_when_allowed_and_ack_when_not() {
         .unwrap();
     l.start().await.unwrap();
     Notifier::builder(&t)
+        .driver(NotifyDriver::MessagingV2)
         .topics(["rq"])
         .build()
         .unwrap()
@@ -305,6 +311,7 @@ async fn a_failing_handler_counts_as_requeue() {
         .unwrap();
     l.start().await.unwrap();
     Notifier::builder(&t)
+        .driver(NotifyDriver::MessagingV2)
         .topics(["f"])
         .build()
         .unwrap()
@@ -340,7 +347,11 @@ async fn filters_screen_notifications_per_endpoint() {
         .build()
         .unwrap();
     l.start().await.unwrap();
-    let n = Notifier::builder(&t).topics(["flt"]).build().unwrap();
+    let n = Notifier::builder(&t)
+        .driver(NotifyDriver::MessagingV2)
+        .topics(["flt"])
+        .build()
+        .unwrap();
     n.info(
         &Context::new(),
         "compute.instance.update",
@@ -433,7 +444,11 @@ async fn batch_requeue_requeues_the_whole_priority_group() {
         .allow_requeue(true)
         .build()
         .unwrap();
-    let n = Notifier::builder(&t).topics(["bq"]).build().unwrap();
+    let n = Notifier::builder(&t)
+        .driver(NotifyDriver::MessagingV2)
+        .topics(["bq"])
+        .build()
+        .unwrap();
     n.error(&Context::new(), "e", &1).await.unwrap();
     n.error(&Context::new(), "e", &2).await.unwrap();
     n.info(&Context::new(), "e", &3).await.unwrap();
@@ -470,6 +485,7 @@ async fn unknown_priorities_and_garbage_are_dropped_and_the_next_one_handled() {
         br#"{"oslo.version": "9.0", "oslo.message": "{}"}"#.to_vec(),
     );
     Notifier::builder(&t)
+        .driver(NotifyDriver::MessagingV2)
         .topics(["u"])
         .build()
         .unwrap()
@@ -627,6 +643,26 @@ async fn routing_driver_follows_its_yaml() {
     assert!(err.to_string().contains("routing_config"), "{err}");
 }
 
+/// Python sends nothing when no driver is configured; so do we, and only an explicit driver
+/// publishes.
+#[tokio::test]
+async fn no_configured_driver_sends_nothing() {
+    let t = Transport::memory();
+    let (ep, mut rx) = forwarding(&[Priority::Info]);
+    let l = listener(&t, &["notifications"], ep, None).await;
+    let unset = Notifier::builder(&t).publisher_id("p").build().unwrap();
+    assert!(!unset.is_enabled());
+    unset.info(&Context::new(), "silent", &1).await.unwrap();
+    notifier(&t, "p")
+        .info(&Context::new(), "sent", &2)
+        .await
+        .unwrap();
+    // Delivery is in order: had the first been sent, it would arrive first.
+    assert_eq!(next(&mut rx).await.event_type.as_deref(), Some("sent"));
+    stop(&l).await;
+    assert!(rx.try_recv().is_err());
+}
+
 #[tokio::test]
 async fn config_drives_notifier_defaults() {
     let conf = Config::from_ini_str(
@@ -656,7 +692,11 @@ async fn messaging_driver_sends_one_copy_per_topic() {
     let t = Transport::memory();
     let h = t.memory_handle().unwrap();
     h.record_sent(true);
-    let n = Notifier::builder(&t).topics(["a", "b"]).build().unwrap();
+    let n = Notifier::builder(&t)
+        .driver(NotifyDriver::MessagingV2)
+        .topics(["a", "b"])
+        .build()
+        .unwrap();
     n.critical(&Context::new(), "e", &1).await.unwrap();
     let keys: Vec<String> = h.sent().into_iter().map(|m| m.routing_key).collect();
     assert_eq!(keys, ["a.critical", "b.critical"]);
@@ -674,6 +714,7 @@ async fn notifier_retry_budget() {
     let h = t.memory_handle().unwrap();
     h.fail_next_publishes(1);
     let n = Notifier::builder(&t)
+        .driver(NotifyDriver::MessagingV2)
         .retry(Retry::Times(0))
         .build()
         .unwrap();

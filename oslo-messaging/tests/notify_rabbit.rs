@@ -47,6 +47,7 @@ async fn stop(l: &NotificationListener) {
 
 fn notifier(t: &Transport, topic: &str, publisher: &str) -> Notifier {
     Notifier::builder(t)
+        .driver(NotifyDriver::MessagingV2)
         .publisher_id(publisher)
         .topics([topic])
         .build()

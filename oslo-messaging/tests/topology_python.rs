@@ -14,7 +14,9 @@ mod support;
 use std::process::Command;
 use std::time::Duration;
 
-use oslo_messaging::notify::{Notification, NotificationEndpoint, NotificationListener, Priority};
+use oslo_messaging::notify::{
+    Notification, NotificationEndpoint, NotificationListener, NotifyDriver, Priority,
+};
 use oslo_messaging::rpc::{Endpoint, Request, RpcClient, RpcError, RpcServer};
 use oslo_messaging::{Config, Context, Notifier, Target, Transport};
 use serde_json::{Value, json};
@@ -254,6 +256,7 @@ async fn rust_topology(options: &[(&str, &str)]) -> Vec<String> {
         .await
         .unwrap();
     Notifier::builder(&client_t)
+        .driver(NotifyDriver::MessagingV2)
         .publisher_id("p")
         .topics([NOTIFY_TOPIC])
         .build()

@@ -4,7 +4,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use oslo_messaging::notify::{
-    Notification, NotificationEndpoint, NotificationListener, Notifier, Priority,
+    Notification, NotificationEndpoint, NotificationListener, Notifier, NotifyDriver, Priority,
 };
 use oslo_messaging::rpc::{Endpoint, NoArgs, Request, RpcClient, RpcError, RpcServer, State};
 use oslo_messaging::{Context, Error, ErrorKind, Target, Version};
@@ -285,6 +285,7 @@ async fn tour(global: &Global, args: &DemoArgs) -> Result<(), String> {
         .map_err(e)?;
     listener.start().await.map_err(e)?;
     let notifier = Notifier::builder(&transport)
+        .driver(NotifyDriver::MessagingV2)
         .publisher_id("compute.host-1")
         .topics([notif_topic.clone()])
         .build()

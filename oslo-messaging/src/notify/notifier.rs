@@ -98,8 +98,9 @@ struct Shared {
 /// (`auth_token` and other secrets become `null`).
 ///
 /// Drivers come from [`NotifierBuilder::driver`], else from `[oslo_messaging_notifications]
-/// driver`; when neither names any, the notifier uses `messagingv2`. An explicitly empty
-/// `driver =` disables notifications.
+/// driver`. When neither names any, the notifier sends nothing (as Python does, so a deployment
+/// that leaves `driver` unset never fills `notifications.*` queues nobody reads); the first
+/// such notifier says so once in the log.
 ///
 /// # Examples
 ///
@@ -460,9 +461,17 @@ impl NotifierBuilder {
                     .iter()
                     .map(|n| n.parse())
                     .collect::<Result<Vec<NotifyDriver>>>()?,
-                None => vec![NotifyDriver::MessagingV2],
+                None => Vec::new(),
             }
         };
+        if drivers.is_empty() {
+            static SAID: std::sync::Once = std::sync::Once::new();
+            SAID.call_once(|| {
+                tracing::info!(
+                    "no notification driver is configured ([oslo_messaging_notifications] driver): notifications are not sent"
+                );
+            });
+        }
         let routing = if drivers.contains(&NotifyDriver::Routing) {
             Some(load_routing(&conf.routing_config)?)
         } else {
