@@ -62,6 +62,18 @@ fn call_prints_results_and_exits_by_outcome() {
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     assert_eq!(stdout(&o), "0.1\n");
     server.next_json(10);
+    // An integer comes back as the integer it was, as Python echoes it.
+    let o = env.run(&[
+        "--json",
+        "call",
+        "--topic",
+        &topic,
+        "sleep",
+        r#"{"seconds": 0}"#,
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(stdout(&o), "0\n");
+    server.next_json(10);
 
     // A remote error: exit 1, class, module and message on stderr.
     let o = env.run(&["call", "--topic", &topic, "fail", r#"{"message": "boom"}"#]);

@@ -41,7 +41,8 @@ struct EchoArgs {
 
 #[derive(Deserialize)]
 struct SleepArgs {
-    seconds: f64,
+    /// Kept as sent, so the reply echoes `4` as `4` and `0.5` as `0.5`, as Python does.
+    seconds: serde_json::Number,
 }
 
 #[derive(Deserialize)]
@@ -87,13 +88,14 @@ fn endpoint(report: Report) -> Result<Endpoint, Error> {
             |State(report): State<Report>, req: Request<SleepArgs>| async move {
                 let (ctx, args) = req.into_parts();
                 report.request("sleep", &ctx, &json!({"seconds": args.seconds}));
-                if !(args.seconds.is_finite() && (0.0..=86_400.0).contains(&args.seconds)) {
+                let seconds = args.seconds.as_f64().unwrap_or(f64::NAN);
+                if !(seconds.is_finite() && (0.0..=86_400.0).contains(&seconds)) {
                     return Err(RpcError::value_error(format!(
                         "sleep length must be between 0 and 86400 seconds, not {}",
                         args.seconds
                     )));
                 }
-                tokio::time::sleep(Duration::from_secs_f64(args.seconds)).await;
+                tokio::time::sleep(Duration::from_secs_f64(seconds)).await;
                 Ok(args.seconds)
             },
         )
