@@ -12,7 +12,7 @@ use oslo_messaging::notify::{
 };
 use oslo_messaging::{Context, Target, Transport};
 use serde_json::{Value, json};
-use support::rabbit::{Raw, Scope};
+use support::rabbit::{QueueArg, Raw, Scope};
 use support::{Seen, forwarding};
 use tokio::sync::mpsc;
 
@@ -359,6 +359,42 @@ async fn bad_notifications_are_dropped_and_the_next_one_handled() {
         Some(0),
         "nothing was requeued"
     );
+    raw.close().await;
+    t.cleanup().await;
+}
+
+/// A notification the broker keeps refusing (a full `reject-publish` queue among those it is
+/// routed to) fails with a typed error in seconds, with `retry` unlimited.
+#[tokio::test]
+async fn a_notification_the_broker_keeps_refusing_fails_within_seconds() {
+    require_broker!();
+    let scope = Scope::new("nacknote");
+    let t = scope.transport();
+    let topic = scope.topic("nacknote");
+    let n = notifier(&t, &topic, "p");
+    n.info(&Context::new(), "e", &1).await.unwrap();
+    let raw = Raw::connect().await.unwrap();
+    let full = format!("{topic}_full");
+    scope.queue(&full);
+    raw.probe_with(
+        &full,
+        &scope.exchange,
+        &format!("{topic}.info"),
+        &[
+            ("x-max-length", QueueArg::Int(0)),
+            ("x-overflow", QueueArg::Str("reject-publish")),
+        ],
+    )
+    .await;
+    let started = std::time::Instant::now();
+    let err = tokio::time::timeout(Duration::from_secs(30), n.info(&Context::new(), "e", &2))
+        .await
+        .expect("a nacked notification must not hang")
+        .unwrap_err();
+    let took = started.elapsed();
+    println!("persistently nacked notification failed after {took:.2?}: {err}");
+    assert_eq!(err.kind(), oslo_messaging::ErrorKind::DeliveryFailure);
+    assert!(took < Duration::from_secs(4), "{took:?}");
     raw.close().await;
     t.cleanup().await;
 }

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use oslo_messaging::rpc::{Endpoint, NoArgs, Request, RpcClient, RpcError, RpcServer};
 use oslo_messaging::{Config, Context, ErrorKind, Retry, Target, Transport};
 use serde_json::{Value, json};
-use support::rabbit::{Raw, Scope, broker_parts};
+use support::rabbit::{QueueArg, Raw, Scope, broker_parts};
 use support::{Calls, counting_endpoint, recording_endpoint, stop};
 
 fn ctx() -> Context {
@@ -684,5 +684,97 @@ async fn transports_for_config_files_reach_the_broker_with_plain_login() {
         .unwrap();
     assert_eq!(out, json!([1]));
     stop(&s).await;
+    t.cleanup().await;
+}
+
+/// A cast the broker keeps refusing (`basic.nack` from a full queue with `overflow =
+/// reject-publish`) fails with a typed error in seconds although `retry` is unlimited (Python
+/// 18.3.1 hangs there); one it refuses for a moment (as a quorum queue does while it elects a
+/// leader) is published again and goes through.
+#[tokio::test]
+async fn nacked_casts_are_sent_again_briefly_then_fail() {
+    require_broker!();
+    let scope = Scope::new("nack");
+    let t = scope.transport();
+    let topic = scope.topic("nack");
+    let client = RpcClient::new(&t, Target::new(&topic));
+    // Declares the exchange; no queue is bound yet, so the broker drops it.
+    client.cast(&ctx(), "echo", &json!({})).await.unwrap();
+    let raw = Raw::connect().await.unwrap();
+    let full = format!("{topic}_full");
+    scope.queue(&full);
+    raw.probe_with(
+        &full,
+        &scope.exchange,
+        &topic,
+        &[
+            ("x-max-length", QueueArg::Int(0)),
+            ("x-overflow", QueueArg::Str("reject-publish")),
+        ],
+    )
+    .await;
+    let started = Instant::now();
+    let err = tokio::time::timeout(
+        Duration::from_secs(30),
+        client.cast(&ctx(), "echo", &json!({})),
+    )
+    .await
+    .expect("a nacked cast must not hang")
+    .unwrap_err();
+    let took = started.elapsed();
+    println!("persistently nacked cast failed after {took:.2?}: {err}");
+    assert_eq!(err.kind(), ErrorKind::DeliveryFailure);
+    assert!(err.to_string().contains("refused"), "{err}");
+    assert!(took < Duration::from_secs(4), "{took:?}");
+
+    // Full for 300 ms: the cast is nacked, sent again, and lands once there is room.
+    let brief = format!("{topic}_brief");
+    scope.queue(&brief);
+    let key = format!("{topic}.s1");
+    raw.probe_with(
+        &brief,
+        &scope.exchange,
+        &key,
+        &[
+            ("x-max-length", QueueArg::Int(1)),
+            ("x-overflow", QueueArg::Str("reject-publish")),
+        ],
+    )
+    .await;
+    raw.publish("", &brief, Some("application/json"), b"\"filler\"")
+        .await;
+    while raw.message_count(&brief).await != Some(1) {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let drain = tokio::spawn({
+        let brief = brief.clone();
+        async move {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            let other = Raw::connect().await.unwrap();
+            let filler = other.get(&brief).await;
+            other.close().await;
+            filler.body
+        }
+    });
+    let started = Instant::now();
+    client
+        .prepare()
+        .server("s1")
+        .build()
+        .unwrap()
+        .cast(&ctx(), "echo", &json!({"after": "nack"}))
+        .await
+        .expect("a briefly nacked cast goes through");
+    println!(
+        "briefly nacked cast confirmed after {:.2?}",
+        started.elapsed()
+    );
+    assert_eq!(drain.await.unwrap(), b"\"filler\"");
+    let landed = raw.get(&brief).await;
+    assert!(
+        String::from_utf8_lossy(&landed.body).contains("after"),
+        "{landed:?}"
+    );
+    raw.close().await;
     t.cleanup().await;
 }

@@ -192,6 +192,13 @@ impl RawMessage {
     }
 }
 
+/// A queue argument's value, for [`Raw::probe_with`].
+#[derive(Debug, Clone, Copy)]
+pub enum QueueArg<'a> {
+    Int(i64),
+    Str(&'a str),
+}
+
 /// An independent AMQP connection (amqprs), used one operation at a time.
 pub struct Raw {
     conn: Connection,
@@ -256,8 +263,28 @@ impl Raw {
 
     /// Declares a non-durable queue bound to `exchange` with `key` (the exchange must exist).
     pub async fn probe(&self, queue: &str, exchange: &str, key: &str) {
+        self.probe_with(queue, exchange, key, &[]).await;
+    }
+
+    /// As [`probe`](Self::probe), with integer and string queue arguments (such as
+    /// `x-max-length` and `x-overflow`).
+    pub async fn probe_with(
+        &self,
+        queue: &str,
+        exchange: &str,
+        key: &str,
+        arguments: &[(&str, QueueArg<'_>)],
+    ) {
+        let mut table = amqprs::FieldTable::new();
+        for (name, value) in arguments {
+            let v: amqprs::FieldValue = match value {
+                QueueArg::Int(n) => amqprs::FieldValue::l(*n),
+                QueueArg::Str(s) => (*s).into(),
+            };
+            table.insert((*name).try_into().unwrap(), v);
+        }
         let ch = self.channel().await;
-        ch.queue_declare(QueueDeclareArguments::new(queue))
+        ch.queue_declare(QueueDeclareArguments::new(queue).arguments(table).finish())
             .await
             .expect("probe queue");
         ch.queue_bind(QueueBindArguments::new(queue, exchange, key))

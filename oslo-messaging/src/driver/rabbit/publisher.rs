@@ -8,6 +8,7 @@ use std::collections::HashSet;
 use std::io::Write;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 use tokio::sync::Mutex;
 
@@ -20,6 +21,17 @@ use crate::error::{Error, ErrorKind, Result};
 /// RabbitMQ's default `max_message_size` (128 MiB since 3.8): larger bodies are refused before
 /// publishing, because the broker answers them by closing the publish channel.
 pub(crate) const MAX_MESSAGE_SIZE: usize = 128 * 1024 * 1024;
+
+/// How long a message the broker nacks is published again before the send fails. A quorum
+/// queue nacks while it elects a leader (a fraction of a second on three nodes), and that
+/// must lose nothing; a full queue with `overflow = reject-publish` nacks until it has room,
+/// and that must not hang a send whose `retry` is unlimited.
+pub(crate) const NACK_WINDOW: Duration = Duration::from_secs(2);
+
+/// The wait before publishing a nacked message again: 25 ms, doubling up to 200 ms.
+fn nack_backoff(nacks: u32) -> Duration {
+    Duration::from_millis(25 << nacks.saturating_sub(1).min(3))
+}
 
 /// What must exist before a message is published.
 #[derive(Debug, Clone, PartialEq)]
@@ -83,6 +95,8 @@ enum Attempt {
     Done(Result<()>),
     /// Try again (counts against the retry budget), after this error.
     Retry(AmqpError),
+    /// The broker refused the message (`basic.nack`): publish it again for a moment.
+    Nacked,
 }
 
 fn is_durable_mismatch(e: &AmqpError) -> bool {
@@ -330,9 +344,7 @@ impl Publisher {
                     msg.exchange, msg.routing_key
                 ),
             ))),
-            Ok(Confirm::Nack) => Attempt::Retry(AmqpError::Protocol(
-                "the broker refused (nacked) the message".into(),
-            )),
+            Ok(Confirm::Nack) => Attempt::Nacked,
             Err(AmqpError::Invalid(e)) => {
                 Attempt::Done(Err(Error::config(format!("cannot publish: {e}"))))
             }
@@ -363,7 +375,8 @@ impl Publisher {
     /// # Errors
     ///
     /// `Undeliverable` for a mandatory message no queue took; `DeliveryFailure` once retries
-    /// run out or the broker refuses a declaration; `Blocked` when the broker blocks publishing
+    /// run out, when the broker refuses a declaration, or when it keeps refusing (nacking)
+    /// the message for [`NACK_WINDOW`], whatever `retry` says; `Blocked` when the broker blocks publishing
     /// and the retry budget is finite; `AccessRefused` for bad credentials; `ShutDown` after
     /// cleanup.
     pub(crate) async fn publish(&self, msg: &Outgoing, retry: Retry) -> Result<()> {
@@ -380,9 +393,36 @@ impl Publisher {
             ));
         }
         let mut failures = 0u32;
+        let mut nacked: Option<(Instant, u32)> = None;
         loop {
             let e = match self.attempt(msg, &body, retry).await {
                 Attempt::Done(r) => return r,
+                Attempt::Nacked => {
+                    let (since, nacks) = nacked.get_or_insert_with(|| (Instant::now(), 0));
+                    *nacks += 1;
+                    let waited = since.elapsed();
+                    if waited >= NACK_WINDOW {
+                        return Err(Error::new(
+                            ErrorKind::DeliveryFailure,
+                            format!(
+                                "the broker refused the message for exchange {:?} and routing key {:?} (basic.nack, {nacks} times in {:.1} s): a queue it routes to is full with overflow = reject-publish, or a quorum queue has no leader",
+                                msg.exchange,
+                                msg.routing_key,
+                                waited.as_secs_f64()
+                            ),
+                        ));
+                    }
+                    if *nacks == 1 {
+                        tracing::warn!(
+                            exchange = msg.exchange,
+                            routing_key = msg.routing_key,
+                            "the broker refused (nacked) a message; publishing it again for up to {} s",
+                            NACK_WINDOW.as_secs()
+                        );
+                    }
+                    tokio::time::sleep(nack_backoff(*nacks).min(NACK_WINDOW - waited)).await;
+                    continue;
+                }
                 Attempt::Retry(e) => e,
             };
             if !retry.allows(failures) {
