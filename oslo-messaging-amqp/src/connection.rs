@@ -382,6 +382,10 @@ enum Command {
     Close {
         reply: oneshot::Sender<()>,
     },
+    CloseChannel {
+        channel: u16,
+        reply: oneshot::Sender<()>,
+    },
 }
 
 /// A connection to the broker. Cheap to clone; the connection closes when the last clone is
@@ -997,6 +1001,27 @@ impl Channel {
         .await
     }
 
+    /// Closes the channel (its consumers end, publishes waiting for a confirm fail with
+    /// [`AmqpError::Closed`]); waits a moment for the broker's `close-ok`.
+    ///
+    /// # Cancel safety
+    ///
+    /// Once the request is handed over the channel closes whether or not anyone waits.
+    pub async fn close(&self) {
+        let (tx, rx) = oneshot::channel();
+        if self
+            .conn
+            .send(Command::CloseChannel {
+                channel: self.id,
+                reply: tx,
+            })
+            .await
+            .is_ok()
+        {
+            let _ = tokio::time::timeout(CLOSE_TIMEOUT, rx).await;
+        }
+    }
+
     /// Cancels a consumer (its deliveries end).
     ///
     /// # Cancel safety
@@ -1430,6 +1455,26 @@ impl IoTask {
                 }
             }
             Command::Close { reply } => return self.start_close(Some(reply)),
+            Command::CloseChannel { channel, reply } => match self.channels.get_mut(&channel) {
+                Some(ch) => {
+                    ch.close_waiters.push(reply);
+                    if !ch.closing {
+                        ch.closing = true;
+                        self.write_method(
+                            channel,
+                            &Method::ChannelClose {
+                                code: 200,
+                                text: "Goodbye".into(),
+                                class_id: 0,
+                                method_id: 0,
+                            },
+                        );
+                    }
+                }
+                None => {
+                    let _ = reply.send(());
+                }
+            },
         }
         Step::Continue
     }
@@ -1782,7 +1827,7 @@ fn reject_command(cmd: Command, e: &AmqpError) {
         Command::Rpc { reply, .. } => {
             let _ = reply.send(Err(e.clone()));
         }
-        Command::Close { reply } => {
+        Command::Close { reply } | Command::CloseChannel { reply, .. } => {
             let _ = reply.send(());
         }
         Command::Publish { .. } | Command::Send { .. } => {}

@@ -15,7 +15,7 @@ use oslo_messaging::rpc::{RpcClient, RpcServer};
 use oslo_messaging::{Config, Context, ErrorKind, Retry, Target, Transport};
 use serde_json::{Value, json};
 use support::node::{Certs, Node};
-use support::{counting_endpoint, stop};
+use support::{Calls, counting_endpoint, recording_endpoint, stop};
 
 /// Options for quick recovery in tests: 1 s between attempts, no growth.
 fn config(extra: &[(&str, &str)]) -> Config {
@@ -373,6 +373,146 @@ async fn tls_verifies_the_broker_and_logs_in_with_a_certificate() {
         3,
         "only the three good calls ran (password, EXTERNAL twice)"
     );
+    stop(&server).await;
+    t.cleanup().await;
+}
+
+/// Sends 100 small casts (`record` of "`round`-i") and one of `big` bytes at once; returns
+/// the big one's outcome once every small one is confirmed.
+async fn casts_beside_one_too_large(
+    client: &RpcClient,
+    round: usize,
+    big: usize,
+) -> oslo_messaging::Result<()> {
+    let mut small = Vec::new();
+    for i in 0..100 {
+        let client = client.clone();
+        small.push(tokio::spawn(async move {
+            client
+                .cast(
+                    &Context::new(),
+                    "record",
+                    &json!({ "value": format!("{round}-{i}") }),
+                )
+                .await
+        }));
+    }
+    let large = {
+        let client = client.clone();
+        tokio::spawn(async move {
+            client
+                .cast(
+                    &Context::new(),
+                    "record",
+                    &json!({ "value": "x".repeat(big) }),
+                )
+                .await
+        })
+    };
+    for s in small {
+        s.await.unwrap().expect("every small cast is confirmed");
+    }
+    large.await.unwrap()
+}
+
+/// A body above the broker's `max_message_size` makes RabbitMQ close the channel it came on.
+/// It must fail alone, with a typed error, and the messages in flight beside it go through:
+/// above 1 MiB a message has a channel of its own, and a smaller one that the broker still
+/// refuses fails alone while the messages on the shared channel it closed are sent again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_above_the_brokers_limit_fails_alone() {
+    require_nodes!();
+    let node = Node::start("oversize", 5796, "max_message_size = 1048576", &[]);
+    let t = Transport::with_config(&node.url(), &config(&[])).unwrap();
+    let calls = Calls::default();
+    let server = RpcServer::builder(&t, Target::new("oversize").with_server("s1"))
+        .endpoint(recording_endpoint("s1", &calls))
+        .build()
+        .unwrap();
+    server.start().await.unwrap();
+    let client = RpcClient::new(&t, Target::new("oversize"));
+
+    let started = Instant::now();
+    let err = casts_beside_one_too_large(&client, 0, 2 << 20)
+        .await
+        .unwrap_err();
+    eprintln!(
+        "2 MiB cast beside 100 small ones, limit 1 MiB: failed alone in {:.2} s: {err}",
+        started.elapsed().as_secs_f64()
+    );
+    assert_eq!(err.kind(), ErrorKind::DeliveryFailure);
+    assert!(
+        err.to_string()
+            .contains("max_message_size of 1048576 bytes"),
+        "{err}"
+    );
+
+    // A limit below the size that gets a channel of its own: the broker closes the shared
+    // channel under the other casts, which are published again.
+    node.ctl(&[
+        "eval",
+        "application:set_env(rabbit, max_message_size, 262144).",
+    ])
+    .unwrap();
+    // A channel reads the limit when it opens: reconnect everything.
+    node.ctl(&["close_all_connections", "new limit"]).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let quick = client
+        .prepare()
+        .timeout(Duration::from_secs(2))
+        .build()
+        .unwrap();
+    while quick
+        .call::<Value>(&Context::new(), "echo", &json!({ "value": 1 }))
+        .await
+        .is_err()
+    {
+        assert!(Instant::now() < deadline, "no reconnection");
+    }
+    let err = casts_beside_one_too_large(&client, 1, 300 << 10)
+        .await
+        .unwrap_err();
+    eprintln!("300 KiB cast beside 100 small ones, limit 256 KiB: {err}");
+    assert_eq!(err.kind(), ErrorKind::DeliveryFailure);
+    assert!(
+        err.to_string().contains("max_message_size of 262144 bytes"),
+        "{err}"
+    );
+    // Every small cast of both rounds was served (one sent again may come twice).
+    let want: std::collections::BTreeSet<String> = (0..2)
+        .flat_map(|round| (0..100).map(move |i| format!("{round}-{i}")))
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let seen = loop {
+        let seen: std::collections::BTreeSet<String> = calls
+            .by("s1")
+            .iter()
+            .filter_map(|v| v.as_str().map(str::to_owned))
+            .collect();
+        if seen == want || Instant::now() > deadline {
+            break seen;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    eprintln!(
+        "small casts served: {} distinct of 200, {} deliveries",
+        seen.len(),
+        calls.len()
+    );
+    assert_eq!(seen, want);
+    assert!(
+        calls
+            .by("s1")
+            .iter()
+            .all(|v| v.as_str().is_some_and(|s| s.len() < 16)),
+        "no large message was served"
+    );
+    // The transport keeps working.
+    let reply: Value = client
+        .call(&Context::new(), "echo", &json!({ "value": "after" }))
+        .await
+        .unwrap();
+    assert_eq!(reply, json!("after"));
     stop(&server).await;
     t.cleanup().await;
 }

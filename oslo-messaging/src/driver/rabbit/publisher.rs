@@ -18,9 +18,38 @@ use super::topology::{ExchangeDecl, QueueDecl};
 use crate::driver::{Retry, backoff};
 use crate::error::{Error, ErrorKind, Result};
 
-/// RabbitMQ's default `max_message_size` (128 MiB since 3.8): larger bodies are refused before
-/// publishing, because the broker answers them by closing the publish channel.
-pub(crate) const MAX_MESSAGE_SIZE: usize = 128 * 1024 * 1024;
+/// RabbitMQ's hard upper bound for `max_message_size` (512 MiB): larger bodies can never be
+/// accepted and are refused before anything is sent.
+pub(crate) const MAX_MESSAGE_SIZE: usize = 512 * 1024 * 1024;
+
+/// Bodies above this size go out on a channel of their own. A broker refuses a body above its
+/// `max_message_size` (16 MiB by default on 4.x, 128 MiB on 3.x, often lowered) by closing the
+/// channel it came on; a channel of its own keeps that from failing the messages in flight on
+/// the shared confirm channel. The extra channel costs a few round trips, nothing beside
+/// sending a mebibyte.
+const OWN_CHANNEL_ABOVE: usize = 1024 * 1024;
+
+/// The broker's `max_message_size`, when `e` is its refusal of a body above it
+/// (`406 PRECONDITION_FAILED - message size N is larger than configured max size M`).
+fn size_limit_refusal(e: &AmqpError) -> Option<usize> {
+    let AmqpError::ChannelClosed {
+        code: 406, text, ..
+    } = e
+    else {
+        return None;
+    };
+    let (_, max) = text.split_once("larger than configured max size ")?;
+    max.trim().parse().ok()
+}
+
+fn too_large(len: usize, max: usize) -> Error {
+    Error::new(
+        ErrorKind::DeliveryFailure,
+        format!(
+            "the message is {len} bytes, above the broker's max_message_size of {max} bytes; it was not sent"
+        ),
+    )
+}
 
 /// How long a message the broker nacks is published again before the send fails. A quorum
 /// queue nacks while it elects a leader (a fraction of a second on three nodes), and that
@@ -63,6 +92,8 @@ struct Session {
     publish: std::sync::Mutex<Channel>,
     declare: Mutex<Option<Channel>>,
     declared: Mutex<HashSet<String>>,
+    /// Held while a dead publish channel is replaced, so one replacement serves every caller.
+    renewing: Mutex<()>,
 }
 
 impl Session {
@@ -95,6 +126,9 @@ enum Attempt {
     Done(Result<()>),
     /// Try again (counts against the retry budget), after this error.
     Retry(AmqpError),
+    /// Try again at once, without counting: another message's refusal closed the channel
+    /// this one was in flight on.
+    Again,
     /// The broker refused the message (`basic.nack`): publish it again for a moment.
     Nacked,
 }
@@ -151,6 +185,7 @@ impl Publisher {
             publish: std::sync::Mutex::new(publish),
             declare: Mutex::new(None),
             declared: Mutex::new(HashSet::new()),
+            renewing: Mutex::new(()),
         });
         *slot = Some(session.clone());
         Ok(session)
@@ -174,18 +209,16 @@ impl Publisher {
         dead: &Channel,
     ) -> std::result::Result<(), AmqpError> {
         session.declared.lock().await.clear();
+        let _renewing = session.renewing.lock().await;
         if !session.publish_channel().same(dead) {
             return Ok(());
         }
         let fresh = session.conn.channel().await?;
         fresh.confirm_select().await?;
-        let mut slot = session
+        *session
             .publish
             .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if slot.same(dead) {
-            *slot = fresh;
-        }
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = fresh;
         Ok(())
     }
 
@@ -330,21 +363,41 @@ impl Publisher {
                 Attempt::Done(Err(give_up(&session.host, retry, &e)))
             };
         }
-        let ch = session.publish_channel();
+        let own = body.len() > OWN_CHANNEL_ABOVE;
+        let ch = if own {
+            match Self::own_channel(&session).await {
+                Ok(c) => c,
+                Err(e) => {
+                    if e.is_connection_level() {
+                        self.drop_session(&session).await;
+                    }
+                    return Attempt::Retry(e);
+                }
+            }
+        } else {
+            session.publish_channel()
+        };
         let props = self.properties(msg.expiration);
-        match ch
+        let result = ch
             .publish(&msg.exchange, &msg.routing_key, msg.mandatory, &props, body)
-            .await
-        {
-            Ok(Confirm::Ack) => Attempt::Done(Ok(())),
-            Ok(Confirm::Returned { code, text }) => Attempt::Done(Err(Error::new(
-                ErrorKind::Undeliverable,
-                format!(
-                    "no queue took the message for exchange {:?} and routing key {:?} ({code} {text})",
-                    msg.exchange, msg.routing_key
-                ),
-            ))),
-            Ok(Confirm::Nack) => Attempt::Nacked,
+            .await;
+        if own {
+            tokio::spawn(async move { ch.close().await });
+            return match result {
+                Err(e) if e.is_connection_level() => {
+                    self.drop_session(&session).await;
+                    Attempt::Retry(e)
+                }
+                Err(e) => match size_limit_refusal(&e) {
+                    Some(max) => Attempt::Done(Err(too_large(body.len(), max))),
+                    None if e.code() == Some(404) => Attempt::Retry(e),
+                    None => Attempt::Done(Err(give_up(&session.host, retry, &e))),
+                },
+                Ok(c) => Self::verdict(msg, c),
+            };
+        }
+        match result {
+            Ok(c) => Self::verdict(msg, c),
             Err(AmqpError::Invalid(e)) => {
                 Attempt::Done(Err(Error::config(format!("cannot publish: {e}"))))
             }
@@ -365,8 +418,35 @@ impl Publisher {
             }
             Err(e) => {
                 let _ = self.renew_publish_channel(&session, &ch).await;
-                Attempt::Done(Err(give_up(&session.host, retry, &e)))
+                match size_limit_refusal(&e) {
+                    Some(max) if body.len() > max => Attempt::Done(Err(too_large(body.len(), max))),
+                    // Another message was too large: this one goes out again.
+                    Some(_) => Attempt::Again,
+                    None => Attempt::Done(Err(give_up(&session.host, retry, &e))),
+                }
             }
+        }
+    }
+
+    /// A channel in confirm mode for one large message.
+    async fn own_channel(session: &Session) -> std::result::Result<Channel, AmqpError> {
+        let ch = session.conn.channel().await?;
+        ch.confirm_select().await?;
+        Ok(ch)
+    }
+
+    /// What the broker's confirm means for `msg`.
+    fn verdict(msg: &Outgoing, confirm: Confirm) -> Attempt {
+        match confirm {
+            Confirm::Ack => Attempt::Done(Ok(())),
+            Confirm::Returned { code, text } => Attempt::Done(Err(Error::new(
+                ErrorKind::Undeliverable,
+                format!(
+                    "no queue took the message for exchange {:?} and routing key {:?} ({code} {text})",
+                    msg.exchange, msg.routing_key
+                ),
+            ))),
+            Confirm::Nack => Attempt::Nacked,
         }
     }
 
@@ -382,21 +462,21 @@ impl Publisher {
     pub(crate) async fn publish(&self, msg: &Outgoing, retry: Retry) -> Result<()> {
         let body = self.compress(&msg.body)?;
         if body.len() > MAX_MESSAGE_SIZE {
-            // The broker would close the shared publish channel (406), failing the messages
-            // published beside this one; refuse it here instead.
-            return Err(Error::new(
-                ErrorKind::DeliveryFailure,
-                format!(
-                    "the message is {} bytes, above RabbitMQ's max_message_size of {MAX_MESSAGE_SIZE} bytes",
-                    body.len()
-                ),
-            ));
+            return Err(too_large(body.len(), MAX_MESSAGE_SIZE));
         }
         let mut failures = 0u32;
         let mut nacked: Option<(Instant, u32)> = None;
+        let mut bystander = 0u32;
         loop {
             let e = match self.attempt(msg, &body, retry).await {
                 Attempt::Done(r) => return r,
+                Attempt::Again if bystander < 5 => {
+                    bystander += 1;
+                    continue;
+                }
+                Attempt::Again => AmqpError::Protocol(
+                    "the broker keeps closing the publish channel over other messages' size".into(),
+                ),
                 Attempt::Nacked => {
                     let (since, nacks) = nacked.get_or_insert_with(|| (Instant::now(), 0));
                     *nacks += 1;
