@@ -79,7 +79,11 @@ async fn a_server_keeps_serving_across_a_broker_restart() {
     assert_eq!(echo(&client, json!(1)).await.unwrap(), json!(1));
 
     node.kill();
-    // A call made while the broker is down waits for it (retry forever) and completes.
+    // A call made while the broker is down waits for it (retry forever) and completes. Its
+    // client may publish it before the server has declared its queue again: the request is
+    // then returned and sent again until the queue is there (this test failed now and then
+    // before that; `a_call_made_before_its_server_exists_is_answered_once_it_does` proves it
+    // without a restart).
     let pending = tokio::spawn({
         let client = client.clone();
         async move { echo(&client, json!("during")).await }

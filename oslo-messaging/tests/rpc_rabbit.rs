@@ -778,3 +778,46 @@ async fn nacked_casts_are_sent_again_briefly_then_fail() {
     raw.close().await;
     t.cleanup().await;
 }
+
+/// A call whose request no queue takes yet (the server is still declaring its queues, as
+/// after a broker restart) is sent again until one does, so it is answered once the server
+/// is there instead of timing out; Python loses such a request. A cast keeps Python's
+/// at-most-once: it is dropped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_made_before_its_server_exists_is_answered_once_it_does() {
+    require_broker!();
+    let scope = Scope::new("early");
+    let t = scope.transport();
+    let topic = scope.topic("early");
+    let client = RpcClient::new(&t, Target::new(&topic)).with_timeout(Duration::from_secs(30));
+    // The exchange exists; no queue is bound to the topic yet.
+    client
+        .cast(&ctx(), "record", &json!({"value": "dropped"}))
+        .await
+        .unwrap();
+    let pending = tokio::spawn({
+        let client = client.clone();
+        async move {
+            client
+                .call::<Value>(&ctx(), "echo", &json!({"value": "early"}))
+                .await
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(!pending.is_finished());
+    let calls = Calls::default();
+    let up = Instant::now();
+    let s = serve(&scope, &t, &topic, "s1", recording_endpoint("s1", &calls)).await;
+    let out = tokio::time::timeout(Duration::from_secs(10), pending)
+        .await
+        .expect("answered soon after the server is up")
+        .unwrap()
+        .unwrap();
+    let took = up.elapsed();
+    println!("a call made 1.5 s before its server started was answered {took:.2?} after it");
+    assert_eq!(out, json!("early"));
+    assert!(took < Duration::from_secs(3), "{took:?}");
+    assert!(calls.by("s1").is_empty(), "the early cast was dropped");
+    stop(&s).await;
+    t.cleanup().await;
+}

@@ -256,6 +256,52 @@ impl RabbitDriver {
     }
 }
 
+impl RabbitDriver {
+    /// Publishes a call's request, sending it again while no queue takes it (the broker
+    /// returns it), until one does or the call's `timeout` has passed. After a broker
+    /// restart a client may publish before the server has declared its queue again; Python
+    /// loses such a request and the caller times out.
+    async fn send_call(
+        &self,
+        msg: &mut Outgoing,
+        msg_id: &str,
+        retry: Retry,
+        timeout: Duration,
+    ) -> Result<()> {
+        let deadline = crate::task::deadline_after(timeout);
+        let mut returns = 0u32;
+        loop {
+            match self.publisher.publish(msg, retry).await {
+                Err(e) if e.kind() == ErrorKind::Undeliverable => {}
+                other => return other,
+            }
+            returns += 1;
+            let now = tokio::time::Instant::now();
+            if now >= deadline {
+                return Err(Error::timeout(format!(
+                    "Timed out waiting for a reply to message ID {msg_id}: no queue took the request for {:?} in {:.1} s ({returns} tries), so no server listens on it",
+                    msg.routing_key,
+                    timeout.as_secs_f64()
+                )));
+            }
+            if returns == 1 {
+                tracing::debug!(
+                    routing_key = msg.routing_key,
+                    "no queue took the request yet; sending it again until the call times out"
+                );
+            }
+            let left = deadline - now;
+            let wait = Duration::from_millis(100 << returns.saturating_sub(1).min(4))
+                .min(Duration::from_secs(1))
+                .min(left);
+            tokio::time::sleep(wait).await;
+            // The request expires when the call gives up.
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            msg.expiration = Some(u64::try_from(left.as_millis()).unwrap_or(u64::MAX).max(1));
+        }
+    }
+}
+
 impl Driver for RabbitDriver {
     fn send(&self, params: SendParams) -> BoxFuture<'_, Result<Option<ReplyReceiver>>> {
         Box::pin(async move {
@@ -272,9 +318,13 @@ impl Driver for RabbitDriver {
                     None => topic,
                 };
                 let ex = topology::topic_exchange(opts, &name);
-                (name, key, Declare::Exchange(ex), params.at_least_once)
+                // Calls are always mandatory: a request no queue takes yet (its server is
+                // still re-declaring after a broker restart) is sent again below.
+                let mandatory = params.at_least_once || params.call.is_some();
+                (name, key, Declare::Exchange(ex), mandatory)
             };
             let unique_id = wire::new_id();
+            let mut call_id = None;
             let (body, receiver, expiration) = match params.call {
                 Some(call) => {
                     let reply_q = self.reply_queue(params.retry).await?.to_owned();
@@ -286,7 +336,9 @@ impl Driver for RabbitDriver {
                     };
                     let body = wire::encode_request(&params.request, Some(&info), &unique_id);
                     let ms = u64::try_from(call.timeout.as_millis()).unwrap_or(u64::MAX);
-                    (body, Some(self.waiters.register(msg_id)), Some(ms))
+                    let receiver = self.waiters.register(msg_id.clone());
+                    call_id = Some((msg_id, call.timeout));
+                    (body, Some(receiver), Some(ms))
                 }
                 None => (
                     wire::encode_request(&params.request, None, &unique_id),
@@ -294,7 +346,7 @@ impl Driver for RabbitDriver {
                     None,
                 ),
             };
-            let msg = Outgoing {
+            let mut msg = Outgoing {
                 exchange,
                 routing_key,
                 mandatory,
@@ -302,7 +354,13 @@ impl Driver for RabbitDriver {
                 body,
                 declare,
             };
-            self.publisher.publish(&msg, params.retry).await?;
+            match call_id {
+                Some((msg_id, timeout)) if !params.at_least_once => {
+                    self.send_call(&mut msg, &msg_id, params.retry, timeout)
+                        .await?;
+                }
+                _ => self.publisher.publish(&msg, params.retry).await?,
+            }
             Ok(receiver)
         })
     }
