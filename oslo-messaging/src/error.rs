@@ -136,7 +136,8 @@ impl Error {
         }
     }
 
-    /// Creates an error of `kind` caused by `source`.
+    /// Creates an error of `kind` caused by `source`. `Display` shows the message, then the
+    /// source's text: the message says what failed, not why.
     pub fn with_source(
         kind: ErrorKind,
         message: impl Into<String>,
@@ -169,7 +170,7 @@ impl Error {
         self.inner.kind
     }
 
-    /// The message, without the kind prefix that `Display` adds.
+    /// The message: what failed, without the source's text that `Display` appends.
     pub fn message(&self) -> &str {
         match &self.inner.remote {
             Some(remote) => remote.message(),
@@ -212,12 +213,18 @@ impl Error {
     }
 }
 
+/// One rule: what failed, then why (the source), each once. The kind is not repeated (match
+/// on [`Error::kind`] for that); an error without a message names its kind.
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.inner.remote {
-            Some(remote) => write!(f, "{}: {remote}", self.inner.kind),
-            None if self.inner.message.is_empty() => write!(f, "{}", self.inner.kind),
-            None => write!(f, "{}: {}", self.inner.kind, self.inner.message),
+            Some(remote) => write!(f, "the remote method raised {remote}")?,
+            None if self.inner.message.is_empty() => write!(f, "{}", self.inner.kind)?,
+            None => f.write_str(&self.inner.message)?,
+        }
+        match &self.inner.source {
+            Some(source) => write!(f, ": {source}"),
+            None => Ok(()),
         }
     }
 }
@@ -256,7 +263,7 @@ mod tests {
         let e = Error::timeout("timed out waiting for a reply to message ID abc");
         assert_eq!(
             e.to_string(),
-            "timed out: timed out waiting for a reply to message ID abc"
+            "timed out waiting for a reply to message ID abc"
         );
         assert!(e.is_timeout());
     }
@@ -268,7 +275,10 @@ mod tests {
         assert_eq!(e.kind(), ErrorKind::Remote);
         assert_eq!(e.message(), "bad value");
         assert_eq!(e.remote_error().unwrap().class(), "ValueError");
-        assert_eq!(e.to_string(), "remote error: ValueError: bad value");
+        assert_eq!(
+            e.to_string(),
+            "the remote method raised ValueError: bad value"
+        );
     }
 
     #[test]
@@ -278,7 +288,7 @@ mod tests {
         assert_eq!(e.source().unwrap().to_string(), "boom");
         let cloned = e.clone();
         assert_eq!(cloned.to_string(), e.to_string());
-        assert_eq!(cloned.to_string(), "transport error: connection lost");
+        assert_eq!(cloned.to_string(), "connection lost: boom");
     }
 
     #[test]

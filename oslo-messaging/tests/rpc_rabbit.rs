@@ -653,6 +653,12 @@ async fn a_wrong_password_is_refused_without_showing_it() {
         "the driver logs its connection attempts"
     );
     assert!(!logged.contains(&secret), "{logged}");
+    // A refusal is not an unreachable broker.
+    assert!(logged.contains("refused the login"), "{logged}");
+    assert!(!logged.contains("unreachable"), "{logged}");
+    // What failed and why, once each.
+    let text = err.to_string();
+    assert_eq!(text.matches("ACCESS_REFUSED").count(), 1, "{text}");
 }
 
 #[tokio::test]

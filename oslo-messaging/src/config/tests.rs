@@ -67,6 +67,20 @@ fn later_files_override_earlier_ones() {
 }
 
 #[test]
+fn an_unreadable_file_says_which_and_why_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("missing.conf");
+    let err = Config::from_files(&[&missing]).unwrap_err();
+    assert_eq!(err.kind(), crate::ErrorKind::Configuration);
+    let text = err.to_string();
+    assert!(text.starts_with("cannot read config file "), "{text}");
+    assert!(text.contains("missing.conf"), "{text}");
+    // The I/O error, once.
+    assert!(text.contains("No such file"), "{text}");
+    assert_eq!(text.matches("No such file").count(), 1, "{text}");
+}
+
+#[test]
 fn typed_conversion_and_python_spellings() {
     let c = Config::from_ini_str(
         "[oslo_messaging_rabbit]\n\

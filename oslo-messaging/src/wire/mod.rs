@@ -81,7 +81,7 @@ impl std::error::Error for WireError {}
 
 impl From<WireError> for crate::Error {
     fn from(e: WireError) -> Self {
-        Self::with_source(crate::ErrorKind::Protocol, e.to_string(), e)
+        Self::with_source(crate::ErrorKind::Protocol, "cannot decode the message", e)
     }
 }
 

@@ -460,7 +460,7 @@ async fn run(
             Err(e) if !e.is_connection_level() => {
                 let err = Error::with_source(
                     ErrorKind::DeliveryFailure,
-                    format!("cannot set up the {} on {host}: {e}", spec.what),
+                    format!("cannot set up the {} on {host}", spec.what),
                     e.clone(),
                 );
                 if let Some(r) = ready.take() {

@@ -181,6 +181,12 @@ impl Link {
                 version = c.server_property("version").unwrap_or_default(),
                 "connected to the AMQP broker"
             ),
+            Err(e) if e.is_fatal() => {
+                tracing::error!(host = shown, error = %e, "the AMQP server refused the login");
+                if self.hosts.len() > 1 {
+                    self.advance();
+                }
+            }
             Err(e) => {
                 tracing::warn!(host = shown, error = %e, "AMQP server is unreachable");
                 if self.hosts.len() > 1 {
@@ -197,7 +203,7 @@ pub(crate) fn give_up(host: &str, retry: Retry, err: &AmqpError) -> Error {
     if err.is_fatal() {
         return Error::with_source(
             ErrorKind::AccessRefused,
-            format!("the AMQP server on {host} refused the connection: {err}"),
+            format!("the AMQP server on {host} refused the connection"),
             err.clone(),
         );
     }
@@ -207,7 +213,7 @@ pub(crate) fn give_up(host: &str, retry: Retry, err: &AmqpError) -> Error {
     };
     Error::with_source(
         ErrorKind::DeliveryFailure,
-        format!("Unable to connect to AMQP server on {host} after {tries} tries: {err}"),
+        format!("Unable to connect to AMQP server on {host} after {tries} tries"),
         err.clone(),
     )
 }
@@ -303,6 +309,11 @@ mod tests {
         assert_eq!(e.kind(), ErrorKind::DeliveryFailure);
         assert_eq!(
             e.message(),
+            "Unable to connect to AMQP server on h:5672 after 2 tries"
+        );
+        // The cause once, from the source.
+        assert_eq!(
+            e.to_string(),
             "Unable to connect to AMQP server on h:5672 after 2 tries: cannot connect: refused"
         );
         let e = give_up("h:5672", Retry::Forever, &AmqpError::Io("x".into()));
