@@ -217,3 +217,23 @@ impl Transport {
         self.inner.driver.cleanup().await;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Without the `rabbit` feature a RabbitMQ URL is a clear configuration error that names
+    /// the feature, and never shows the password; with it, the same URL builds a transport.
+    #[test]
+    fn rabbit_urls_need_the_rabbit_feature() {
+        let got = Transport::from_url("rabbit://nova:s3cret@rmq1:5672/");
+        if cfg!(feature = "rabbit") {
+            assert!(got.is_ok());
+        } else {
+            let err = got.unwrap_err();
+            assert_eq!(err.kind(), crate::ErrorKind::Configuration);
+            assert!(err.to_string().contains("`rabbit` feature"), "{err}");
+            assert!(!err.to_string().contains("s3cret"), "{err}");
+        }
+    }
+}
