@@ -461,6 +461,11 @@ impl NotificationListener {
 
     /// Stops taking new notifications; returns once none is taken any more. Dropping the last
     /// handle of a running listener stops it too.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel-safe: the stop is signalled at the first poll and proceeds whether or not the
+    /// future is awaited to its end; only the wait for it is dropped.
     pub async fn stop(&self) {
         self.inner.lifecycle.stop().await;
     }

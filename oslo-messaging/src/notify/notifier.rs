@@ -216,6 +216,12 @@ impl Notifier {
     ///
     /// [`ErrorKind::Serialization`](crate::ErrorKind::Serialization) when the payload does not
     /// serialize, or the first driver error (a delivery failure after `retry` ran out, say).
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`RpcClient::cast`](crate::rpc::RpcClient::cast): dropping the future stops what is
+    /// still to be sent (the next drivers and topics, retries), but a copy already handed to
+    /// the connection is delivered.
     pub async fn notify(
         &self,
         ctx: &Context,

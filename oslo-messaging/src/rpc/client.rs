@@ -295,6 +295,12 @@ impl RpcClient {
     /// # Errors
     ///
     /// As [`call`](Self::call), except `Remote` and `Timeout`.
+    ///
+    /// # Cancel safety
+    ///
+    /// Not cancel-safe as to delivery: dropping the future stops the retries, but a request
+    /// already handed to the connection is sent, and the server runs it; only the broker's
+    /// confirm goes unheard. Dropped before that, nothing is sent.
     pub async fn cast(
         &self,
         ctx: &Context,

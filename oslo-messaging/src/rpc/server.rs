@@ -141,6 +141,11 @@ impl RpcServer {
     /// received still run: [`wait`](Self::wait) for them. Stopping before starting makes
     /// [`start`](Self::start) refuse. Dropping the last handle of a running server stops it
     /// too.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel-safe: the stop is signalled at the first poll and proceeds whether or not the
+    /// future is awaited to its end; only the wait for it is dropped.
     pub async fn stop(&self) {
         self.inner.lifecycle.stop().await;
     }
@@ -161,6 +166,11 @@ impl RpcServer {
     /// # Errors
     ///
     /// As [`start`](Self::start).
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropped while serving, the server keeps running until [`stop`](Self::stop) is called
+    /// or its last handle is dropped; dropped while starting, as [`start`](Self::start).
     pub async fn serve_until(&self, shutdown: impl Future<Output = ()>) -> Result<()> {
         self.start().await?;
         shutdown.await;
