@@ -1833,3 +1833,168 @@ fn reject_command(cmd: Command, e: &AmqpError) {
         Command::Publish { .. } | Command::Send { .. } => {}
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::net::TcpListener;
+
+    /// The next method a client sent, read from `s` into `buf`.
+    async fn next_method(s: &mut TcpStream, buf: &mut Vec<u8>) -> Method {
+        loop {
+            if let Some((f, used)) = frame::parse_frame(buf, 0).unwrap() {
+                let m = Method::decode(f.payload).unwrap();
+                buf.drain(..used);
+                return m;
+            }
+            let mut chunk = [0u8; 4096];
+            let n = s.read(&mut chunk).await.unwrap();
+            assert!(n > 0, "the client hung up");
+            buf.extend_from_slice(&chunk[..n]);
+        }
+    }
+
+    /// A broker that logs the client in, opens channel 1, then sends `hostile` and waits
+    /// until the client hangs up.
+    async fn fake_broker(hostile: Vec<u8>) -> u16 {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await.unwrap();
+            let mut header = [0u8; 8];
+            s.read_exact(&mut header).await.unwrap();
+            let mut buf = Vec::new();
+            let send = |m: Method| {
+                let mut out = Vec::new();
+                frame::write_method(&mut out, 0, &m).unwrap();
+                out
+            };
+            s.write_all(&send(Method::ConnectionStart {
+                server_properties: vec![],
+                mechanisms: "PLAIN".into(),
+                locales: "en_US".into(),
+            }))
+            .await
+            .unwrap();
+            assert!(matches!(
+                next_method(&mut s, &mut buf).await,
+                Method::ConnectionStartOk { .. }
+            ));
+            s.write_all(&send(Method::ConnectionTune {
+                channel_max: 10,
+                frame_max: 131_072,
+                heartbeat: 0,
+            }))
+            .await
+            .unwrap();
+            next_method(&mut s, &mut buf).await; // tune-ok
+            next_method(&mut s, &mut buf).await; // open
+            s.write_all(&send(Method::ConnectionOpenOk)).await.unwrap();
+            assert_eq!(next_method(&mut s, &mut buf).await, Method::ChannelOpen);
+            let mut out = Vec::new();
+            frame::write_method(&mut out, 1, &Method::ChannelOpenOk).unwrap();
+            out.extend_from_slice(&hostile);
+            s.write_all(&out).await.unwrap();
+            let mut rest = Vec::new();
+            let _ = s.read_to_end(&mut rest).await;
+        });
+        port
+    }
+
+    /// A delivery on channel 1 whose content header announces `body_size` bytes, followed by
+    /// `sent` bytes of body.
+    fn delivery(body_size: u64, sent: usize) -> Vec<u8> {
+        let mut out = Vec::new();
+        frame::write_method(
+            &mut out,
+            1,
+            &Method::BasicDeliver {
+                consumer_tag: "c".into(),
+                delivery_tag: 1,
+                redelivered: false,
+                exchange: String::new(),
+                routing_key: "q".into(),
+            },
+        )
+        .unwrap();
+        // class basic, weight 0, the announced size, no properties
+        let mut header = vec![0, 60, 0, 0];
+        header.extend_from_slice(&body_size.to_be_bytes());
+        header.extend_from_slice(&[0, 0]);
+        frame::frame(&mut out, FRAME_HEADER, 1, |b| {
+            b.extend_from_slice(&header);
+            Ok(())
+        })
+        .unwrap();
+        if sent > 0 {
+            frame::frame(&mut out, FRAME_BODY, 1, |b| {
+                b.resize(b.len() + sent, b'x');
+                Ok(())
+            })
+            .unwrap();
+        }
+        out
+    }
+
+    fn rss_kib() -> u64 {
+        let status = std::fs::read_to_string("/proc/self/status").unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap()
+    }
+
+    async fn connect(port: u16) -> Connection {
+        Connection::open(&ConnectParams {
+            host: "127.0.0.1".into(),
+            port,
+            vhost: "/".into(),
+            login: Login::Plain {
+                user: "u".into(),
+                password: "p".into(),
+            },
+            heartbeat: 0,
+            heartbeat_rate: 2,
+            connection_name: "fake".into(),
+            product: "tests".into(),
+            connect_timeout: Duration::from_secs(5),
+            upgrade: None,
+        })
+        .await
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_body_announced_above_the_limit_is_refused_before_allocating_it() {
+        let before = rss_kib();
+        let port = fake_broker(delivery(MAX_BODY + 1, 0)).await;
+        let conn = connect(port).await;
+        let _ch = conn.channel().await.unwrap();
+        let err = tokio::time::timeout(Duration::from_secs(5), conn.closed())
+            .await
+            .expect("the connection is closed at once");
+        assert!(
+            matches!(&err, AmqpError::Protocol(t) if t.contains("exceeds")),
+            "{err:?}"
+        );
+        let grew = rss_kib().saturating_sub(before);
+        println!("refused a {} byte body; RSS grew {grew} KiB", MAX_BODY + 1);
+        assert!(grew < 8 * 1024, "RSS grew {grew} KiB");
+    }
+
+    #[tokio::test]
+    async fn a_large_announced_body_is_not_reserved_up_front() {
+        let before = rss_kib();
+        // Within the limit, but only 10 bytes ever come: nothing near 500 MiB is reserved.
+        let port = fake_broker(delivery(500 << 20, 10)).await;
+        let conn = connect(port).await;
+        let _ch = conn.channel().await.unwrap();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(conn.error().is_none());
+        let grew = rss_kib().saturating_sub(before);
+        println!("a 500 MiB body announced, 10 bytes sent: RSS grew {grew} KiB");
+        assert!(grew < 8 * 1024, "RSS grew {grew} KiB");
+        conn.close().await;
+    }
+}

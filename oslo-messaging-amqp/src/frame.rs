@@ -1170,7 +1170,7 @@ pub struct Properties {
 }
 
 impl Properties {
-    fn encode(&self, w: &mut Writer<'_>) -> Result<(), FrameError> {
+    pub(crate) fn encode(&self, w: &mut Writer<'_>) -> Result<(), FrameError> {
         let flags: [bool; 14] = [
             self.content_type.is_some(),
             self.content_encoding.is_some(),
@@ -1225,7 +1225,7 @@ impl Properties {
         Ok(())
     }
 
-    fn decode(r: &mut Reader<'_>) -> Result<Self, FrameError> {
+    pub(crate) fn decode(r: &mut Reader<'_>) -> Result<Self, FrameError> {
         let word = r.short()?;
         // A set lowest bit means another flags word follows; none of its properties exist in
         // 0-9-1, so they are skipped.
@@ -1308,7 +1308,7 @@ impl ContentHeader {
 // ===== frames =====
 
 /// Appends one frame whose payload `fill` writes.
-fn frame(
+pub(crate) fn frame(
     buf: &mut Vec<u8>,
     kind: u8,
     channel: u16,

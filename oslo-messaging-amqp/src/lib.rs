@@ -56,6 +56,8 @@
 
 mod connection;
 mod frame;
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod fuzzing;
 
 pub use connection::{
     AmqpError, Channel, Confirm, ConnectParams, Connection, ConsumerEvent, Delivery, Login, Stream,

@@ -24,6 +24,8 @@ use serde_json::{Map, Value};
 use crate::context::Context;
 
 mod fast;
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod fuzzing;
 pub mod json;
 mod remote;
 

@@ -1,0 +1,108 @@
+//! Entry points for the fuzz targets in `fuzz/` (feature `fuzzing`), also replayed over their
+//! corpora by this crate's tests on stable. Each takes an arbitrary message body, as any
+//! client on the broker could publish it, and must not panic. The fast decoders must agree
+//! with the reference ones wherever they give an answer, and remote errors must survive
+//! encoding and decoding again unchanged.
+
+use super::{
+    RemoteError, decode_notification_general, decode_reply_general, decode_request_general, fast,
+    unwrap_envelope,
+};
+
+/// The 2.0 envelope around a message.
+pub fn envelope(body: &[u8]) {
+    let _ = unwrap_envelope(body);
+}
+
+/// An RPC request.
+///
+/// # Panics
+///
+/// When the fast decoder and the reference one disagree.
+pub fn request(body: &[u8]) {
+    let general = decode_request_general(body);
+    if let Some(quick) = fast::request(body) {
+        assert_eq!(
+            Ok(quick),
+            general,
+            "fast and reference request decoders disagree"
+        );
+    }
+}
+
+/// A reply (result, failure, ending).
+///
+/// # Panics
+///
+/// When the fast decoder and the reference one disagree.
+pub fn reply(body: &[u8]) {
+    let general = decode_reply_general(body);
+    if let Some(quick) = fast::reply(body) {
+        assert_eq!(
+            Ok(quick),
+            general,
+            "fast and reference reply decoders disagree"
+        );
+    }
+}
+
+/// A notification, enveloped (v2) or raw (v1).
+///
+/// # Panics
+///
+/// When the fast decoder and the reference one disagree.
+pub fn notification(body: &[u8]) {
+    let general = decode_notification_general(body);
+    if let Some(quick) = fast::notification(body) {
+        assert_eq!(
+            Ok(quick),
+            general,
+            "fast and reference notification decoders disagree"
+        );
+    }
+}
+
+/// A remote error's failure JSON (class, module, message, traceback, args, kwargs).
+///
+/// # Panics
+///
+/// When a decoded failure does not survive encoding and decoding again unchanged.
+pub fn remote_error(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    let Ok(e) = RemoteError::from_json(text) else {
+        return;
+    };
+    let once = e.to_json();
+    let again = RemoteError::from_json(&once).expect("encoded failure JSON decodes");
+    assert_eq!(again.to_json(), once);
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    /// Every input of a target's corpus (`fuzz/corpus/<target>/`), which must exist.
+    fn replay(target: &str, run: fn(&[u8])) {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../fuzz/corpus")
+            .join(target);
+        let mut n = 0;
+        for entry in std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())) {
+            let path = entry.unwrap().path();
+            run(&std::fs::read(&path).unwrap());
+            n += 1;
+        }
+        assert!(n > 0, "the corpus of {target} is empty");
+    }
+
+    #[test]
+    fn the_fuzz_corpora_replay_without_a_panic() {
+        replay("wire_envelope", super::envelope);
+        replay("wire_request", super::request);
+        replay("wire_reply", super::reply);
+        replay("wire_notification", super::notification);
+        replay("wire_remote_error", super::remote_error);
+    }
+}
