@@ -134,5 +134,36 @@ pub async fn stop(server: &RpcServer) {
 }
 
 pub mod node;
+pub mod proxy;
 pub mod python;
 pub mod rabbit;
+
+/// File descriptors open in this process.
+pub fn open_fds() -> usize {
+    std::fs::read_dir("/proc/self/fd").map_or(0, Iterator::count)
+}
+
+/// Tasks alive on the current Tokio runtime.
+pub fn alive_tasks() -> usize {
+    tokio::runtime::Handle::current()
+        .metrics()
+        .num_alive_tasks()
+}
+
+/// Waits up to `within` for `now()` to come back to `baseline` (± `slack`); returns the last
+/// value seen.
+pub async fn settles(
+    now: impl Fn() -> usize,
+    baseline: usize,
+    slack: usize,
+    within: Duration,
+) -> usize {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let v = now();
+        if v <= baseline + slack || tokio::time::Instant::now() >= deadline {
+            return v;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
