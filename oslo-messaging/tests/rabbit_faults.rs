@@ -520,3 +520,153 @@ async fn a_message_above_the_brokers_limit_fails_alone() {
     stop(&server).await;
     t.cleanup().await;
 }
+
+/// Everything a user could print of an error: its text, its `Debug` and its sources'.
+fn error_text(e: &oslo_messaging::Error) -> String {
+    let mut all = format!("{e} {e:?}");
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        all.push_str(&format!(" {s} {s:?}"));
+        source = s.source();
+    }
+    all
+}
+
+/// S8: traffic of every kind at TRACE level with a random password, including refused
+/// logins, a refused virtual host, an unreachable host and a connection the operator closes:
+/// the password appears in no log line, no `Debug` output and no error text.
+#[tokio::test]
+async fn passwords_never_show_in_logs_debug_or_errors() {
+    use oslo_messaging::notify::{NotificationListener, Notifier, NotifyDriver, Priority};
+    require_nodes!();
+    let logs = support::LogBuffer::default();
+    let _guard = logs.capture_trace();
+    let node = Node::start("secrets", 5797, "", &[]);
+    let secret = format!("S3cr3t-{}", uuid::Uuid::new_v4().simple());
+    node.ctl(&["add_user", "leaky", &secret]).unwrap();
+    node.ctl(&["set_permissions", "-p", "/", "leaky", ".*", ".*", ".*"])
+        .unwrap();
+    node.ctl(&["add_vhost", "closed"]).unwrap();
+    let url = |password: &str, port: u16, vhost: &str| {
+        format!("rabbit://leaky:{password}@127.0.0.1:{port}/{vhost}")
+    };
+    let mut shown = Vec::new();
+
+    let t = Transport::with_config(&url(&secret, node.port, ""), &config(&[])).unwrap();
+    let calls = Calls::default();
+    let server = RpcServer::builder(&t, Target::new("secrets").with_server("s1"))
+        .endpoint(recording_endpoint("s1", &calls))
+        .build()
+        .unwrap();
+    server.start().await.unwrap();
+    let client = RpcClient::new(&t, Target::new("secrets")).with_timeout(Duration::from_secs(10));
+    let v: Value = client
+        .call(&Context::new(), "echo", &json!({"value": 1}))
+        .await
+        .unwrap();
+    assert_eq!(v, json!(1));
+    client
+        .cast(&Context::new(), "record", &json!({"value": 2}))
+        .await
+        .unwrap();
+    let (ep, mut seen) = support::forwarding(&[Priority::Info]);
+    let listener = NotificationListener::builder(&t, vec![Target::new("secrets_n")])
+        .endpoint(ep)
+        .build()
+        .unwrap();
+    listener.start().await.unwrap();
+    let notifier = Notifier::builder(&t)
+        .driver(NotifyDriver::MessagingV2)
+        .topics(["secrets_n"])
+        .build()
+        .unwrap();
+    notifier
+        .info(
+            &Context::new(),
+            "e",
+            &json!({"password": "in the payload is fine"}),
+        )
+        .await
+        .unwrap();
+    tokio::time::timeout(Duration::from_secs(10), seen.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    // A call nobody serves times out; a connection the operator closes comes back.
+    let err = client
+        .prepare()
+        .server("nobody")
+        .timeout(Duration::from_secs(1))
+        .build()
+        .unwrap()
+        .call::<Value>(&Context::new(), "echo", &json!({"value": 0}))
+        .await
+        .unwrap_err();
+    shown.push(error_text(&err));
+    node.ctl(&["close_all_connections", "secrets test"])
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while client
+        .prepare()
+        .timeout(Duration::from_secs(2))
+        .build()
+        .unwrap()
+        .call::<Value>(&Context::new(), "echo", &json!({"value": 3}))
+        .await
+        .is_err()
+    {
+        assert!(
+            Instant::now() < deadline,
+            "no recovery after the forced close"
+        );
+    }
+    shown.push(format!(
+        "{t:?} {:?} {} {client:?} {server:?} {listener:?} {notifier:?}",
+        t.url(),
+        t.url()
+    ));
+
+    // Refusals: a wrong password (its own text is the secret plus a letter), a virtual host
+    // the user may not open, and a port nobody listens on.
+    for (what, u) in [
+        ("wrong password", url(&format!("{secret}x"), node.port, "")),
+        ("refused vhost", url(&secret, node.port, "closed")),
+        ("unreachable", url(&secret, 1, "")),
+    ] {
+        let bad = Transport::with_config(&u, &config(&[])).unwrap();
+        let err = RpcClient::new(&bad, Target::new("secrets"))
+            .with_retry(Retry::Times(1))
+            .cast(&Context::new(), "record", &json!({"value": 4}))
+            .await
+            .unwrap_err();
+        shown.push(format!("{what}: {} {bad:?}", error_text(&err)));
+        bad.cleanup().await;
+    }
+    listener.stop().await;
+    listener.wait().await;
+    stop(&server).await;
+    t.cleanup().await;
+
+    let logged = logs.text();
+    let lines = logged.lines().count();
+    let shown = shown.join("\n");
+    let encoded = secret.replace('-', "%2D");
+    let leaks = logged.matches(&secret).count()
+        + shown.matches(&secret).count()
+        + logged.matches(&encoded).count()
+        + shown.matches(&encoded).count();
+    println!(
+        "S8: {lines} log lines at TRACE and {} bytes of Debug and error text: {leaks} occurrences of the password",
+        shown.len()
+    );
+    assert!(lines > 20, "the driver logs what it does:\n{logged}");
+    assert!(
+        shown.contains("ACCESS_REFUSED") || shown.contains("403"),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("530") || shown.contains("NOT_ALLOWED"),
+        "{shown}"
+    );
+    assert_eq!(leaks, 0, "{shown}\n{logged}");
+}

@@ -12,7 +12,7 @@ use oslo_messaging::rpc::{Endpoint, NoArgs, Request, RpcClient, RpcError, RpcSer
 use oslo_messaging::{Config, Context, ErrorKind, Retry, Target, Transport};
 use serde_json::{Value, json};
 use support::rabbit::{QueueArg, Raw, Scope, broker_parts};
-use support::{Calls, counting_endpoint, recording_endpoint, stop};
+use support::{Calls, LogBuffer, counting_endpoint, recording_endpoint, stop};
 
 fn ctx() -> Context {
     Context::new()
@@ -593,30 +593,11 @@ async fn a_non_durable_exchange_from_elsewhere_makes_durable_servers_fall_back()
     t.cleanup().await;
 }
 
-/// Collects every log line written while it is the default subscriber.
-#[derive(Clone, Default)]
-struct LogBuffer(Arc<std::sync::Mutex<Vec<u8>>>);
-
-impl std::io::Write for LogBuffer {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 #[tokio::test]
 async fn a_wrong_password_is_refused_without_showing_it() {
     require_broker!();
     let logs = LogBuffer::default();
-    let writer = logs.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::TRACE)
-        .with_writer(move || writer.clone())
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let _guard = logs.capture_trace();
 
     let scope = Scope::new("auth");
     let (host, port, user, _, _) = broker_parts();
@@ -647,7 +628,7 @@ async fn a_wrong_password_is_refused_without_showing_it() {
     assert!(!chain.contains(&secret), "{chain}");
     assert!(!format!("{t:?} {:?}", t.url()).contains(&secret));
     t.cleanup().await;
-    let logged = String::from_utf8_lossy(&logs.0.lock().unwrap()).into_owned();
+    let logged = logs.text();
     assert!(
         !logged.is_empty(),
         "the driver logs its connection attempts"
