@@ -527,6 +527,7 @@ async fn run(
         };
         match ended {
             Ended::Reconnect => {
+                link.lost(&host);
                 conn = Some(c);
                 failures = 1;
             }

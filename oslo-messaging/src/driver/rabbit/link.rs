@@ -159,11 +159,26 @@ impl Link {
     /// Moves to the next host (round-robin) or a random one (shuffle).
     pub(crate) fn advance(&self) {
         let mut c = self.cursor();
-        *c = if self.shuffle {
+        self.step(&mut c);
+    }
+
+    fn step(&self, cursor: &mut usize) {
+        *cursor = if self.shuffle {
             fastrand::usize(..self.hosts.len())
         } else {
-            (*c + 1) % self.hosts.len()
+            (*cursor + 1) % self.hosts.len()
         };
+    }
+
+    /// A connection to `host` was lost: the next attempt goes to the next host, unless another
+    /// connection already moved on from it.
+    pub(crate) fn lost(&self, host: &str) {
+        if self.hosts.len() > 1 {
+            let mut c = self.cursor();
+            if self.hosts[*c % self.hosts.len()].shown == host {
+                self.step(&mut c);
+            }
+        }
     }
 
     /// One connection attempt to the current host; on failure the next attempt goes to the
@@ -258,6 +273,22 @@ mod tests {
         );
         let l = link("rabbit://h//", &RabbitOptions::default());
         assert_eq!(l.hosts[0].params.vhost, "/");
+    }
+
+    #[test]
+    fn a_lost_connection_moves_the_next_attempt_on_once() {
+        let l = link("rabbit://a:1,b:2,c:3/", &RabbitOptions::default());
+        let first = l.current();
+        // The publisher and a consumer both lose their connection to the same host: the
+        // next attempt goes to the next host, not two hosts on.
+        l.lost(&first);
+        let second = l.current();
+        assert_ne!(second, first);
+        l.lost(&first);
+        assert_eq!(l.current(), second);
+        let one = link("rabbit://a:1/", &RabbitOptions::default());
+        one.lost("a:1");
+        assert_eq!(one.current(), "a:1");
     }
 
     #[test]

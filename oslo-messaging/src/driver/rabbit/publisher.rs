@@ -195,6 +195,7 @@ impl Publisher {
         let mut slot = self.session.lock().await;
         if slot.as_ref().is_some_and(|s| Arc::ptr_eq(s, session)) {
             *slot = None;
+            self.link.lost(&session.host);
         }
         drop(slot);
         let conn = session.conn.clone();
