@@ -1252,6 +1252,12 @@ impl IoTask {
                 break e;
             }
         };
+        // Everyone waiting hears of the end at once, before any attempt to say goodbye.
+        self.fail_all(&reason);
+        // A peer that stopped answering, or a socket that failed, takes nothing more.
+        if matches!(reason, AmqpError::HeartbeatTimeout | AmqpError::Io(_)) {
+            return;
+        }
         // Push out what is queued (a close-ok, say), briefly.
         if self.wpos < self.wbuf.len() {
             let _ = tokio::time::timeout(Duration::from_secs(1), async {
@@ -1261,7 +1267,6 @@ impl IoTask {
             .await;
         }
         let _ = tokio::time::timeout(Duration::from_secs(1), self.writer.shutdown()).await;
-        self.fail_all(&reason);
     }
 
     fn fail_all(&mut self, e: &AmqpError) {
