@@ -91,6 +91,7 @@ struct Session {
     host: String,
     publish: std::sync::Mutex<Channel>,
     declare: Mutex<Option<Channel>>,
+    /// Queues declared on this connection (a broker restart may have lost them).
     declared: Mutex<HashSet<String>>,
     /// Held while a dead publish channel is replaced, so one replacement serves every caller.
     renewing: Mutex<()>,
@@ -108,6 +109,10 @@ impl Session {
 /// Publishes for one transport.
 pub(crate) struct Publisher {
     link: Arc<Link>,
+    /// Exchanges declared, kept across reconnects: declaring one again after a failover can
+    /// wait on a frozen cluster member (it takes a cluster-wide lock), and a publish to an
+    /// exchange that is gone fails with 404, after which it is declared again.
+    exchanges: std::sync::Mutex<HashSet<String>>,
     session: Mutex<Option<Arc<Session>>>,
     closed: AtomicBool,
     compression: Option<&'static str>,
@@ -127,7 +132,7 @@ enum Attempt {
     /// Try again (counts against the retry budget), after this error.
     Retry(AmqpError),
     /// Try again at once, without counting: another message's refusal closed the channel
-    /// this one was in flight on.
+    /// this one was in flight on, or the exchange was gone and is to be declared again.
     Again,
     /// The broker refused the message (`basic.nack`): publish it again for a moment.
     Nacked,
@@ -146,6 +151,7 @@ impl Publisher {
         };
         Self {
             link,
+            exchanges: std::sync::Mutex::new(HashSet::new()),
             session: Mutex::new(None),
             closed: AtomicBool::new(false),
             compression,
@@ -210,6 +216,7 @@ impl Publisher {
         dead: &Channel,
     ) -> std::result::Result<(), AmqpError> {
         session.declared.lock().await.clear();
+        self.exchanges().clear();
         let _renewing = session.renewing.lock().await;
         if !session.publish_channel().same(dead) {
             return Ok(());
@@ -252,14 +259,19 @@ impl Publisher {
     ) -> std::result::Result<(), AmqpError> {
         let key = match declare {
             Declare::Nothing => return Ok(()),
-            Declare::Exchange(ex) => format!("exchange {}", ex.name),
+            Declare::Exchange(ex) => {
+                if self.exchanges().contains(&ex.name) {
+                    return Ok(());
+                }
+                String::new()
+            }
             Declare::Queue(q) => format!(
-                "queue {} {:?}",
+                "{} {:?}",
                 q.name,
                 q.binding.as_ref().map(|(e, k)| (&e.name, k))
             ),
         };
-        if session.declared.lock().await.contains(&key) {
+        if !key.is_empty() && session.declared.lock().await.contains(&key) {
             return Ok(());
         }
         match declare {
@@ -276,6 +288,8 @@ impl Publisher {
                     }
                     Err(e) => return Err(e),
                 }
+                self.exchanges().insert(ex.name.clone());
+                return Ok(());
             }
             Declare::Queue(q) => {
                 if let Some((ex, _)) = &q.binding {
@@ -289,6 +303,12 @@ impl Publisher {
         }
         session.declared.lock().await.insert(key);
         Ok(())
+    }
+
+    fn exchanges(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
+        self.exchanges
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     fn properties(&self, expiration: Option<u64>) -> Properties {
@@ -391,7 +411,10 @@ impl Publisher {
                 }
                 Err(e) => match size_limit_refusal(&e) {
                     Some(max) => Attempt::Done(Err(too_large(body.len(), max))),
-                    None if e.code() == Some(404) => Attempt::Retry(e),
+                    None if e.code() == Some(404) => {
+                        self.exchanges().remove(&msg.exchange);
+                        Attempt::Again
+                    }
                     None => Attempt::Done(Err(give_up(&session.host, retry, &e))),
                 },
                 Ok(c) => Self::verdict(msg, c),
@@ -406,11 +429,11 @@ impl Publisher {
                 self.drop_session(&session).await;
                 Attempt::Retry(e)
             }
-            // The exchange vanished (an auto-delete fanout exchange whose servers all left):
-            // declare it again and retry.
+            // The exchange vanished (an auto-delete fanout exchange whose servers all left, a
+            // non-durable one after a broker restart): declare it again and publish again.
             Err(e) if e.code() == Some(404) => {
                 match self.renew_publish_channel(&session, &ch).await {
-                    Ok(()) => Attempt::Retry(e),
+                    Ok(()) => Attempt::Again,
                     Err(e2) => {
                         self.drop_session(&session).await;
                         Attempt::Retry(e2)
@@ -467,16 +490,16 @@ impl Publisher {
         }
         let mut failures = 0u32;
         let mut nacked: Option<(Instant, u32)> = None;
-        let mut bystander = 0u32;
+        let mut again = 0u32;
         loop {
             let e = match self.attempt(msg, &body, retry).await {
                 Attempt::Done(r) => return r,
-                Attempt::Again if bystander < 5 => {
-                    bystander += 1;
+                Attempt::Again if again < 5 => {
+                    again += 1;
                     continue;
                 }
                 Attempt::Again => AmqpError::Protocol(
-                    "the broker keeps closing the publish channel over other messages' size".into(),
+                    "the broker keeps closing the publish channel (a missing exchange, or other messages' size)".into(),
                 ),
                 Attempt::Nacked => {
                     let (since, nacks) = nacked.get_or_insert_with(|| (Instant::now(), 0));
@@ -513,7 +536,7 @@ impl Publisher {
             tracing::warn!(
                 host = self.link.current(),
                 error = %e,
-                "AMQP server is unreachable; trying again in {:.0} seconds",
+                "cannot publish to the AMQP server; trying again in {:.1} s",
                 wait.as_secs_f64()
             );
             tokio::time::sleep(wait).await;
