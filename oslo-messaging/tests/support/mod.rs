@@ -133,6 +133,7 @@ pub async fn stop(server: &RpcServer) {
     server.wait().await;
 }
 
+pub mod cluster;
 pub mod node;
 pub mod proxy;
 pub mod python;

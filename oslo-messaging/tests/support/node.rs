@@ -49,6 +49,20 @@ impl Node {
     /// Starts node `tag` with AMQP on `port` (distribution on `port + 20000`). `conf` is
     /// appended to its rabbitmq.conf; `plugins` are enabled.
     pub fn start(tag: &str, port: u16, conf: &str, plugins: &[&str]) -> Self {
+        let node = Self::prepare(tag, port, conf, plugins, None);
+        node.boot();
+        node
+    }
+
+    /// As [`start`](Self::start), but only writes the node's files: with `shared_cookie`, the
+    /// Erlang cookie it shares with the other members of a cluster.
+    pub fn prepare(
+        tag: &str,
+        port: u16,
+        conf: &str,
+        plugins: &[&str],
+        shared_cookie: Option<&str>,
+    ) -> Self {
         let base = PathBuf::from(format!(
             "/var/tmp/oslo-messaging-test-nodes/{tag}-{}",
             std::process::id()
@@ -56,7 +70,11 @@ impl Node {
         let _ = std::fs::remove_dir_all(&base);
         std::fs::create_dir_all(base.join("home")).unwrap();
         let cookie = base.join("home/.erlang.cookie");
-        std::fs::write(&cookie, format!("oslotest{}{tag}", std::process::id())).unwrap();
+        let cookie_text = shared_cookie.map_or_else(
+            || format!("oslotest{}{tag}", std::process::id()),
+            str::to_owned,
+        );
+        std::fs::write(&cookie, cookie_text).unwrap();
         set_mode(&cookie, 0o400);
         let listener = if conf.contains("listeners.tcp") {
             String::new()
@@ -73,14 +91,17 @@ impl Node {
             format!("[{}].\n", plugins.join(",")),
         )
         .unwrap();
-        let node = Self {
+        Self {
             name: format!("oslotest_{tag}_{}@localhost", std::process::id()),
             port,
             dist_port: port + 20000,
             base,
-        };
-        node.boot();
-        node
+        }
+    }
+
+    /// The Erlang node name (`oslotest_<tag>_<pid>@localhost`).
+    pub fn name(&self) -> &str {
+        &self.name
     }
 
     fn command(&self, program: &str) -> Command {
@@ -103,13 +124,23 @@ impl Node {
 
     /// Starts the node process and waits until it serves.
     pub fn boot(&self) {
-        let started = Instant::now();
+        self.spawn();
+        self.wait_up(Instant::now());
+    }
+
+    /// Starts the node process without waiting (cluster members that were all stopped must
+    /// start together: each waits for the others' data).
+    pub fn spawn(&self) {
         let status = self
             .command("rabbitmq-server")
             .arg("-detached")
             .status()
             .expect("run rabbitmq-server");
         assert!(status.success(), "rabbitmq-server -detached: {status}");
+    }
+
+    /// Waits until the node serves; says how long since `started`.
+    pub fn wait_up(&self, started: Instant) {
         let pid = self.base.join("pid");
         self.ctl(&["wait", pid.to_str().unwrap(), "--timeout", "120"])
             .unwrap_or_else(|e| panic!("node {} did not start: {e}", self.name));
@@ -141,7 +172,8 @@ impl Node {
         }
     }
 
-    fn pid(&self) -> String {
+    /// The node's OS process id.
+    pub fn pid(&self) -> String {
         std::fs::read_to_string(self.base.join("pid"))
             .unwrap()
             .trim()

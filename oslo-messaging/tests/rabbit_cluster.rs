@@ -1,0 +1,549 @@
+//! Faults on a private three-node RabbitMQ cluster with quorum queues (never the system
+//! broker): the reliability reference's R1-R6 and R14, one after the other behind one cluster
+//! start (R7, R8 and R12 are in `rabbit_proxy`). Clients reach the nodes through fault proxies, which tell which node a client is
+//! connected to. Every figure is printed and asserted with its bound; results use the Jepsen
+//! checker's words: lost (confirmed, never consumed) and duplicated.
+
+mod support;
+
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use oslo_messaging::rpc::{RpcClient, RpcServer};
+use oslo_messaging::{Config, Context, ErrorKind, Retry, Target, Transport};
+use serde_json::{Value, json};
+use support::cluster::Cluster;
+use support::proxy::Proxy;
+use support::{Calls, recording_endpoint, stop};
+
+const HEARTBEAT: u64 = 10;
+
+fn config() -> Config {
+    let mut b = Config::builder().control_exchange("cluster");
+    for (k, v) in [
+        ("rabbit_quorum_queue", "true"),
+        ("heartbeat_timeout_threshold", "10"),
+        ("rabbit_retry_interval", "1"),
+        ("rabbit_retry_backoff", "1"),
+        ("rabbit_interval_max", "2"),
+        ("kombu_reconnect_delay", "0.5"),
+    ] {
+        b = b.option("oslo_messaging_rabbit", k, v);
+    }
+    b.build().unwrap()
+}
+
+/// The cluster, a proxy in front of each node, and the URL through them.
+struct Bed {
+    cluster: Cluster,
+    proxies: Vec<Proxy>,
+}
+
+impl Bed {
+    fn proxied_url(&self) -> String {
+        let hosts: Vec<String> = self
+            .proxies
+            .iter()
+            .map(|p| format!("guest:guest@{}", p.addr()))
+            .collect();
+        format!("rabbit://{}/", hosts.join(","))
+    }
+
+    fn accepted(&self) -> Vec<usize> {
+        self.proxies.iter().map(Proxy::accepted).collect()
+    }
+
+    /// A client transport whose publishing connection is on a node `want` accepts (the
+    /// driver shuffles the hosts, so this tries until one lands there); returns the node.
+    async fn client_on(&self, want: impl Fn(usize) -> bool) -> (Transport, usize) {
+        for _ in 0..60 {
+            let before = self.accepted();
+            let t = Transport::with_config(&self.proxied_url(), &config()).unwrap();
+            RpcClient::new(&t, Target::new("placement"))
+                .cast(&Context::new(), "nothing", &json!({}))
+                .await
+                .unwrap();
+            let after = self.accepted();
+            let node = (0..3).find(|i| after[*i] > before[*i]).unwrap();
+            if want(node) {
+                return (t, node);
+            }
+            t.cleanup().await;
+        }
+        panic!("no client landed where wanted in 60 tries");
+    }
+
+    /// Three RPC servers on `topic`, each with its own connection to the whole cluster.
+    async fn servers(&self, topic: &str, calls: &Calls) -> Vec<(Transport, RpcServer)> {
+        let mut out = Vec::new();
+        for i in 1..=3 {
+            let t = Transport::with_config(&self.cluster.url(), &config()).unwrap();
+            let name = format!("s{i}");
+            let s = RpcServer::builder(&t, Target::new(topic).with_server(&name))
+                .endpoint(recording_endpoint(&name, calls))
+                .build()
+                .unwrap();
+            s.start().await.unwrap();
+            out.push((t, s));
+        }
+        out
+    }
+
+    /// Boots a killed node again and waits until the cluster has three running members.
+    fn restart(&self, i: usize) {
+        self.cluster.nodes[i].boot();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while self.cluster.running() < 3 {
+            assert!(Instant::now() < deadline, "node {i} did not rejoin");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+}
+
+async fn shutdown(servers: Vec<(Transport, RpcServer)>) {
+    for (t, s) in servers {
+        stop(&s).await;
+        t.cleanup().await;
+    }
+}
+
+/// Every value the servers recorded, and how many deliveries that took.
+fn received(calls: &Calls) -> (BTreeSet<u64>, usize) {
+    let all: Vec<u64> = calls
+        .0
+        .lock()
+        .unwrap()
+        .iter()
+        .filter_map(|(_, v)| v.as_u64())
+        .collect();
+    let n = all.len();
+    (all.into_iter().collect(), n)
+}
+
+/// What a run of confirmed casts gave.
+struct CastRun {
+    confirmed: BTreeSet<u64>,
+    lost: usize,
+    duplicates: usize,
+    longest_stall: Duration,
+}
+
+/// Sends casts `from..from + n` (8 at a time) and calls `fault` once `at` of them are
+/// confirmed; then waits up to 60 s for the servers to have every confirmed one.
+async fn casts_through(
+    client: &RpcClient,
+    calls: &Calls,
+    from: u64,
+    n: u64,
+    at: u64,
+    fault: impl FnOnce(),
+) -> CastRun {
+    let confirmed = Arc::new(Mutex::new(Vec::<(u64, Instant)>::new()));
+    let next = Arc::new(std::sync::atomic::AtomicU64::new(from));
+    let mut workers = Vec::new();
+    for _ in 0..8 {
+        let (client, confirmed, next) = (client.clone(), confirmed.clone(), next.clone());
+        workers.push(tokio::spawn(async move {
+            loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                if i >= from + n {
+                    return;
+                }
+                client
+                    .cast(&Context::new(), "record", &json!({ "value": i }))
+                    .await
+                    .unwrap_or_else(|e| panic!("cast {i}: {e}"));
+                confirmed.lock().unwrap().push((i, Instant::now()));
+            }
+        }));
+    }
+    let mut fault = Some(fault);
+    while fault.is_some() {
+        if confirmed.lock().unwrap().len() as u64 >= at {
+            (fault.take().unwrap())();
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    for w in workers {
+        tokio::time::timeout(Duration::from_secs(120), w)
+            .await
+            .expect("every cast ends")
+            .unwrap();
+    }
+    let mut times: Vec<Instant> = confirmed.lock().unwrap().iter().map(|(_, t)| *t).collect();
+    times.sort();
+    let longest_stall = times
+        .windows(2)
+        .map(|w| w[1] - w[0])
+        .max()
+        .unwrap_or_default();
+    let confirmed: BTreeSet<u64> = confirmed.lock().unwrap().iter().map(|(i, _)| *i).collect();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (seen, deliveries) = received(calls);
+        let missing = confirmed.iter().filter(|i| !seen.contains(i)).count();
+        if missing == 0 || Instant::now() > deadline {
+            let mine = seen.iter().filter(|i| (from..from + n).contains(i)).count();
+            let mine_deliveries = calls
+                .0
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|(_, v)| v.as_u64().is_some_and(|i| (from..from + n).contains(&i)))
+                .count();
+            let _ = deliveries;
+            return CastRun {
+                confirmed,
+                lost: missing,
+                duplicates: mine_deliveries - mine,
+                longest_stall,
+            };
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Whether scenario `name` runs: all of them, unless `OSLO_CLUSTER_SCENARIOS` names some
+/// (`R5,R6`, for working on one).
+fn run(name: &str) -> bool {
+    std::env::var("OSLO_CLUSTER_SCENARIOS")
+        .map_or(true, |only| only.split(',').any(|s| s.trim() == name))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn faults_on_a_three_node_quorum_cluster() {
+    require_nodes!();
+    // The driver's warnings (reconnects, nacks) go with the test's output.
+    let _ = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::INFO)
+        .with_writer(std::io::stderr)
+        .try_init();
+    let cluster = Cluster::start("qq", 5781);
+    let mut proxies = Vec::new();
+    for n in &cluster.nodes {
+        proxies.push(Proxy::start(&format!("127.0.0.1:{}", n.port)).await);
+    }
+    let bed = Bed { cluster, proxies };
+    let calls = Calls::default();
+    let servers = bed.servers("qq", &calls).await;
+    let leader = bed
+        .cluster
+        .leader_of("qq")
+        .expect("the topic queue has a leader");
+
+    // R1: the leader is killed during 10,000 confirmed casts; the client is on a follower.
+    if run("R1") {
+        let (t, on) = bed.client_on(|n| n != leader).await;
+        let client = RpcClient::new(&t, Target::new("qq"));
+        let run = casts_through(&client, &calls, 0, 10_000, 3_000, || {
+            bed.cluster.nodes[leader].kill();
+        })
+        .await;
+        println!(
+            "R1 leader (node {leader}) killed at 3,000 of 10,000 casts, client on node {on}: {} confirmed, lost {}, duplicated {}, longest publish stall {:.2} s",
+            run.confirmed.len(),
+            run.lost,
+            run.duplicates,
+            run.longest_stall.as_secs_f64()
+        );
+        assert_eq!(run.confirmed.len(), 10_000);
+        assert_eq!(run.lost, 0);
+        assert!(run.longest_stall <= Duration::from_secs(5));
+        t.cleanup().await;
+        bed.restart(leader);
+    }
+
+    // R2: the client is on the node that is killed, the leader's.
+    if run("R2") {
+        let leader = bed.cluster.leader_of("qq").expect("a leader");
+        let (t, on) = bed.client_on(|n| n == leader).await;
+        let client = RpcClient::new(&t, Target::new("qq"));
+        let run = casts_through(&client, &calls, 10_000, 10_000, 3_000, || {
+            bed.cluster.nodes[leader].kill();
+        })
+        .await;
+        println!(
+            "R2 leader (node {leader}) killed at 3,000 of 10,000 casts, client on it (node {on}): {} confirmed, lost {}, duplicated {}, longest publish stall {:.2} s",
+            run.confirmed.len(),
+            run.lost,
+            run.duplicates,
+            run.longest_stall.as_secs_f64()
+        );
+        assert_eq!(run.confirmed.len(), 10_000);
+        assert_eq!(run.lost, 0);
+        assert!(run.longest_stall <= Duration::from_secs(5));
+        t.cleanup().await;
+        bed.restart(leader);
+    }
+
+    // R3: 200 calls in flight (each 1 s on a server), timeout 10 s; the node holding the
+    // client's reply queue (the one it is connected to) is killed.
+    const T: Duration = Duration::from_secs(10);
+    if run("R3") {
+        let (t, on) = bed.client_on(|_| true).await;
+        let client = RpcClient::new(&t, Target::new("qq")).with_timeout(T);
+        let before = bed.accepted();
+        let warm: Value = client
+            .call(&Context::new(), "echo", &json!({"value": 0}))
+            .await
+            .unwrap();
+        assert_eq!(warm, json!(0));
+        let after = bed.accepted();
+        let reply_node = (0..3).find(|i| after[*i] > before[*i]).unwrap_or(on);
+        let mut pending = Vec::new();
+        for _ in 0..200 {
+            let client = client.clone();
+            pending.push(tokio::spawn(async move {
+                let started = Instant::now();
+                let r = client
+                    .call::<Value>(&Context::new(), "sleep", &json!({"seconds": 1}))
+                    .await;
+                (r, started.elapsed())
+            }));
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        bed.cluster.nodes[reply_node].kill();
+        let killed = Instant::now();
+        let (mut ok, mut timed_out, mut longest) = (0, 0, Duration::ZERO);
+        for p in pending {
+            let (r, took) = tokio::time::timeout(T + Duration::from_secs(5), p)
+                .await
+                .expect("no call hangs")
+                .unwrap();
+            match r {
+                Ok(_) => ok += 1,
+                Err(e) => {
+                    assert_eq!(e.kind(), ErrorKind::Timeout, "{e}");
+                    timed_out += 1;
+                }
+            }
+            longest = longest.max(took);
+        }
+        // Calls after the recovery all succeed.
+        let mut after_ok = 0;
+        for i in 0..20 {
+            let v: Value = client
+                .call(&Context::new(), "echo", &json!({ "value": i }))
+                .await
+                .unwrap();
+            assert_eq!(v, json!(i));
+            after_ok += 1;
+        }
+        println!(
+            "R3 node {reply_node} with the reply queue killed under 200 calls: {ok} answered, {timed_out} timed out, longest {:.1} s (timeout {} s); 20 of 20 calls after it answered, {:.1} s after the kill",
+            longest.as_secs_f64(),
+            T.as_secs(),
+            killed.elapsed().as_secs_f64()
+        );
+        assert_eq!(ok + timed_out, 200);
+        assert_eq!(after_ok, 20);
+        assert!(longest <= T + Duration::from_secs(1), "{longest:?}");
+        t.cleanup().await;
+        bed.restart(reply_node);
+    }
+
+    // R4: the node an RPC server consumes from is killed under 200 calls in flight.
+    if run("R4") {
+        let before = bed.accepted();
+        let server_t = Transport::with_config(&bed.proxied_url(), &config()).unwrap();
+        let r4_calls = Calls::default();
+        let r4 = RpcServer::builder(&server_t, Target::new("r4").with_server("r4"))
+            .endpoint(recording_endpoint("r4", &r4_calls))
+            .build()
+            .unwrap();
+        r4.start().await.unwrap();
+        let after = bed.accepted();
+        let server_node = (0..3).find(|i| after[*i] > before[*i]).unwrap();
+        let t = Transport::with_config(&bed.cluster.url(), &config()).unwrap();
+        let client = RpcClient::new(&t, Target::new("r4")).with_timeout(T);
+        let warm: Value = client
+            .call(&Context::new(), "echo", &json!({"value": 0}))
+            .await
+            .unwrap();
+        assert_eq!(warm, json!(0));
+        let mut pending = Vec::new();
+        for _ in 0..200 {
+            let client = client.clone();
+            pending.push(tokio::spawn(async move {
+                let started = Instant::now();
+                let r = client
+                    .call::<Value>(&Context::new(), "sleep", &json!({"seconds": 0.2}))
+                    .await;
+                (r, started.elapsed())
+            }));
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let seen = bed.accepted();
+        bed.cluster.nodes[server_node].kill();
+        let killed = Instant::now();
+        while bed.accepted().iter().sum::<usize>() == seen.iter().sum::<usize>() {
+            assert!(
+                killed.elapsed() < Duration::from_secs(30),
+                "the server never reconnected"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let resubscribed = killed.elapsed();
+        let (mut ok, mut timed_out, mut longest) = (0, 0, Duration::ZERO);
+        for p in pending {
+            let (r, took) = tokio::time::timeout(T + Duration::from_secs(5), p)
+                .await
+                .expect("no call hangs")
+                .unwrap();
+            match r {
+                Ok(_) => ok += 1,
+                Err(e) => {
+                    assert_eq!(e.kind(), ErrorKind::Timeout, "{e}");
+                    timed_out += 1;
+                }
+            }
+            longest = longest.max(took);
+        }
+        for i in 0..20 {
+            let v: Value = client
+                .call(&Context::new(), "echo", &json!({ "value": i }))
+                .await
+                .unwrap();
+            assert_eq!(v, json!(i));
+        }
+        println!(
+            "R4 node {server_node} the server consumes from killed under 200 calls: reconnected after {:.2} s; {ok} answered, {timed_out} timed out, longest {:.1} s (timeout {} s); 20 of 20 calls after it answered",
+            resubscribed.as_secs_f64(),
+            longest.as_secs_f64(),
+            T.as_secs()
+        );
+        assert!(resubscribed <= Duration::from_secs(2), "{resubscribed:?}");
+        assert!(longest <= T + Duration::from_secs(1), "{longest:?}");
+        stop(&r4).await;
+        server_t.cleanup().await;
+        t.cleanup().await;
+        bed.restart(server_node);
+    }
+
+    // R5: the leader is frozen (SIGSTOP) for 30 s under confirmed casts; the client is on a
+    // follower. R6: the same with the client on the frozen node; its link must be found
+    // dead within two heartbeats plus 2 s and the casts go on through another node.
+    for client_on_it in [false, true] {
+        if !run(if client_on_it { "R6" } else { "R5" }) {
+            continue;
+        }
+        let leader = bed.cluster.leader_of("qq").expect("a leader");
+        let (t, on) = bed.client_on(|n| (n == leader) == client_on_it).await;
+        let client = RpcClient::new(&t, Target::new("qq"));
+        let paused_at = Arc::new(Mutex::new(None::<(Instant, usize)>));
+        let pid = bed.cluster.nodes[leader].pid();
+        let from = if client_on_it { 30_000 } else { 20_000 };
+        let watch = async {
+            // Reconnections of the client show at the proxies.
+            loop {
+                if let Some((at, seen)) = *paused_at.lock().unwrap() {
+                    if bed.accepted().iter().sum::<usize>() > seen {
+                        return Some(at.elapsed());
+                    }
+                    if at.elapsed() > Duration::from_secs(40) {
+                        return None;
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        };
+        let (run, reconnected) = tokio::join!(
+            casts_through(&client, &calls, from, 10_000, 3_000, || {
+                bed.cluster.nodes[leader].pause();
+                *paused_at.lock().unwrap() = Some((Instant::now(), bed.accepted().iter().sum()));
+                std::thread::spawn(move || {
+                    std::thread::sleep(Duration::from_secs(30));
+                    let _ = std::process::Command::new("kill")
+                        .args(["-CONT", &pid])
+                        .status();
+                });
+            }),
+            watch
+        );
+        let name = if client_on_it { "R6" } else { "R5" };
+        println!(
+            "{name} leader (node {leader}) frozen 30 s at 3,000 of 10,000 casts, client on node {on}: {} confirmed, lost {}, duplicated {}, longest publish stall {:.2} s, client reconnected after {}",
+            run.confirmed.len(),
+            run.lost,
+            run.duplicates,
+            run.longest_stall.as_secs_f64(),
+            reconnected.map_or("never".to_owned(), |d| format!("{:.1} s", d.as_secs_f64()))
+        );
+        assert_eq!(run.lost, 0);
+        if client_on_it {
+            // Found dead within two heartbeats plus 2 s; the reconnection follows after
+            // kombu_reconnect_delay (0.5 s).
+            let detected = reconnected.expect("the client left the frozen node");
+            assert!(
+                detected <= Duration::from_secs(2 * HEARTBEAT + 2) + Duration::from_millis(500),
+                "{detected:?}"
+            );
+        } else {
+            assert!(run.longest_stall <= Duration::from_secs(15));
+        }
+        t.cleanup().await;
+        // Thawed by now (or soon): wait for three running members.
+        let deadline = Instant::now() + Duration::from_secs(90);
+        while bed.cluster.running() < 3 {
+            assert!(
+                Instant::now() < deadline,
+                "the frozen node did not come back"
+            );
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+
+    // R14: two of the three members down. A send with a finite retry budget fails with a
+    // typed error, it does not hang; once they are back, traffic resumes by itself.
+    if run("R14") {
+        let (t, on) = bed.client_on(|_| true).await;
+        let client = RpcClient::new(&t, Target::new("qq")).with_timeout(Duration::from_secs(10));
+        let down: Vec<usize> = (0..3).filter(|i| *i != on).collect();
+        for i in &down {
+            bed.cluster.nodes[*i].kill();
+        }
+        let started = Instant::now();
+        let err = tokio::time::timeout(
+            Duration::from_secs(120),
+            client
+                .prepare()
+                .retry(Retry::Times(2))
+                .build()
+                .unwrap()
+                .cast(&Context::new(), "record", &json!({ "value": 99_999_999 })),
+        )
+        .await
+        .expect("a send with a finite retry never hangs")
+        .unwrap_err();
+        let failed_after = started.elapsed();
+        for i in &down {
+            bed.cluster.nodes[*i].spawn();
+        }
+        for i in &down {
+            bed.cluster.nodes[*i].wait_up(started);
+        }
+        let back = Instant::now();
+        let v: Value = client
+            .prepare()
+            .timeout(Duration::from_secs(60))
+            .build()
+            .unwrap()
+            .call(&Context::new(), "echo", &json!({"value": "back"}))
+            .await
+            .unwrap();
+        assert_eq!(v, json!("back"));
+        println!(
+            "R14 two of three members down: a send with retry 2 failed in {:.1} s ({:?}: {err}); after they returned a call was answered in {:.1} s",
+            failed_after.as_secs_f64(),
+            err.kind(),
+            back.elapsed().as_secs_f64()
+        );
+        assert!(
+            matches!(err.kind(), ErrorKind::DeliveryFailure | ErrorKind::Timeout),
+            "{err:?}"
+        );
+        t.cleanup().await;
+    }
+    shutdown(servers).await;
+}
