@@ -545,5 +545,290 @@ async fn faults_on_a_three_node_quorum_cluster() {
         );
         t.cleanup().await;
     }
+
+    // R13: a notification whose handler always fails, on a quorum queue with a delivery
+    // limit and a dead-letter exchange: it is dead-lettered after the limit, not redelivered
+    // forever.
+    if run("R13") {
+        r13_poison_notifications_are_dead_lettered(&bed).await;
+    }
+
+    // R16: the node a batch listener consumes from is killed while notifications flow.
+    if run("R16") {
+        r16_batch_listener_survives_a_node_kill(&bed).await;
+    }
+
+    // R11: the whole cluster restarts under 100 clients.
+    if run("R11") {
+        r11_whole_cluster_restart(&bed).await;
+    }
     shutdown(servers).await;
+}
+
+const DELIVERY_LIMIT: usize = 5;
+
+async fn r13_poison_notifications_are_dead_lettered(bed: &Bed) {
+    use amqprs::channel::{
+        BasicGetArguments, ExchangeDeclareArguments, QueueBindArguments, QueueDeclareArguments,
+    };
+    use amqprs::connection::{Connection, OpenConnectionArguments};
+    use oslo_messaging::notify::{
+        NotificationEndpoint, NotificationListener, NotificationResult, Notifier, NotifyDriver,
+        Priority,
+    };
+    // The dead-letter exchange and its queue, and a policy pointing r13 queues at it.
+    let port = bed.cluster.nodes[0].port;
+    let raw = Connection::open(&OpenConnectionArguments::new(
+        "127.0.0.1",
+        port,
+        "guest",
+        "guest",
+    ))
+    .await
+    .unwrap();
+    let ch = raw.open_channel(None).await.unwrap();
+    ch.exchange_declare(ExchangeDeclareArguments::new("r13.dlx", "fanout"))
+        .await
+        .unwrap();
+    ch.queue_declare(QueueDeclareArguments::new("r13.dead"))
+        .await
+        .unwrap();
+    ch.queue_bind(QueueBindArguments::new("r13.dead", "r13.dlx", ""))
+        .await
+        .unwrap();
+    bed.cluster
+        .ctl(&[
+            "set_policy",
+            "r13",
+            "^r13\\.",
+            r#"{"dead-letter-exchange":"r13.dlx"}"#,
+            "--apply-to",
+            "queues",
+        ])
+        .unwrap();
+    let mut b = Config::builder().control_exchange("cluster");
+    for (k, v) in [
+        ("rabbit_quorum_queue", "true"),
+        ("rabbit_quorum_delivery_limit", "5"),
+    ] {
+        b = b.option("oslo_messaging_rabbit", k, v);
+    }
+    let conf = b.build().unwrap();
+    let t = Transport::with_config(&bed.cluster.url(), &conf).unwrap();
+    let attempts = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = attempts.clone();
+    let listener = NotificationListener::builder(&t, vec![Target::new("r13")])
+        .allow_requeue(true)
+        .endpoint(NotificationEndpoint::new().on(Priority::Info, move |_n| {
+            counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            async { NotificationResult::Requeue }
+        }))
+        .build()
+        .unwrap();
+    listener.start().await.unwrap();
+    Notifier::builder(&t)
+        .driver(NotifyDriver::MessagingV2)
+        .topics(["r13"])
+        .build()
+        .unwrap()
+        .info(&Context::new(), "poison", &json!({"always": "fails"}))
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let dead = loop {
+        let got = ch
+            .basic_get(BasicGetArguments::new("r13.dead").no_ack(true).finish())
+            .await
+            .unwrap();
+        if let Some((_, _, body)) = got {
+            break body;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "not dead-lettered after {} attempts",
+            attempts.load(std::sync::atomic::Ordering::SeqCst)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    // Nothing more arrives: the loop has ended.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let n = attempts.load(std::sync::atomic::Ordering::SeqCst);
+    println!(
+        "R13 a notification failing every time, x-delivery-limit {DELIVERY_LIMIT}: handled {n} times, then dead-lettered after {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    assert!(String::from_utf8_lossy(&dead).contains("poison"));
+    // The first delivery plus at most `limit` redeliveries.
+    assert!((1..=DELIVERY_LIMIT + 1).contains(&n), "{n} attempts");
+    listener.stop().await;
+    listener.wait().await;
+    t.cleanup().await;
+    let _ = raw.close().await;
+}
+
+async fn r16_batch_listener_survives_a_node_kill(bed: &Bed) {
+    use oslo_messaging::notify::{
+        BatchNotificationEndpoint, Notification, NotificationListener, Notifier, NotifyDriver,
+        Priority,
+    };
+    let before = bed.accepted();
+    let lt = Transport::with_config(&bed.proxied_url(), &config()).unwrap();
+    let seen = Arc::new(Mutex::new(Vec::<u64>::new()));
+    let record = seen.clone();
+    let listener = NotificationListener::batch_builder(&lt, vec![Target::new("r16")])
+        .endpoint(BatchNotificationEndpoint::new().on(
+            Priority::Info,
+            move |batch: Vec<Notification>| {
+                let record = record.clone();
+                async move {
+                    record
+                        .lock()
+                        .unwrap()
+                        .extend(batch.iter().filter_map(|n| n.payload.as_u64()));
+                }
+            },
+        ))
+        .batch_size(10)
+        .batch_timeout(Duration::from_millis(200))
+        .build()
+        .unwrap();
+    listener.start().await.unwrap();
+    let after = bed.accepted();
+    let node = (0..3).find(|i| after[*i] > before[*i]).unwrap();
+    let t = Transport::with_config(&bed.cluster.url(), &config()).unwrap();
+    let notifier = Notifier::builder(&t)
+        .driver(NotifyDriver::MessagingV2)
+        .topics(["r16"])
+        .build()
+        .unwrap();
+    let mut sent = Vec::new();
+    for i in 0..2_000u64 {
+        if i == 600 {
+            bed.cluster.nodes[node].kill();
+        }
+        notifier
+            .info(&Context::new(), "r16", &i)
+            .await
+            .unwrap_or_else(|e| panic!("notification {i}: {e}"));
+        sent.push(i);
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let (distinct, total) = loop {
+        let got = seen.lock().unwrap().clone();
+        let distinct: BTreeSet<u64> = got.iter().copied().collect();
+        if distinct.len() == sent.len() || Instant::now() > deadline {
+            break (distinct, got.len());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let lost = sent.iter().filter(|i| !distinct.contains(i)).count();
+    println!(
+        "R16 node {node} killed under a batch listener at 600 of 2,000 notifications: lost {lost}, duplicated {}",
+        total - distinct.len()
+    );
+    assert_eq!(lost, 0);
+    listener.stop().await;
+    listener.wait().await;
+    lt.cleanup().await;
+    t.cleanup().await;
+    bed.restart(node);
+}
+
+async fn r11_whole_cluster_restart(bed: &Bed) {
+    const CLIENTS: usize = 100;
+    let mut clients = Vec::new();
+    for _ in 0..CLIENTS {
+        let t = Transport::with_config(&bed.proxied_url(), &config()).unwrap();
+        let c = RpcClient::new(&t, Target::new("qq"));
+        c.cast(&Context::new(), "record", &json!({ "value": 50_000_000 }))
+            .await
+            .unwrap();
+        clients.push((t, c));
+    }
+    let first = bed.accepted().iter().sum::<usize>();
+    for n in &bed.cluster.nodes {
+        n.kill();
+    }
+    let down = Instant::now();
+    // Every client sends one cast; each waits (retry forever) until the cluster is back.
+    let mut pending = Vec::new();
+    for (i, (_, c)) in clients.iter().enumerate() {
+        let c = c.clone();
+        pending.push(tokio::spawn(async move {
+            c.cast(
+                &Context::new(),
+                "record",
+                &json!({ "value": 60_000_000 + i as u64 }),
+            )
+            .await
+            .map(|()| Instant::now())
+        }));
+    }
+    // Connection attempts, counted at the proxies, while the nodes are down and coming up.
+    let mut samples = vec![(Instant::now(), first)];
+    let outage = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < outage {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        samples.push((Instant::now(), bed.accepted().iter().sum()));
+    }
+    for n in &bed.cluster.nodes {
+        n.spawn();
+    }
+    let spawned = Instant::now();
+    let mut up_at = None;
+    let mut done = Vec::new();
+    let mut pending = pending;
+    while !pending.is_empty() || up_at.is_none() {
+        samples.push((Instant::now(), bed.accepted().iter().sum()));
+        if up_at.is_none() && bed.cluster.running() == 3 {
+            up_at = Some(Instant::now());
+        }
+        let mut still = Vec::new();
+        for p in pending {
+            if p.is_finished() {
+                done.push(p.await.unwrap().unwrap());
+            } else {
+                still.push(p);
+            }
+        }
+        pending = still;
+        assert!(
+            spawned.elapsed() < Duration::from_secs(240),
+            "{} clients not back",
+            pending.len()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let up_at = up_at.unwrap();
+    let back = done
+        .iter()
+        .map(|d| d.saturating_duration_since(up_at))
+        .max()
+        .unwrap_or_default();
+    // The most attempts in any one second.
+    let peak = samples
+        .iter()
+        .map(|(t, n)| {
+            let later = samples
+                .iter()
+                .filter(|(u, _)| *u <= *t + Duration::from_secs(1))
+                .map(|(_, m)| *m)
+                .max()
+                .unwrap_or(*n);
+            later - n
+        })
+        .max()
+        .unwrap_or(0);
+    let attempts = samples.last().map_or(0, |(_, n)| n - first);
+    println!(
+        "R11 whole cluster killed under {CLIENTS} clients, down {:.1} s until all nodes ran: every client back {:.1} s after that; {attempts} connection attempts, at most {peak} in one second",
+        (up_at - down).as_secs_f64(),
+        back.as_secs_f64()
+    );
+    assert_eq!(done.len(), CLIENTS);
+    assert!(back <= Duration::from_secs(60), "{back:?}");
+    assert!(peak <= 2 * CLIENTS, "{peak} attempts in one second");
+    for (t, _) in clients {
+        t.cleanup().await;
+    }
 }
