@@ -240,7 +240,9 @@ impl RabbitDriver {
                         decl: topology::reply_queue(self.opts(), &name),
                         stream: false,
                     }],
-                    delete_on_cleanup: Vec::new(),
+                    // Ours alone: gone with the transport, not left to expire (a process
+                    // that dies leaves it to its `x-expires`).
+                    delete_on_cleanup: vec![name.clone()],
                 };
                 let consumer = consumer::spawn(
                     self.link.clone(),
