@@ -11,7 +11,7 @@ use oslo_messaging::notify::{
     Notification, NotificationEndpoint, NotificationListener, Notifier, NotifyDriver, Priority,
 };
 use oslo_messaging::rpc::{RpcClient, RpcServer};
-use oslo_messaging::{Context, Target, Transport};
+use oslo_messaging::{Context, Target};
 use serde_json::{Value, json};
 use support::rabbit::Scope;
 use support::{Calls, alive_tasks, open_fds, recording_endpoint, settles, stop};
