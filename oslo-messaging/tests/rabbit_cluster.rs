@@ -15,23 +15,12 @@ use oslo_messaging::{Config, Context, ErrorKind, Retry, Target, Transport};
 use serde_json::{Value, json};
 use support::cluster::Cluster;
 use support::proxy::Proxy;
-use support::{Calls, recording_endpoint, stop};
+use support::{Calls, calls_in_flight, how_they_ended, recording_endpoint, stop};
 
 const HEARTBEAT: u64 = 10;
 
 fn config() -> Config {
-    let mut b = Config::builder().control_exchange("cluster");
-    for (k, v) in [
-        ("rabbit_quorum_queue", "true"),
-        ("heartbeat_timeout_threshold", "10"),
-        ("rabbit_retry_interval", "1"),
-        ("rabbit_retry_backoff", "1"),
-        ("rabbit_interval_max", "2"),
-        ("kombu_reconnect_delay", "0.5"),
-    ] {
-        b = b.option("oslo_messaging_rabbit", k, v);
-    }
-    b.build().unwrap()
+    support::cluster::client_config("cluster", &[])
 }
 
 /// The cluster, a proxy in front of each node, and the URL through them.
@@ -227,44 +216,22 @@ async fn faults_on_a_three_node_quorum_cluster() {
     let bed = Bed { cluster, proxies };
     let calls = Calls::default();
     let servers = bed.servers("qq", &calls).await;
-    let leader = bed
-        .cluster
-        .leader_of("qq")
-        .expect("the topic queue has a leader");
 
     // R1: the leader is killed during 10,000 confirmed casts; the client is on a follower.
-    if run("R1") {
-        let (t, on) = bed.client_on(|n| n != leader).await;
-        let client = RpcClient::new(&t, Target::new("qq"));
-        let run = casts_through(&client, &calls, 0, 10_000, 3_000, || {
-            bed.cluster.nodes[leader].kill();
-        })
-        .await;
-        println!(
-            "R1 leader (node {leader}) killed at 3,000 of 10,000 casts, client on node {on}: {} confirmed, lost {}, duplicated {}, longest publish stall {:.2} s",
-            run.confirmed.len(),
-            run.lost,
-            run.duplicates,
-            run.longest_stall.as_secs_f64()
-        );
-        assert_eq!(run.confirmed.len(), 10_000);
-        assert_eq!(run.lost, 0);
-        assert!(run.longest_stall <= Duration::from_secs(5));
-        t.cleanup().await;
-        bed.restart(leader);
-    }
-
-    // R2: the client is on the node that is killed, the leader's.
-    if run("R2") {
+    // R2: the same with the client on the killed node.
+    for (name, on_it, from) in [("R1", false, 0), ("R2", true, 10_000)] {
+        if !run(name) {
+            continue;
+        }
         let leader = bed.cluster.leader_of("qq").expect("a leader");
-        let (t, on) = bed.client_on(|n| n == leader).await;
+        let (t, on) = bed.client_on(|n| (n == leader) == on_it).await;
         let client = RpcClient::new(&t, Target::new("qq"));
-        let run = casts_through(&client, &calls, 10_000, 10_000, 3_000, || {
+        let run = casts_through(&client, &calls, from, 10_000, 3_000, || {
             bed.cluster.nodes[leader].kill();
         })
         .await;
         println!(
-            "R2 leader (node {leader}) killed at 3,000 of 10,000 casts, client on it (node {on}): {} confirmed, lost {}, duplicated {}, longest publish stall {:.2} s",
+            "{name} leader (node {leader}) killed at 3,000 of 10,000 casts, client on node {on}: {} confirmed, lost {}, duplicated {}, longest publish stall {:.2} s",
             run.confirmed.len(),
             run.lost,
             run.duplicates,
@@ -291,35 +258,11 @@ async fn faults_on_a_three_node_quorum_cluster() {
         assert_eq!(warm, json!(0));
         let after = bed.accepted();
         let reply_node = (0..3).find(|i| after[*i] > before[*i]).unwrap_or(on);
-        let mut pending = Vec::new();
-        for _ in 0..200 {
-            let client = client.clone();
-            pending.push(tokio::spawn(async move {
-                let started = Instant::now();
-                let r = client
-                    .call::<Value>(&Context::new(), "sleep", &json!({"seconds": 1}))
-                    .await;
-                (r, started.elapsed())
-            }));
-        }
+        let pending = calls_in_flight(&client, 200, "sleep", &json!({"seconds": 1}));
         tokio::time::sleep(Duration::from_millis(300)).await;
         bed.cluster.nodes[reply_node].kill();
         let killed = Instant::now();
-        let (mut ok, mut timed_out, mut longest) = (0, 0, Duration::ZERO);
-        for p in pending {
-            let (r, took) = tokio::time::timeout(T + Duration::from_secs(5), p)
-                .await
-                .expect("no call hangs")
-                .unwrap();
-            match r {
-                Ok(_) => ok += 1,
-                Err(e) => {
-                    assert_eq!(e.kind(), ErrorKind::Timeout, "{e}");
-                    timed_out += 1;
-                }
-            }
-            longest = longest.max(took);
-        }
+        let (ok, timed_out, longest) = how_they_ended(pending, T + Duration::from_secs(5)).await;
         // Calls after the recovery all succeed.
         let mut after_ok = 0;
         for i in 0..20 {
@@ -362,17 +305,7 @@ async fn faults_on_a_three_node_quorum_cluster() {
             .await
             .unwrap();
         assert_eq!(warm, json!(0));
-        let mut pending = Vec::new();
-        for _ in 0..200 {
-            let client = client.clone();
-            pending.push(tokio::spawn(async move {
-                let started = Instant::now();
-                let r = client
-                    .call::<Value>(&Context::new(), "sleep", &json!({"seconds": 0.2}))
-                    .await;
-                (r, started.elapsed())
-            }));
-        }
+        let pending = calls_in_flight(&client, 200, "sleep", &json!({"seconds": 0.2}));
         tokio::time::sleep(Duration::from_millis(300)).await;
         let seen = bed.accepted();
         bed.cluster.nodes[server_node].kill();
@@ -385,21 +318,7 @@ async fn faults_on_a_three_node_quorum_cluster() {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         let resubscribed = killed.elapsed();
-        let (mut ok, mut timed_out, mut longest) = (0, 0, Duration::ZERO);
-        for p in pending {
-            let (r, took) = tokio::time::timeout(T + Duration::from_secs(5), p)
-                .await
-                .expect("no call hangs")
-                .unwrap();
-            match r {
-                Ok(_) => ok += 1,
-                Err(e) => {
-                    assert_eq!(e.kind(), ErrorKind::Timeout, "{e}");
-                    timed_out += 1;
-                }
-            }
-            longest = longest.max(took);
-        }
+        let (ok, timed_out, longest) = how_they_ended(pending, T + Duration::from_secs(5)).await;
         for i in 0..20 {
             let v: Value = client
                 .call(&Context::new(), "echo", &json!({ "value": i }))

@@ -14,17 +14,7 @@ use oslo_messaging::rpc::{RpcClient, RpcServer};
 use oslo_messaging::{Context, Target};
 use serde_json::{Value, json};
 use support::rabbit::Scope;
-use support::{Calls, alive_tasks, open_fds, recording_endpoint, settles, stop};
-
-/// Resident memory of this process, in KiB.
-fn rss_kib() -> usize {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap()
-}
+use support::{Calls, alive_tasks, open_fds, recording_endpoint, rss_kib, settles, stop};
 
 /// Connections and channels the test broker has open, from `rabbitmqctl`.
 fn broker_counts() -> (usize, usize) {
@@ -106,7 +96,7 @@ async fn a_thousand_connect_call_close_cycles_leak_nothing() {
 /// Runs a listener whose handler takes 20 ms over 300 waiting notifications of 64 KiB with
 /// `prefetch` (0: unlimited) and returns the largest growth of this process's memory while
 /// it works through the first 100, in KiB.
-async fn slow_consumer_growth(scope: &Scope, prefetch: &str) -> usize {
+async fn slow_consumer_growth(scope: &Scope, prefetch: &str) -> u64 {
     let t = scope.transport_with(&[("rabbit_qos_prefetch_count", prefetch)]);
     let topic = scope.topic("slow");
     let notifier = Notifier::builder(&t)

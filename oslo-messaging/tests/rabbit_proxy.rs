@@ -11,11 +11,14 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use oslo_messaging::rpc::{Endpoint, Request, RpcClient, RpcError, RpcServer};
-use oslo_messaging::{Context, ErrorKind, Target, Transport};
+use oslo_messaging::{Context, Target, Transport};
 use serde_json::{Value, json};
 use support::proxy::Proxy;
 use support::rabbit::{Scope, broker_parts};
-use support::{Calls, alive_tasks, open_fds, recording_endpoint, settles, stop};
+use support::{
+    Calls, alive_tasks, calls_in_flight, how_they_ended, open_fds, recording_endpoint, settles,
+    stop,
+};
 
 /// Heartbeat of the proxied connections, in seconds.
 const HEARTBEAT: u64 = 4;
@@ -93,17 +96,7 @@ async fn a_blackholed_link_is_detected_and_every_call_resolves() {
     let accepted = proxy.accepted();
 
     // 20 calls in flight, each a second long on the server.
-    let mut pending = Vec::new();
-    for _ in 0..20 {
-        let client = client.clone();
-        pending.push(tokio::spawn(async move {
-            let started = Instant::now();
-            let r = client
-                .call::<Value>(&Context::new(), "sleep", &json!({"seconds": 1}))
-                .await;
-            (r, started.elapsed())
-        }));
-    }
+    let pending = calls_in_flight(&client, 20, "sleep", &json!({"seconds": 1}));
     tokio::time::sleep(Duration::from_millis(200)).await;
     proxy.blackhole(true);
     let cut = Instant::now();
@@ -115,25 +108,7 @@ async fn a_blackholed_link_is_detected_and_every_call_resolves() {
     tokio::time::sleep(Duration::from_secs(20).saturating_sub(cut.elapsed())).await;
     proxy.blackhole(false);
     let resumed = until_a_call_works(&client, Duration::from_secs(30)).await;
-    let (mut ok, mut timed_out) = (0, 0);
-    let mut longest = Duration::ZERO;
-    for p in pending {
-        let (r, took) = tokio::time::timeout(TIMEOUT + Duration::from_secs(5), p)
-            .await
-            .expect("no call hangs")
-            .unwrap();
-        match r {
-            Ok(v) => {
-                assert_eq!(v.as_f64(), Some(1.0), "{v}");
-                ok += 1;
-            }
-            Err(e) => {
-                assert_eq!(e.kind(), ErrorKind::Timeout, "{e}");
-                timed_out += 1;
-            }
-        }
-        longest = longest.max(took);
-    }
+    let (ok, timed_out, longest) = how_they_ended(pending, TIMEOUT + Duration::from_secs(5)).await;
     println!(
         "R7 blackhole 20 s, heartbeat {HEARTBEAT} s: detected after {:.1} s, calls work {:.2} s after the heal; in flight: {ok} answered, {timed_out} timed out, longest {:.1} s",
         detected.as_secs_f64(),

@@ -19,7 +19,7 @@ use oslo_messaging::{Config, Context, Target, Transport};
 use serde_json::{Value, json};
 use support::cluster::Cluster;
 use support::proxy::Proxy;
-use support::{alive_tasks, open_fds, settles, stop};
+use support::{alive_tasks, open_fds, rss_kib, settles, stop};
 
 /// A set of message numbers in a bitmap sized up front, so the bookkeeping of a long run does
 /// not itself grow the memory the soak measures; also counts numbers seen twice.
@@ -89,28 +89,7 @@ fn endpoint(received: &Arc<Bits>) -> Endpoint {
 }
 
 fn config() -> Config {
-    let mut b = Config::builder().control_exchange("soak");
-    for (k, v) in [
-        ("rabbit_quorum_queue", "true"),
-        ("heartbeat_timeout_threshold", "10"),
-        ("rabbit_retry_interval", "1"),
-        ("rabbit_retry_backoff", "1"),
-        ("rabbit_interval_max", "2"),
-        ("kombu_reconnect_delay", "0.5"),
-        ("rabbit_qos_prefetch_count", "100"),
-    ] {
-        b = b.option("oslo_messaging_rabbit", k, v);
-    }
-    b.build().unwrap()
-}
-
-fn rss_kib() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap()
+    support::cluster::client_config("soak", &[("rabbit_qos_prefetch_count", "100")])
 }
 
 /// Body lengths after oslo's `tools/messages_length.yaml` (0.9 to 11.3 KB, mean about 3.4 KB).

@@ -199,3 +199,59 @@ impl LogBuffer {
         tracing::subscriber::set_default(subscriber)
     }
 }
+
+/// Calls in flight: each gives its outcome and how long it took.
+pub type InFlight =
+    Vec<tokio::task::JoinHandle<(oslo_messaging::Result<Value>, std::time::Duration)>>;
+
+/// Starts `n` calls of `method(args)` at once.
+pub fn calls_in_flight(
+    client: &oslo_messaging::RpcClient,
+    n: usize,
+    method: &'static str,
+    args: &Value,
+) -> InFlight {
+    (0..n)
+        .map(|_| {
+            let (client, args) = (client.clone(), args.clone());
+            tokio::spawn(async move {
+                let started = std::time::Instant::now();
+                let r = client
+                    .call::<Value>(&oslo_messaging::Context::new(), method, &args)
+                    .await;
+                (r, started.elapsed())
+            })
+        })
+        .collect()
+}
+
+/// How calls in flight ended: how many were answered, how many timed out, the longest. Fails
+/// on a call still running after `within`, or on any other error.
+pub async fn how_they_ended(pending: InFlight, within: Duration) -> (usize, usize, Duration) {
+    let (mut ok, mut timed_out, mut longest) = (0, 0, Duration::ZERO);
+    for p in pending {
+        let (r, took) = tokio::time::timeout(within, p)
+            .await
+            .expect("no call hangs")
+            .unwrap();
+        match r {
+            Ok(_) => ok += 1,
+            Err(e) => {
+                assert_eq!(e.kind(), oslo_messaging::ErrorKind::Timeout, "{e}");
+                timed_out += 1;
+            }
+        }
+        longest = longest.max(took);
+    }
+    (ok, timed_out, longest)
+}
+
+/// Resident memory of this process, in KiB.
+pub fn rss_kib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
