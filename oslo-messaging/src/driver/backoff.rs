@@ -58,10 +58,17 @@ mod tests {
                 spread[a] = (spread[a].0.min(got), spread[a].1.max(got));
             }
         }
-        assert_eq!(spread[0], (1.0, 1.0), "the first wait is kombu_reconnect_delay");
+        assert_eq!(
+            spread[0],
+            (1.0, 1.0),
+            "the first wait is kombu_reconnect_delay"
+        );
         assert!(spread[5].1 - spread[5].0 > 2.0, "waits vary: {spread:?}");
         let last = delay(&o, 19).as_secs_f64();
-        assert!((23.5..=38.5).contains(&last), "capped at 30 s ±25% + 1 s: {last}");
+        assert!(
+            (23.5..=38.5).contains(&last),
+            "capped at 30 s ±25% + 1 s: {last}"
+        );
     }
 
     #[test]
