@@ -271,3 +271,43 @@ async fn a_handler_blocking_its_thread_for_three_heartbeats_keeps_the_connection
     server_t.cleanup().await;
     t.cleanup().await;
 }
+
+/// A call whose request the broker never confirms (here a link that goes silent with
+/// heartbeats off, so nothing notices it is dead) ends at the call's timeout, as Python's
+/// does; before, the publish waited for the confirm forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_the_broker_never_confirms_ends_at_its_timeout() {
+    require_broker!();
+    let scope = Scope::new("noconfirm");
+    let topic = scope.topic("noconfirm");
+    scope.queue(format!("{topic}.s1"));
+    let server_t = scope.transport();
+    let calls = Calls::default();
+    let server = serve(&server_t, &topic, recording_endpoint("s1", &calls)).await;
+    let proxy = proxy().await;
+    let (_, _, user, password, vhost) = broker_parts();
+    let vhost = if vhost == "/" { String::new() } else { vhost };
+    let url = format!("rabbit://{user}:{password}@{}/{vhost}", proxy.addr());
+    let t = Transport::with_config(&url, &scope.config(&[("heartbeat_timeout_threshold", "0")]))
+        .unwrap();
+    let client = RpcClient::new(&t, Target::new(&topic)).with_timeout(Duration::from_secs(3));
+    until_a_call_works(&client, Duration::from_secs(10)).await;
+    proxy.blackhole(true);
+    let started = Instant::now();
+    let err = tokio::time::timeout(
+        Duration::from_secs(20),
+        client.call::<Value>(&Context::new(), "echo", &json!({"value": 2})),
+    )
+    .await
+    .expect("the call ends")
+    .unwrap_err();
+    let took = started.elapsed();
+    println!("a call never confirmed ended after {took:.2?}: {err}");
+    assert_eq!(err.kind(), oslo_messaging::ErrorKind::Timeout);
+    assert!(took < Duration::from_secs(5), "{took:?}");
+    proxy.blackhole(false);
+    stop(&server).await;
+    server_t.cleanup().await;
+    drop(proxy);
+    t.cleanup().await;
+}

@@ -273,9 +273,18 @@ impl RabbitDriver {
         let deadline = crate::task::deadline_after(timeout);
         let mut returns = 0u32;
         loop {
-            match self.publisher.publish(msg, retry).await {
-                Err(e) if e.kind() == ErrorKind::Undeliverable => {}
-                other => return other,
+            // The whole send is bounded by the call's timeout, as Python bounds the publish
+            // with a socket timeout: a broker that takes the request but never confirms it
+            // cannot hold the call forever.
+            match tokio::time::timeout_at(deadline, self.publisher.publish(msg, retry)).await {
+                Err(_) => {
+                    return Err(Error::timeout(format!(
+                        "Timed out waiting for a reply to message ID {msg_id}: the broker did not take the request within {:.1} s",
+                        timeout.as_secs_f64()
+                    )));
+                }
+                Ok(Err(e)) if e.kind() == ErrorKind::Undeliverable => {}
+                Ok(other) => return other,
             }
             returns += 1;
             let now = tokio::time::Instant::now();

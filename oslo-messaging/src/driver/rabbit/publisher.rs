@@ -57,6 +57,11 @@ fn too_large(len: usize, max: usize) -> Error {
 /// and that must not hang a send whose `retry` is unlimited.
 pub(crate) const NACK_WINDOW: Duration = Duration::from_secs(2);
 
+/// How long a publish waits for the broker's confirm before it counts as a failed attempt
+/// (retried as `retry` allows). A broker that stops answering altogether is found sooner by
+/// the heartbeat; this bounds the wait on one that answers but never confirms.
+pub(crate) const CONFIRM_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// The wait before publishing a nacked message again: 25 ms, doubling up to 200 ms.
 fn nack_backoff(nacks: u32) -> Duration {
     Duration::from_millis(25 << nacks.saturating_sub(1).min(3))
@@ -399,9 +404,15 @@ impl Publisher {
             session.publish_channel()
         };
         let props = self.properties(msg.expiration);
-        let result = ch
-            .publish(&msg.exchange, &msg.routing_key, msg.mandatory, &props, body)
-            .await;
+        let sent = ch.publish(&msg.exchange, &msg.routing_key, msg.mandatory, &props, body);
+        let Ok(result) = tokio::time::timeout(CONFIRM_TIMEOUT, sent).await else {
+            // A broker that answers heartbeats but never confirms (a quorum queue without a
+            // majority, say): try again within the budget rather than wait forever.
+            if own {
+                tokio::spawn(async move { ch.close().await });
+            }
+            return Attempt::Retry(AmqpError::Timeout("waiting for the broker's confirm"));
+        };
         if own {
             tokio::spawn(async move { ch.close().await });
             return match result {
