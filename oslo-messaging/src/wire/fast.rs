@@ -81,12 +81,16 @@ fn has_control(bytes: &[u8]) -> bool {
     blocks.remainder().iter().any(|b| *b < 0x20)
 }
 
-/// The inner message's bytes: the envelope's `oslo.message`, or the body itself.
+/// The inner message's bytes: the envelope's `oslo.message`, or the body itself. Only valid
+/// UTF-8 passes: serde skips the strings of fields it ignores without checking them, and the
+/// reference decoder (like Python) refuses a body that is not UTF-8.
 fn inner(body: &[u8]) -> Option<Cow<'_, [u8]>> {
     if let Some(unescaped) = python_envelope(body) {
+        std::str::from_utf8(&unescaped).ok()?;
         return Some(Cow::Owned(unescaped));
     }
     if !contains(body, b"\"oslo.message\"") {
+        std::str::from_utf8(body).ok()?;
         return Some(Cow::Borrowed(body));
     }
     let env: Envelope<'_> = serde_json::from_slice(body).ok()?;
