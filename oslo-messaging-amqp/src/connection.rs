@@ -384,6 +384,8 @@ enum Command {
     },
     CloseChannel {
         channel: u16,
+        /// The channel's identity: its number may already belong to a newer channel.
+        shared: Arc<ChanShared>,
         reply: oneshot::Sender<()>,
     },
 }
@@ -1013,6 +1015,7 @@ impl Channel {
             .conn
             .send(Command::CloseChannel {
                 channel: self.id,
+                shared: self.shared.clone(),
                 reply: tx,
             })
             .await
@@ -1293,6 +1296,9 @@ impl IoTask {
     /// awaited like any reply), so the broker stops delivering to it; what it still sends
     /// meanwhile is rejected and requeued.
     fn cancel_abandoned(&mut self) {
+        if self.closing.is_some() {
+            return;
+        }
         for (&id, ch) in &mut self.channels {
             if ch.closing {
                 continue;
@@ -1460,7 +1466,15 @@ impl IoTask {
                 }
             }
             Command::Close { reply } => return self.start_close(Some(reply)),
-            Command::CloseChannel { channel, reply } => match self.channels.get_mut(&channel) {
+            Command::CloseChannel {
+                channel,
+                shared,
+                reply,
+            } => match self
+                .channels
+                .get_mut(&channel)
+                .filter(|ch| Arc::ptr_eq(&ch.shared, &shared))
+            {
                 Some(ch) => {
                     ch.close_waiters.push(reply);
                     if !ch.closing {

@@ -228,8 +228,10 @@ impl RpcClient {
     /// `args` must serialize to a JSON object (or `()`, for none); the result is deserialized
     /// into `R` (use `serde_json::Value` to take it as it comes).
     ///
-    /// The reply timer starts once the broker accepted the request, as in Python: while the
-    /// broker is unreachable the call waits for reconnection, as `retry` allows.
+    /// On RabbitMQ the call's timeout bounds the send (reconnecting while the broker is
+    /// unreachable, as `retry` allows, and waiting for the broker to confirm the request), and
+    /// the reply timer starts once the broker has the request, as in Python; so a call takes
+    /// at most about twice its timeout.
     ///
     /// # Errors
     ///

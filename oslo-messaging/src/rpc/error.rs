@@ -262,7 +262,8 @@ impl From<Error> for RpcError {
             ErrorKind::VersionCap => "oslo_messaging.rpc.client",
             _ => "oslo_messaging.exceptions",
         };
-        Self::new(class, err.message()).with_module(module)
+        // What failed and why: the message alone would drop the cause.
+        Self::new(class, err.to_string()).with_module(module)
     }
 }
 

@@ -259,16 +259,17 @@ impl RabbitDriver {
 }
 
 impl RabbitDriver {
-    /// Publishes a call's request, sending it again while no queue takes it (the broker
-    /// returns it), until one does or the call's `timeout` has passed. After a broker
-    /// restart a client may publish before the server has declared its queue again; Python
-    /// loses such a request and the caller times out.
+    /// Publishes a call's request within the call's `timeout`, sending it again while no
+    /// queue takes it (the broker returns it) until one does. After a broker restart a client
+    /// may publish before the server has declared its queue again; Python loses such a request
+    /// and the caller times out. With `at_least_once` a returned request fails at once.
     async fn send_call(
         &self,
         msg: &mut Outgoing,
         msg_id: &str,
         retry: Retry,
         timeout: Duration,
+        at_least_once: bool,
     ) -> Result<()> {
         let deadline = crate::task::deadline_after(timeout);
         let mut returns = 0u32;
@@ -283,7 +284,7 @@ impl RabbitDriver {
                         timeout.as_secs_f64()
                     )));
                 }
-                Ok(Err(e)) if e.kind() == ErrorKind::Undeliverable => {}
+                Ok(Err(e)) if e.kind() == ErrorKind::Undeliverable && !at_least_once => {}
                 Ok(other) => return other,
             }
             returns += 1;
@@ -366,11 +367,17 @@ impl Driver for RabbitDriver {
                 declare,
             };
             match call_id {
-                Some((msg_id, timeout)) if !params.at_least_once => {
-                    self.send_call(&mut msg, &msg_id, params.retry, timeout)
-                        .await?;
+                Some((msg_id, timeout)) => {
+                    self.send_call(
+                        &mut msg,
+                        &msg_id,
+                        params.retry,
+                        timeout,
+                        params.at_least_once,
+                    )
+                    .await?;
                 }
-                _ => self.publisher.publish(&msg, params.retry).await?,
+                None => self.publisher.publish(&msg, params.retry).await?,
             }
             Ok(receiver)
         })

@@ -131,11 +131,22 @@ impl std::fmt::Debug for Publisher {
     }
 }
 
+/// A channel opened for one message, closed when dropped.
+struct OwnChannel(Option<Channel>);
+
+impl Drop for OwnChannel {
+    fn drop(&mut self) {
+        if let (Some(ch), Ok(rt)) = (self.0.take(), tokio::runtime::Handle::try_current()) {
+            rt.spawn(async move { ch.close().await });
+        }
+    }
+}
+
 /// What one attempt ended with.
 enum Attempt {
     Done(Result<()>),
-    /// Try again (counts against the retry budget), after this error.
-    Retry(AmqpError),
+    /// Try again (counts against the retry budget), after this error on this host.
+    Retry(String, AmqpError),
     /// Try again at once, without counting: another message's refusal closed the channel
     /// this one was in flight on, or the exchange was gone and is to be declared again.
     Again,
@@ -251,8 +262,16 @@ impl Publisher {
             }
         };
         // Held across the declaration: a refusal closes the channel, and a concurrent
-        // declaration must not be sent on it meanwhile.
-        let result = ch.rpc(method, expect).await.map(|_| ());
+        // declaration must not be sent on it meanwhile. Bounded: a declaration can wait on a
+        // frozen cluster member; then the channel is given up.
+        let result = match tokio::time::timeout(CONFIRM_TIMEOUT, ch.rpc(method, expect)).await {
+            Ok(r) => r.map(|_| ()),
+            Err(_) => {
+                *slot = None;
+                tokio::spawn(async move { ch.close().await });
+                Err(AmqpError::Timeout("a declaration"))
+            }
+        };
         drop(slot);
         result
     }
@@ -360,7 +379,7 @@ impl Publisher {
                     e => give_up(&host, retry, &e),
                 }));
             }
-            Err((_, e)) => return Attempt::Retry(e),
+            Err((host, e)) => return Attempt::Retry(host, e),
         };
         if let Some(reason) = session.conn.blocked() {
             if retry != Retry::Forever {
@@ -383,21 +402,26 @@ impl Publisher {
         if let Err(e) = self.ensure_declared(&session, &msg.declare).await {
             return if e.is_connection_level() {
                 self.drop_session(&session).await;
-                Attempt::Retry(e)
+                Attempt::Retry(session.host.clone(), e)
             } else {
                 // PRECONDITION_FAILED and the like: retrying cannot help.
                 Attempt::Done(Err(give_up(&session.host, retry, &e)))
             };
         }
         let own = body.len() > OWN_CHANNEL_ABOVE;
+        // A large message's own channel is closed however this attempt ends, cancelled too.
+        let mut own_channel = OwnChannel(None);
         let ch = if own {
             match Self::own_channel(&session).await {
-                Ok(c) => c,
+                Ok(c) => {
+                    own_channel.0 = Some(c.clone());
+                    c
+                }
                 Err(e) => {
                     if e.is_connection_level() {
                         self.drop_session(&session).await;
                     }
-                    return Attempt::Retry(e);
+                    return Attempt::Retry(session.host.clone(), e);
                 }
             }
         } else {
@@ -405,25 +429,36 @@ impl Publisher {
         };
         let props = self.properties(msg.expiration);
         let sent = ch.publish(&msg.exchange, &msg.routing_key, msg.mandatory, &props, body);
-        let Ok(result) = tokio::time::timeout(CONFIRM_TIMEOUT, sent).await else {
-            // A broker that answers heartbeats but never confirms (a quorum queue without a
-            // majority, say): try again within the budget rather than wait forever.
-            if own {
-                tokio::spawn(async move { ch.close().await });
+        tokio::pin!(sent);
+        // Time to write the body counts too (a second per MiB), and time the broker blocks
+        // publishing does not: its confirm comes once it unblocks.
+        let limit = CONFIRM_TIMEOUT + Duration::from_secs((body.len() >> 20) as u64);
+        let result = loop {
+            match tokio::time::timeout(limit, &mut sent).await {
+                Ok(r) => break r,
+                Err(_) if session.conn.blocked().is_some() => {}
+                Err(_) => {
+                    // A broker that answers heartbeats but never confirms (a quorum queue
+                    // without a majority, say): try again within the budget rather than
+                    // wait forever.
+                    return Attempt::Retry(
+                        session.host.clone(),
+                        AmqpError::Timeout("waiting for the broker's confirm"),
+                    );
+                }
             }
-            return Attempt::Retry(AmqpError::Timeout("waiting for the broker's confirm"));
         };
         if own {
-            tokio::spawn(async move { ch.close().await });
             return match result {
                 Err(e) if e.is_connection_level() => {
                     self.drop_session(&session).await;
-                    Attempt::Retry(e)
+                    Attempt::Retry(session.host.clone(), e)
                 }
                 Err(e) => match size_limit_refusal(&e) {
                     Some(max) => Attempt::Done(Err(too_large(body.len(), max))),
                     None if e.code() == Some(404) => {
                         self.exchanges().remove(&msg.exchange);
+                        session.declared.lock().await.clear();
                         Attempt::Again
                     }
                     None => Attempt::Done(Err(give_up(&session.host, retry, &e))),
@@ -438,7 +473,7 @@ impl Publisher {
             }
             Err(e) if e.is_connection_level() => {
                 self.drop_session(&session).await;
-                Attempt::Retry(e)
+                Attempt::Retry(session.host.clone(), e)
             }
             // The exchange vanished (an auto-delete fanout exchange whose servers all left, a
             // non-durable one after a broker restart): declare it again and publish again.
@@ -447,7 +482,7 @@ impl Publisher {
                     Ok(()) => Attempt::Again,
                     Err(e2) => {
                         self.drop_session(&session).await;
-                        Attempt::Retry(e2)
+                        Attempt::Retry(session.host.clone(), e2)
                     }
                 }
             }
@@ -503,14 +538,17 @@ impl Publisher {
         let mut nacked: Option<(Instant, u32)> = None;
         let mut again = 0u32;
         loop {
-            let e = match self.attempt(msg, &body, retry).await {
+            let (host, e) = match self.attempt(msg, &body, retry).await {
                 Attempt::Done(r) => return r,
                 Attempt::Again if again < 5 => {
                     again += 1;
                     continue;
                 }
-                Attempt::Again => AmqpError::Protocol(
-                    "the broker keeps closing the publish channel (a missing exchange, or other messages' size)".into(),
+                Attempt::Again => (
+                    self.link.current(),
+                    AmqpError::Protocol(
+                        "the broker keeps closing the publish channel (a missing exchange, or other messages' size)".into(),
+                    ),
                 ),
                 Attempt::Nacked => {
                     let (since, nacks) = nacked.get_or_insert_with(|| (Instant::now(), 0));
@@ -538,14 +576,14 @@ impl Publisher {
                     tokio::time::sleep(nack_backoff(*nacks).min(NACK_WINDOW - waited)).await;
                     continue;
                 }
-                Attempt::Retry(e) => e,
+                Attempt::Retry(host, e) => (host, e),
             };
             if !retry.allows(failures) {
-                return Err(give_up(&self.link.current(), retry, &e));
+                return Err(give_up(&host, retry, &e));
             }
             let wait = backoff::delay(&self.link.opts, failures);
             tracing::warn!(
-                host = self.link.current(),
+                host,
                 error = %e,
                 "cannot publish to the AMQP server; trying again in {:.1} s",
                 wait.as_secs_f64()
