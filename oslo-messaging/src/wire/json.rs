@@ -347,20 +347,74 @@ pub(crate) fn write_object(out: &mut Vec<u8>, map: &serde_json::Map<String, Valu
     out.push(b'}');
 }
 
-/// Parses JSON, also accepting the `NaN`, `Infinity` and `-Infinity` tokens Python writes
-/// (read as `null`).
+/// Parses JSON, also accepting what Python's `json` accepts beyond the standard: the `NaN`,
+/// `Infinity` and `-Infinity` tokens (read as `null`) and escapes of lone UTF-16 surrogates
+/// such as `"\ud800"` (read as U+FFFD, since a Rust string cannot hold them).
 ///
 /// # Errors
 ///
 /// Fails on anything else that is not JSON.
 pub fn from_slice(bytes: &[u8]) -> Result<Value, serde_json::Error> {
-    match serde_json::from_slice(bytes) {
-        Ok(v) => Ok(v),
-        Err(err) => match replace_non_finite(bytes) {
-            Some(fixed) => serde_json::from_slice(&fixed),
-            None => Err(err),
-        },
+    let err = match serde_json::from_slice(bytes) {
+        Ok(v) => return Ok(v),
+        Err(err) => err,
+    };
+    let surrogates = replace_lone_surrogates(bytes);
+    let fixed = surrogates.as_deref().unwrap_or(bytes);
+    match replace_non_finite(fixed) {
+        Some(both) => serde_json::from_slice(&both),
+        None if surrogates.is_some() => serde_json::from_slice(fixed),
+        None => Err(err),
     }
+}
+
+/// The UTF-16 unit of the `\uXXXX` escape at `bytes[i..]`, if there is one.
+fn escape_at(bytes: &[u8], i: usize) -> Option<u16> {
+    let hex = bytes.get(i..i + 6)?;
+    if &hex[..2] != b"\\u" {
+        return None;
+    }
+    u16::from_str_radix(std::str::from_utf8(&hex[2..]).ok()?, 16).ok()
+}
+
+/// Rewrites `\uXXXX` escapes of lone surrogates (a high one not followed by a low one, or a
+/// low one alone) as `\ufffd`. Returns `None` when there is none, so the original error stands.
+fn replace_lone_surrogates(bytes: &[u8]) -> Option<Vec<u8>> {
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut replaced = false;
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] != b'\\' {
+            out.push(bytes[i]);
+            i += 1;
+            continue;
+        }
+        match escape_at(bytes, i) {
+            Some(0xD800..=0xDBFF) => {
+                if matches!(escape_at(bytes, i + 6), Some(0xDC00..=0xDFFF)) {
+                    out.extend_from_slice(&bytes[i..i + 12]);
+                    i += 12;
+                } else {
+                    out.extend_from_slice(b"\\ufffd");
+                    replaced = true;
+                    i += 6;
+                }
+            }
+            Some(0xDC00..=0xDFFF) => {
+                out.extend_from_slice(b"\\ufffd");
+                replaced = true;
+                i += 6;
+            }
+            // Any other escape (`\\` included) is copied whole, so its second byte is never
+            // taken for the start of another escape.
+            _ => {
+                let end = (i + 2).min(bytes.len());
+                out.extend_from_slice(&bytes[i..end]);
+                i = end;
+            }
+        }
+    }
+    replaced.then_some(out)
 }
 
 /// Rewrites the bare tokens `NaN`, `Infinity` and `-Infinity` outside strings as `null`.
@@ -407,6 +461,21 @@ mod tests {
 
     fn float(v: f64) -> String {
         to_string(&v).unwrap()
+    }
+
+    /// Python's `json.loads` takes lone surrogate escapes; so do we, as U+FFFD. Pairs and
+    /// escaped backslashes stay as they are.
+    #[test]
+    fn lone_surrogates_parse_as_replacement_characters() {
+        assert_eq!(
+            from_slice(br#"{"a": "x\ud800y", "b": "\udc00"}"#).unwrap(),
+            json!({"a": "x\u{fffd}y", "b": "\u{fffd}"})
+        );
+        assert_eq!(
+            from_slice(br#"["\ud83d\ude00", "\\ud800", NaN]"#).unwrap(),
+            json!(["\u{1F600}", "\\ud800", null])
+        );
+        assert!(from_slice(br#"{"a": "\ud800"#).is_err());
     }
 
     /// Expected values are Python 3.11 `json.dumps(x)`.
