@@ -348,8 +348,9 @@ pub(crate) fn write_object(out: &mut Vec<u8>, map: &serde_json::Map<String, Valu
 }
 
 /// Parses JSON, also accepting what Python's `json` accepts beyond the standard: the `NaN`,
-/// `Infinity` and `-Infinity` tokens (read as `null`) and escapes of lone UTF-16 surrogates
-/// such as `"\ud800"` (read as U+FFFD, since a Rust string cannot hold them).
+/// `Infinity` and `-Infinity` tokens and numbers too large for a float (which Python reads as
+/// infinite), all read as `null`, and escapes of lone UTF-16 surrogates such as `"\ud800"`
+/// (read as U+FFFD, since a Rust string cannot hold them).
 ///
 /// # Errors
 ///
@@ -417,8 +418,17 @@ fn replace_lone_surrogates(bytes: &[u8]) -> Option<Vec<u8>> {
     replaced.then_some(out)
 }
 
-/// Rewrites the bare tokens `NaN`, `Infinity` and `-Infinity` outside strings as `null`.
-/// Returns `None` when there is none, so the original error stands.
+/// The length of the JSON number at the start of `bytes`, if one is there.
+fn number_len(bytes: &[u8]) -> usize {
+    bytes
+        .iter()
+        .position(|b| !matches!(b, b'0'..=b'9' | b'-' | b'+' | b'.' | b'e' | b'E'))
+        .unwrap_or(bytes.len())
+}
+
+/// Rewrites, outside strings, the bare tokens `NaN`, `Infinity` and `-Infinity` and numbers
+/// whose value is beyond a float's range as `null`. Returns `None` when there is none, so the
+/// original error stands.
 fn replace_non_finite(bytes: &[u8]) -> Option<Vec<u8>> {
     const TOKENS: [&[u8]; 3] = [b"-Infinity", b"Infinity", b"NaN"];
     let mut out = Vec::with_capacity(bytes.len());
@@ -438,6 +448,23 @@ fn replace_non_finite(bytes: &[u8]) -> Option<Vec<u8>> {
             }
         } else if b == b'"' {
             in_string = true;
+        } else if b.is_ascii_digit()
+            || (b == b'-' && bytes.get(i + 1).is_some_and(u8::is_ascii_digit))
+        {
+            let n = number_len(&bytes[i..]);
+            let token = &bytes[i..i + n];
+            let huge = std::str::from_utf8(token)
+                .ok()
+                .and_then(|t| t.parse::<f64>().ok())
+                .is_some_and(f64::is_infinite);
+            if huge {
+                out.extend_from_slice(b"null");
+                replaced = true;
+            } else {
+                out.extend_from_slice(token);
+            }
+            i += n;
+            continue;
         } else {
             for token in TOKENS {
                 if bytes[i..].starts_with(token) {
@@ -476,6 +503,17 @@ mod tests {
             json!(["\u{1F600}", "\\ud800", null])
         );
         assert!(from_slice(br#"{"a": "\ud800"#).is_err());
+    }
+
+    /// Python reads a number beyond a float's range as infinite; we read it as `null`, as we
+    /// read `Infinity`. Ordinary numbers are untouched.
+    #[test]
+    fn numbers_beyond_a_float_parse_as_null() {
+        assert_eq!(
+            from_slice(br#"{"a": 1e400, "b": -2E999, "c": [1.5, 10, -0.0], "s": "1e400"}"#)
+                .unwrap(),
+            json!({"a": null, "b": null, "c": [1.5, 10, -0.0], "s": "1e400"})
+        );
     }
 
     /// Expected values are Python 3.11 `json.dumps(x)`.
