@@ -81,16 +81,30 @@ fn has_control(bytes: &[u8]) -> bool {
     blocks.remainder().iter().any(|b| *b < 0x20)
 }
 
+/// Whether `bytes` hold a JSON object: serde would also fill a struct from an array, which the
+/// reference decoder (like Python) refuses.
+fn is_object(bytes: &[u8]) -> bool {
+    bytes.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{')
+}
+
 /// The inner message's bytes: the envelope's `oslo.message`, or the body itself. Only valid
-/// UTF-8 passes: serde skips the strings of fields it ignores without checking them, and the
-/// reference decoder (like Python) refuses a body that is not UTF-8.
+/// UTF-8 holding a JSON object passes: serde skips the strings of fields it ignores without
+/// checking them, and the reference decoder (like Python) refuses a body that is not UTF-8.
 fn inner(body: &[u8]) -> Option<Cow<'_, [u8]>> {
+    let inner = inner_bytes(body)?;
+    is_object(&inner).then_some(inner)
+}
+
+fn inner_bytes(body: &[u8]) -> Option<Cow<'_, [u8]>> {
     if let Some(unescaped) = python_envelope(body) {
         std::str::from_utf8(&unescaped).ok()?;
         return Some(Cow::Owned(unescaped));
     }
-    // serde skips unknown envelope fields unchecked too.
+    // serde skips unknown envelope fields unchecked too, and would read an array as one.
     std::str::from_utf8(body).ok()?;
+    if !is_object(body) {
+        return None;
+    }
     if !contains(body, b"\"oslo.message\"") {
         return Some(Cow::Borrowed(body));
     }
