@@ -258,6 +258,8 @@ impl fmt::Debug for ConnectParams {
 const CLIENT_FRAME_MAX: u32 = 131_072;
 /// Channels the client asks for.
 const CLIENT_CHANNEL_MAX: u16 = 2047;
+/// Read and write buffers shrink back to this after a burst made them larger.
+const BUFFER_KEEP: usize = 256 * 1024;
 /// Stop taking commands while this much is waiting to be written.
 const WRITE_HIGH_WATER: usize = 4 << 20;
 /// Largest message body accepted (RabbitMQ's own hard maximum is 512 MiB).
@@ -1221,6 +1223,11 @@ impl IoTask {
                         self.last_write = Instant::now();
                         if self.wpos == self.wbuf.len() {
                             self.wbuf.clear();
+                            // A burst (a backlog while the broker was slow) leaves no lasting
+                            // capacity behind.
+                            if self.wbuf.capacity() > BUFFER_KEEP {
+                                self.wbuf.shrink_to(BUFFER_KEEP);
+                            }
                             self.wpos = 0;
                             self.needs_flush = true;
                         }
@@ -1529,6 +1536,9 @@ impl IoTask {
             }
         }
         self.rbuf.drain(..used_total);
+        if self.rbuf.is_empty() && self.rbuf.capacity() > 4 * BUFFER_KEEP {
+            self.rbuf.shrink_to(BUFFER_KEEP);
+        }
         step
     }
 
