@@ -18,7 +18,8 @@
 //! lost confirm keeps its `_unique_id`, so receivers drop the copy. With `at_least_once`, a
 //! request to a topic or server that no queue receives fails at once with
 //! [`ErrorKind::Undeliverable`](crate::ErrorKind::Undeliverable); without it (and always for
-//! fanout casts, as Python), the broker drops it and a caller times out.
+//! fanout casts, as Python), a cast is dropped, and a call may be sent again until a queue
+//! takes it (the RabbitMQ driver does, until the call's timeout) or else times out.
 //!
 //! **Replies.** Every reply message for a pending call is decoded and handed, in arrival order,
 //! to the call's [`ReplyReceiver`]; heartbeats (`ending: false`) included. The timeout and
