@@ -12,7 +12,7 @@ use oslo_messaging::notify::{
 };
 use oslo_messaging::{Context, Target, Transport};
 use serde_json::{Value, json};
-use support::rabbit::{QueueArg, Raw, Scope};
+use support::rabbit::{Raw, Scope};
 use support::{Seen, forwarding};
 use tokio::sync::mpsc;
 
@@ -376,16 +376,8 @@ async fn a_notification_the_broker_keeps_refusing_fails_within_seconds() {
     let raw = Raw::connect().await.unwrap();
     let full = format!("{topic}_full");
     scope.queue(&full);
-    raw.probe_with(
-        &full,
-        &scope.exchange,
-        &format!("{topic}.info"),
-        &[
-            ("x-max-length", QueueArg::Int(0)),
-            ("x-overflow", QueueArg::Str("reject-publish")),
-        ],
-    )
-    .await;
+    raw.reject_publish_queue(&full, &scope.exchange, &format!("{topic}.info"), 0)
+        .await;
     let started = std::time::Instant::now();
     let err = tokio::time::timeout(Duration::from_secs(30), n.info(&Context::new(), "e", &2))
         .await

@@ -37,12 +37,53 @@ async fn proxy() -> Proxy {
     Proxy::start(&format!("{host}:{port}")).await
 }
 
-/// A transport to the test broker through `proxy`.
-fn through(scope: &Scope, proxy: &Proxy) -> Transport {
+/// A transport to the test broker through `proxy`, with `options`.
+fn through(scope: &Scope, proxy: &Proxy, options: &[(&str, &str)]) -> Transport {
     let (_, _, user, password, vhost) = broker_parts();
     let vhost = if vhost == "/" { String::new() } else { vhost };
     let url = format!("rabbit://{user}:{password}@{}/{vhost}", proxy.addr());
-    Transport::with_config(&url, &scope.config(&FAST)).unwrap()
+    Transport::with_config(&url, &scope.config(options)).unwrap()
+}
+
+/// A recording server on a topic of its own, reached directly, and a proxy in front of the
+/// broker for the client under test.
+struct Rig {
+    scope: Scope,
+    topic: String,
+    server_t: Transport,
+    calls: Calls,
+    server: RpcServer,
+    proxy: Proxy,
+}
+
+impl Rig {
+    async fn start(name: &str) -> Self {
+        let scope = Scope::new(name);
+        let topic = scope.topic(name);
+        scope.queue(format!("{topic}.s1"));
+        let server_t = scope.transport();
+        let calls = Calls::default();
+        let server = serve(&server_t, &topic, recording_endpoint("s1", &calls)).await;
+        Self {
+            proxy: proxy().await,
+            scope,
+            topic,
+            server_t,
+            calls,
+            server,
+        }
+    }
+
+    /// A client transport through the proxy, with `options`.
+    fn client(&self, options: &[(&str, &str)]) -> Transport {
+        through(&self.scope, &self.proxy, options)
+    }
+
+    async fn finish(self, client: Transport) {
+        stop(&self.server).await;
+        client.cleanup().await;
+        self.server_t.cleanup().await;
+    }
 }
 
 async fn serve(t: &Transport, topic: &str, endpoint: Endpoint) -> RpcServer {
@@ -83,15 +124,10 @@ async fn until_a_call_works(client: &RpcClient, within: Duration) -> Duration {
 async fn a_blackholed_link_is_detected_and_every_call_resolves() {
     require_broker!();
     const TIMEOUT: Duration = Duration::from_secs(30);
-    let scope = Scope::new("blackhole");
-    let topic = scope.topic("blackhole");
-    scope.queue(format!("{topic}.s1"));
-    let server_t = scope.transport();
-    let calls = Calls::default();
-    let server = serve(&server_t, &topic, recording_endpoint("s1", &calls)).await;
-    let proxy = proxy().await;
-    let t = through(&scope, &proxy);
-    let client = RpcClient::new(&t, Target::new(&topic)).with_timeout(TIMEOUT);
+    let rig = Rig::start("blackhole").await;
+    let proxy = &rig.proxy;
+    let t = rig.client(&FAST);
+    let client = RpcClient::new(&t, Target::new(&rig.topic)).with_timeout(TIMEOUT);
     until_a_call_works(&client, Duration::from_secs(10)).await;
     let accepted = proxy.accepted();
 
@@ -121,9 +157,7 @@ async fn a_blackholed_link_is_detected_and_every_call_resolves() {
     );
     assert!(resumed <= Duration::from_secs(2), "{resumed:?}");
     assert!(longest <= TIMEOUT + Duration::from_secs(1), "{longest:?}");
-    stop(&server).await;
-    t.cleanup().await;
-    server_t.cleanup().await;
+    rig.finish(t).await;
 }
 
 /// R8: 50 resets of the client's connections while it publishes confirmed casts without
@@ -132,15 +166,10 @@ async fn a_blackholed_link_is_detected_and_every_call_resolves() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn resets_mid_publish_lose_nothing_and_leak_nothing() {
     require_broker!();
-    let scope = Scope::new("reset");
-    let topic = scope.topic("reset");
-    scope.queue(format!("{topic}.s1"));
-    let server_t = scope.transport();
-    let calls = Calls::default();
-    let server = serve(&server_t, &topic, recording_endpoint("s1", &calls)).await;
-    let proxy = proxy().await;
-    let t = through(&scope, &proxy);
-    let client = RpcClient::new(&t, Target::new(&topic));
+    let rig = Rig::start("reset").await;
+    let (proxy, calls) = (&rig.proxy, &rig.calls);
+    let t = rig.client(&FAST);
+    let client = RpcClient::new(&t, Target::new(&rig.topic));
     until_a_call_works(&client, Duration::from_secs(10)).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let (fds, tasks) = (open_fds(), alive_tasks());
@@ -205,9 +234,7 @@ async fn resets_mid_publish_lose_nothing_and_leak_nothing() {
     );
     assert!(fds_after <= fds + 2, "fds {fds} -> {fds_after}");
     assert!(tasks_after <= tasks + 2, "tasks {tasks} -> {tasks_after}");
-    stop(&server).await;
-    t.cleanup().await;
-    server_t.cleanup().await;
+    rig.finish(t).await;
 }
 
 /// R12: a handler that blocks its thread (no `.await`) for three heartbeats. The server's
@@ -219,7 +246,7 @@ async fn a_handler_blocking_its_thread_for_three_heartbeats_keeps_the_connection
     let topic = scope.topic("blocking");
     scope.queue(format!("{topic}.s1"));
     let proxy = proxy().await;
-    let server_t = through(&scope, &proxy);
+    let server_t = through(&scope, &proxy, &FAST);
     let endpoint = Endpoint::builder()
         .method("block", |req: Request<Value>| async move {
             let secs = req.args()["seconds"].as_u64().unwrap_or(0);
@@ -278,19 +305,10 @@ async fn a_handler_blocking_its_thread_for_three_heartbeats_keeps_the_connection
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_call_the_broker_never_confirms_ends_at_its_timeout() {
     require_broker!();
-    let scope = Scope::new("noconfirm");
-    let topic = scope.topic("noconfirm");
-    scope.queue(format!("{topic}.s1"));
-    let server_t = scope.transport();
-    let calls = Calls::default();
-    let server = serve(&server_t, &topic, recording_endpoint("s1", &calls)).await;
-    let proxy = proxy().await;
-    let (_, _, user, password, vhost) = broker_parts();
-    let vhost = if vhost == "/" { String::new() } else { vhost };
-    let url = format!("rabbit://{user}:{password}@{}/{vhost}", proxy.addr());
-    let t = Transport::with_config(&url, &scope.config(&[("heartbeat_timeout_threshold", "0")]))
-        .unwrap();
-    let client = RpcClient::new(&t, Target::new(&topic)).with_timeout(Duration::from_secs(3));
+    let rig = Rig::start("noconfirm").await;
+    let proxy = &rig.proxy;
+    let t = rig.client(&[("heartbeat_timeout_threshold", "0")]);
+    let client = RpcClient::new(&t, Target::new(&rig.topic)).with_timeout(Duration::from_secs(3));
     until_a_call_works(&client, Duration::from_secs(10)).await;
     proxy.blackhole(true);
     let started = Instant::now();
@@ -306,8 +324,5 @@ async fn a_call_the_broker_never_confirms_ends_at_its_timeout() {
     assert_eq!(err.kind(), oslo_messaging::ErrorKind::Timeout);
     assert!(took < Duration::from_secs(5), "{took:?}");
     proxy.blackhole(false);
-    stop(&server).await;
-    server_t.cleanup().await;
-    drop(proxy);
-    t.cleanup().await;
+    rig.finish(t).await;
 }

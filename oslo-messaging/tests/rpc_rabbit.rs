@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use oslo_messaging::rpc::{Endpoint, NoArgs, Request, RpcClient, RpcError, RpcServer};
 use oslo_messaging::{Config, Context, ErrorKind, Retry, Target, Transport};
 use serde_json::{Value, json};
-use support::rabbit::{QueueArg, Raw, Scope, broker_parts};
+use support::rabbit::{Raw, Scope, broker_parts};
 use support::{Calls, LogBuffer, counting_endpoint, recording_endpoint, stop};
 
 fn ctx() -> Context {
@@ -690,16 +690,8 @@ async fn nacked_casts_are_sent_again_briefly_then_fail() {
     let raw = Raw::connect().await.unwrap();
     let full = format!("{topic}_full");
     scope.queue(&full);
-    raw.probe_with(
-        &full,
-        &scope.exchange,
-        &topic,
-        &[
-            ("x-max-length", QueueArg::Int(0)),
-            ("x-overflow", QueueArg::Str("reject-publish")),
-        ],
-    )
-    .await;
+    raw.reject_publish_queue(&full, &scope.exchange, &topic, 0)
+        .await;
     let started = Instant::now();
     let err = tokio::time::timeout(
         Duration::from_secs(30),
@@ -718,16 +710,8 @@ async fn nacked_casts_are_sent_again_briefly_then_fail() {
     let brief = format!("{topic}_brief");
     scope.queue(&brief);
     let key = format!("{topic}.s1");
-    raw.probe_with(
-        &brief,
-        &scope.exchange,
-        &key,
-        &[
-            ("x-max-length", QueueArg::Int(1)),
-            ("x-overflow", QueueArg::Str("reject-publish")),
-        ],
-    )
-    .await;
+    raw.reject_publish_queue(&brief, &scope.exchange, &key, 1)
+        .await;
     raw.publish("", &brief, Some("application/json"), b"\"filler\"")
         .await;
     while raw.message_count(&brief).await != Some(1) {

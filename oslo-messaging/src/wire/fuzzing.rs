@@ -5,9 +5,24 @@
 //! encoding and decoding again unchanged.
 
 use super::{
-    RemoteError, decode_notification_general, decode_reply_general, decode_request_general, fast,
-    unwrap_envelope,
+    RemoteError, WireError, decode_notification_general, decode_reply_general,
+    decode_request_general, fast, unwrap_envelope,
 };
+
+/// Where the fast decoder gives an answer, it must be the reference decoder's.
+fn agree<T: PartialEq + std::fmt::Debug>(
+    what: &str,
+    quick: Option<T>,
+    reference: Result<T, WireError>,
+) {
+    if let Some(quick) = quick {
+        assert_eq!(
+            Ok(quick),
+            reference,
+            "fast and reference {what} decoders disagree"
+        );
+    }
+}
 
 /// The 2.0 envelope around a message.
 pub fn envelope(body: &[u8]) {
@@ -20,14 +35,7 @@ pub fn envelope(body: &[u8]) {
 ///
 /// When the fast decoder and the reference one disagree.
 pub fn request(body: &[u8]) {
-    let general = decode_request_general(body);
-    if let Some(quick) = fast::request(body) {
-        assert_eq!(
-            Ok(quick),
-            general,
-            "fast and reference request decoders disagree"
-        );
-    }
+    agree("request", fast::request(body), decode_request_general(body));
 }
 
 /// A reply (result, failure, ending).
@@ -36,14 +44,7 @@ pub fn request(body: &[u8]) {
 ///
 /// When the fast decoder and the reference one disagree.
 pub fn reply(body: &[u8]) {
-    let general = decode_reply_general(body);
-    if let Some(quick) = fast::reply(body) {
-        assert_eq!(
-            Ok(quick),
-            general,
-            "fast and reference reply decoders disagree"
-        );
-    }
+    agree("reply", fast::reply(body), decode_reply_general(body));
 }
 
 /// A notification, enveloped (v2) or raw (v1).
@@ -52,14 +53,11 @@ pub fn reply(body: &[u8]) {
 ///
 /// When the fast decoder and the reference one disagree.
 pub fn notification(body: &[u8]) {
-    let general = decode_notification_general(body);
-    if let Some(quick) = fast::notification(body) {
-        assert_eq!(
-            Ok(quick),
-            general,
-            "fast and reference notification decoders disagree"
-        );
-    }
+    agree(
+        "notification",
+        fast::notification(body),
+        decode_notification_general(body),
+    );
 }
 
 /// A remote error's failure JSON (class, module, message, traceback, args, kwargs).

@@ -266,6 +266,27 @@ impl Raw {
         self.probe_with(queue, exchange, key, &[]).await;
     }
 
+    /// A queue bound to `exchange` with `key` that holds at most `max_length` messages and
+    /// refuses (nacks) publishes beyond that (`x-overflow = reject-publish`).
+    pub async fn reject_publish_queue(
+        &self,
+        queue: &str,
+        exchange: &str,
+        key: &str,
+        max_length: i64,
+    ) {
+        self.probe_with(
+            queue,
+            exchange,
+            key,
+            &[
+                ("x-max-length", QueueArg::Int(max_length)),
+                ("x-overflow", QueueArg::Str("reject-publish")),
+            ],
+        )
+        .await;
+    }
+
     /// As [`probe`](Self::probe), with integer and string queue arguments (such as
     /// `x-max-length` and `x-overflow`).
     pub async fn probe_with(
