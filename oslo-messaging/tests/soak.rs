@@ -4,6 +4,10 @@
 //! turn). Runs `OSLO_SOAK_MINUTES` minutes (2 by default, as in `scripts/test`; `scripts/soak
 //! --minutes 60` for the long run). Its last line is one JSON object: lost, duplicates,
 //! memory growth after the warm-up, file descriptor and task deltas, reply queues left.
+//!
+//! Memory is sampled as the process's RSS and as the bytes its allocations hold (counted by a
+//! wrapping global allocator), so that a leak (live bytes that keep growing) can be told from
+//! allocator slack (RSS that grows while live bytes stay flat).
 
 mod support;
 
@@ -20,6 +24,16 @@ use serde_json::{Value, json};
 use support::cluster::Cluster;
 use support::proxy::Proxy;
 use support::{alive_tasks, open_fds, rss_kib, settles, stop};
+
+/// Counts the bytes the process's allocations hold.
+#[global_allocator]
+static ALLOCATOR: cap::Cap<std::alloc::System> = cap::Cap::new(std::alloc::System, usize::MAX);
+
+/// Bytes held by live allocations, in KiB, less the soak's own four bitmaps.
+fn heap_kib() -> u64 {
+    let bookkeeping = 4 * CAPACITY.div_ceil(64) as usize * 8;
+    (ALLOCATOR.allocated().saturating_sub(bookkeeping) / 1024) as u64
+}
 
 /// A set of message numbers in a bitmap sized up front, so the bookkeeping of a long run does
 /// not itself grow the memory the soak measures; also counts numbers seen twice.
@@ -250,10 +264,30 @@ async fn soak() {
     let mut faults = Vec::new();
     let mut next_fault = started + fault_every;
     let kinds = ["leader kill", "forced close", "proxy reset"];
+    // Memory over time: about 30 samples a run, none closer than 10 s.
+    let sample_every = (total / 30).max(Duration::from_secs(10));
+    let mut next_sample = started;
     while started.elapsed() < total {
         if baseline.is_none() && started.elapsed() >= warmup {
             // The 8 traffic workers end before the last count.
-            baseline = Some((rss_kib(), open_fds(), alive_tasks().saturating_sub(8)));
+            baseline = Some((
+                rss_kib(),
+                heap_kib(),
+                open_fds(),
+                alive_tasks().saturating_sub(8),
+            ));
+        }
+        if Instant::now() >= next_sample {
+            println!(
+                "soak: t={}s units={} rss_kib={} heap_kib={} fds={} tasks={}",
+                started.elapsed().as_secs(),
+                next.load(Ordering::Relaxed),
+                rss_kib(),
+                heap_kib(),
+                open_fds(),
+                alive_tasks()
+            );
+            next_sample += sample_every;
         }
         if Instant::now() >= next_fault && started.elapsed() + Duration::from_secs(20) < total {
             let kind = kinds[faults.len() % kinds.len()];
@@ -292,8 +326,8 @@ async fn soak() {
     };
     let duplicates =
         received_casts.again.load(Ordering::SeqCst) + received_notes.again.load(Ordering::SeqCst);
-    let (rss0, fds0, tasks0) = baseline.expect("a baseline after the warm-up");
-    let rss1 = rss_kib();
+    let (rss0, heap0, fds0, tasks0) = baseline.expect("a baseline after the warm-up");
+    let (rss1, heap1) = (rss_kib(), heap_kib());
     let fds1 = settles(open_fds, fds0, 2, Duration::from_secs(20)).await;
     let tasks1 = settles(alive_tasks, tasks0, 2, Duration::from_secs(20)).await;
     t.cleanup().await;
@@ -328,6 +362,7 @@ async fn soak() {
         "duplicates": duplicates,
         "rss_kib": [rss0, rss1],
         "rss_growth_pct": (rss_growth_pct * 10.0).round() / 10.0,
+        "heap_kib": [heap0, heap1],
         "fd_delta": fds1 as i64 - fds0 as i64,
         "tasks_delta": tasks1 as i64 - tasks0 as i64,
         "reply_queues_leaked": reply_queues,
