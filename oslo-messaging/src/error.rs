@@ -16,13 +16,20 @@
 //! | [`AccessRefused`](ErrorKind::AccessRefused) | py-amqp's `AccessRefused` (bad credentials, vhost refused) |
 //!
 //! A failed `call` carries the [`RemoteError`] the server sent, exactly as the failure JSON
-//! described it (class, module, message, traceback, args, kwargs).
+//! described it (class, module, message, traceback, args, kwargs); [`Error::remote_as`] turns
+//! one into a Rust type of the caller's ([`RemoteException`]), as Python's
+//! `allowed_remote_exmods` does.
+//!
+//! `Display` says what failed, then why (the source's text), each once: `cannot read config
+//! file /etc/nova/nova.conf: No such file or directory (os error 2)`. The kind is not repeated
+//! in the text; match on [`Error::kind`]. Messages that Python callers also see keep Python's
+//! wording (a timeout reads `Timed out waiting for a reply to message ID ...`).
 
 use std::error::Error as StdError;
 use std::fmt;
 use std::sync::Arc;
 
-pub use crate::wire::RemoteError;
+pub use crate::wire::{RemoteError, RemoteException};
 
 /// A `Result` whose error defaults to [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -47,7 +54,7 @@ pub enum ErrorKind {
     InvalidUrl,
     /// An option is unknown, has a bad value, or options conflict.
     Configuration,
-    /// The remote side raised an error; see [`Error::remote`].
+    /// The remote side raised an error; see [`Error::remote_error`].
     Remote,
     /// The requested version is above the client's version cap.
     VersionCap,
@@ -121,6 +128,8 @@ struct Inner {
     message: String,
     remote: Option<RemoteError>,
     source: Option<BoxError>,
+    /// Exchange and routing key of an undeliverable message.
+    address: Option<(String, String)>,
 }
 
 impl Error {
@@ -132,6 +141,7 @@ impl Error {
                 message: message.into(),
                 remote: None,
                 source: None,
+                address: None,
             }),
         }
     }
@@ -149,6 +159,7 @@ impl Error {
                 message: message.into(),
                 remote: None,
                 source: Some(Arc::new(source)),
+                address: None,
             }),
         }
     }
@@ -161,6 +172,25 @@ impl Error {
                 message: String::new(),
                 remote: Some(remote),
                 source: None,
+                address: None,
+            }),
+        }
+    }
+
+    /// Creates an [`Undeliverable`](ErrorKind::Undeliverable) error: no queue took a
+    /// message published to `exchange` with `routing_key`; `message` says what was tried.
+    pub(crate) fn undeliverable(
+        exchange: impl Into<String>,
+        routing_key: impl Into<String>,
+        message: impl Into<String>,
+    ) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                kind: ErrorKind::Undeliverable,
+                message: message.into(),
+                remote: None,
+                source: None,
+                address: Some((exchange.into(), routing_key.into())),
             }),
         }
     }
@@ -186,6 +216,80 @@ impl Error {
     /// `true` for [`ErrorKind::Timeout`].
     pub fn is_timeout(&self) -> bool {
         self.kind() == ErrorKind::Timeout
+    }
+
+    /// `true` when the server has no endpoint with the method called (oslo's
+    /// `NoSuchMethod`).
+    pub fn is_no_such_method(&self) -> bool {
+        self.remote_error()
+            .is_some_and(RemoteError::is_no_such_method)
+    }
+
+    /// `true` when no endpoint of the server with the method takes the requested version
+    /// or namespace (oslo's `UnsupportedVersion`).
+    pub fn is_unsupported_version(&self) -> bool {
+        self.remote_error()
+            .is_some_and(RemoteError::is_unsupported_version)
+    }
+
+    /// The remote failure as `E`, when the server raised `E`'s class (see
+    /// [`RemoteException`]); `None` for any other error.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use oslo_messaging::rpc::{Endpoint, NoArgs, Request, RpcClient, RpcError, RpcServer};
+    /// use oslo_messaging::{Context, RemoteException, Target, Transport};
+    /// use serde::{Deserialize, Serialize};
+    ///
+    /// #[derive(Debug, Serialize, Deserialize)]
+    /// struct InstanceNotFound {
+    ///     instance_id: String,
+    /// }
+    ///
+    /// impl RemoteException for InstanceNotFound {
+    ///     const MODULE: &'static str = "nova.exception";
+    ///     const CLASS: &'static str = "InstanceNotFound";
+    /// }
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> oslo_messaging::Result<()> {
+    /// let transport = Transport::memory();
+    /// let endpoint = Endpoint::builder()
+    ///     .method("get", |_req: Request<NoArgs>| async {
+    ///         let e = InstanceNotFound { instance_id: "vm-1".into() };
+    ///         Err::<(), _>(RpcError::exception("Instance vm-1 could not be found.", &e))
+    ///     })
+    ///     .build()?;
+    /// let server = RpcServer::builder(&transport, Target::new("compute").with_server("h1"))
+    ///     .endpoint(endpoint)
+    ///     .build()?;
+    /// server.start().await?;
+    ///
+    /// let client = RpcClient::new(&transport, Target::new("compute"));
+    /// let err = client.call::<()>(&Context::new(), "get", &NoArgs {}).await.unwrap_err();
+    /// let not_found = err.remote_as::<InstanceNotFound>().expect("nova's exception");
+    /// assert_eq!(not_found.instance_id, "vm-1");
+    /// # server.stop().await;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn remote_as<E: RemoteException>(&self) -> Option<E> {
+        self.remote_error()?.to_exception()
+    }
+
+    /// The exchange of a message no queue took, for
+    /// [`Undeliverable`](ErrorKind::Undeliverable) errors (Python's
+    /// `MessageUndeliverable.exchange`).
+    pub fn exchange(&self) -> Option<&str> {
+        self.inner.address.as_ref().map(|(e, _)| e.as_str())
+    }
+
+    /// The routing key of a message no queue took, for
+    /// [`Undeliverable`](ErrorKind::Undeliverable) errors (Python's
+    /// `MessageUndeliverable.routing_key`).
+    pub fn routing_key(&self) -> Option<&str> {
+        self.inner.address.as_ref().map(|(_, k)| k.as_str())
     }
 
     pub(crate) fn timeout(message: impl Into<String>) -> Self {
@@ -240,6 +344,10 @@ impl fmt::Debug for Error {
         }
         if let Some(source) = &self.inner.source {
             d.field("source", source);
+        }
+        if let Some((exchange, routing_key)) = &self.inner.address {
+            d.field("exchange", exchange);
+            d.field("routing_key", routing_key);
         }
         d.finish()
     }

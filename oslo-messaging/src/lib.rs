@@ -98,7 +98,7 @@ pub mod wire;
 
 pub use config::Config;
 pub use context::Context;
-pub use error::{Error, ErrorKind, RemoteError, Result};
+pub use error::{Error, ErrorKind, RemoteError, RemoteException, Result};
 pub use notify::{NotificationListener, Notifier, Priority};
 pub use rpc::{Endpoint, Request, RpcClient, RpcError, RpcServer};
 pub use secret::Secret;

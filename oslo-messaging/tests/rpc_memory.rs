@@ -186,6 +186,11 @@ async fn at_least_once_fails_fast_when_nobody_listens() {
         .await
         .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Undeliverable);
+    // Python's MessageUndeliverable carries them too.
+    assert_eq!(
+        (err.exchange(), err.routing_key()),
+        (Some("openstack"), Some("nobody"))
+    );
     assert_eq!(start.elapsed(), Duration::ZERO);
     let err = client
         .with_at_least_once(true)
@@ -216,7 +221,7 @@ async fn remote_errors_arrive_as_sent() {
             Err::<(), _>(
                 RpcError::new("InstanceNotFound", "Instance 42 could not be found.")
                     .with_module("nova.exception")
-                    .with_kwargs(json!({"instance_id": 42}).as_object().unwrap().clone()),
+                    .with_kwargs(json!({"instance_id": 42})),
             )
         })
         .build()
@@ -312,6 +317,7 @@ async fn namespaces_and_versions() {
         .call::<Value>(&ctx(), "echo", &args)
         .await
         .unwrap_err();
+    assert!(r.is_unsupported_version() && !r.is_no_such_method());
     let r = r.remote_error().unwrap();
     assert_eq!(
         (r.class(), r.module()),
@@ -335,6 +341,7 @@ async fn namespaces_and_versions() {
     assert_eq!(r.remote_error().unwrap().class(), "UnsupportedVersion");
 
     let no_method = ok.call::<Value>(&ctx(), "nosuch", &args).await.unwrap_err();
+    assert!(no_method.is_no_such_method() && !no_method.is_unsupported_version());
     let r = no_method.remote_error().unwrap();
     assert_eq!(
         (r.class(), r.module()),

@@ -241,6 +241,8 @@ async fn a_call_nobody_serves_times_out_and_at_least_once_fails_fast() {
         .await
         .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Undeliverable, "{err}");
+    assert_eq!(err.routing_key(), Some(topic.as_str()));
+    assert_eq!(err.exchange(), Some(t.control_exchange()));
     assert!(started.elapsed() < Duration::from_millis(900));
     let err = strict
         .cast(&ctx(), "echo", &json!({"value": 1}))

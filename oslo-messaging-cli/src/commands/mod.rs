@@ -72,7 +72,7 @@ impl Failure {
                     "message": r.message(),
                     "traceback": r.traceback(),
                 }),
-                None => json!({"kind": format!("{:?}", e.kind()), "message": e.to_string()}),
+                None => json!({"kind": format!("{:?}", e.kind()), "message": describe(e)}),
             },
         };
         if as_json {
@@ -94,12 +94,28 @@ impl Failure {
                             }
                         }
                     }
-                    None => eprintln!("error: {e}"),
+                    None => eprintln!("error: {}", describe(e)),
                 },
             }
         }
         code
     }
+}
+
+/// An error and every cause in its source chain, each once: the library's `Display` already
+/// ends with its direct cause, and a deeper cause is added only when no earlier text holds it.
+pub(crate) fn describe(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let line = c.to_string();
+        if !line.is_empty() && !text.contains(&line) {
+            text.push_str(": ");
+            text.push_str(&line);
+        }
+        cause = c.source();
+    }
+    text
 }
 
 /// The configuration from `--config-file`s, with `--exchange` applied.
@@ -178,5 +194,53 @@ pub(crate) async fn shutdown_signal() {
     tokio::select! {
         () = ctrl_c => {}
         () = term => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::fmt;
+
+    #[derive(Debug)]
+    struct Layer(&'static str, Option<Box<Self>>);
+
+    impl fmt::Display for Layer {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str(self.0)
+        }
+    }
+
+    impl std::error::Error for Layer {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            self.1.as_deref().map(|l| l as _)
+        }
+    }
+
+    #[test]
+    fn every_cause_is_printed_once() {
+        let deep = Layer(
+            "TLS handshake",
+            Some(Box::new(Layer("certificate expired", None))),
+        );
+        let e = Error::with_source(
+            oslo_messaging::ErrorKind::Transport,
+            "cannot connect to rmq1:5671",
+            deep,
+        );
+        // The library's Display shows the direct cause; the CLI adds the deeper one.
+        assert_eq!(e.to_string(), "cannot connect to rmq1:5671: TLS handshake");
+        assert_eq!(
+            describe(&e),
+            "cannot connect to rmq1:5671: TLS handshake: certificate expired"
+        );
+        // A cause whose text an outer layer already shows is not repeated.
+        let io = std::io::Error::other(Layer("disk full", None));
+        let e = Error::with_source(
+            oslo_messaging::ErrorKind::Configuration,
+            "cannot read x",
+            io,
+        );
+        assert_eq!(describe(&e), "cannot read x: disk full");
     }
 }

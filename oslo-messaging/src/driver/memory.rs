@@ -521,8 +521,9 @@ impl Driver for MemoryDriver {
                     .record(SentKind::Request, &exchange, &key, mandatory, &body);
                 let routed = self.broker.publish(&exchange, &key, body.clone(), expires);
                 if routed == 0 && mandatory {
-                    return Err(Error::new(
-                        ErrorKind::Undeliverable,
+                    return Err(Error::undeliverable(
+                        exchange.as_str(),
+                        key.as_str(),
                         format!(
                             "no queue is bound to exchange {exchange:?} with routing key {key:?}"
                         ),
@@ -689,8 +690,9 @@ impl MemoryReplies {
             .get(reply_q)
             .and_then(Weak::upgrade);
         let Some(waiters) = waiters else {
-            return Err(Error::new(
-                ErrorKind::Undeliverable,
+            return Err(Error::undeliverable(
+                "",
+                reply_q,
                 format!("reply queue {reply_q} does not exist"),
             ));
         };

@@ -2,13 +2,11 @@
 
 use std::fmt;
 
+use serde::Serialize;
 use serde_json::{Map, Value};
 
 use crate::error::{Error, ErrorKind};
-use crate::wire::RemoteError;
-
-/// The module of oslo's dispatcher exceptions, as Python names it.
-pub(crate) const DISPATCHER_MODULE: &str = "oslo_messaging.rpc.dispatcher";
+use crate::wire::{DISPATCHER_MODULE, RemoteError, RemoteException};
 
 /// An error a handler returns; it reaches the caller as oslo's failure JSON.
 ///
@@ -30,9 +28,10 @@ pub(crate) const DISPATCHER_MODULE: &str = "oslo_messaging.rpc.dispatcher";
 ///
 /// let e = RpcError::new("InstanceNotFound", "Instance 42 could not be found.")
 ///     .with_module("nova.exception")
-///     .with_kwargs(serde_json::json!({"instance_id": 42}).as_object().unwrap().clone())
+///     .with_kwargs(serde_json::json!({"instance_id": 42}))
 ///     .expected();
 /// assert!(e.is_expected());
+/// assert_eq!(e.as_remote().kwargs()["instance_id"], 42);
 /// ```
 #[derive(Clone, PartialEq)]
 pub struct RpcError {
@@ -93,13 +92,7 @@ impl RpcError {
     /// Sets the module of the class.
     #[must_use]
     pub fn with_module(mut self, module: impl Into<String>) -> Self {
-        let r = &self.remote;
-        self.remote = Box::new(
-            RemoteError::new(module, r.class(), r.message())
-                .with_args(r.args().to_vec())
-                .with_kwargs(r.kwargs().clone())
-                .with_traceback(r.traceback().to_vec()),
-        );
+        self.remote = Box::new((*self.remote).with_module(module));
         self
     }
 
@@ -110,11 +103,47 @@ impl RpcError {
         self
     }
 
-    /// Sets keyword arguments (Nova-style exceptions carry them).
+    /// Sets keyword arguments (Nova-style exceptions carry them): anything that serializes
+    /// to a JSON object, such as a struct or `json!({...})`. A value that serializes to
+    /// something else leaves them empty, and says so in the log.
     #[must_use]
-    pub fn with_kwargs(mut self, kwargs: Map<String, Value>) -> Self {
-        self.remote = Box::new((*self.remote).with_kwargs(kwargs));
+    pub fn with_kwargs(mut self, kwargs: impl Serialize) -> Self {
+        self.remote = Box::new((*self.remote).with_kwargs(kwargs_map(&kwargs)));
         self
+    }
+
+    /// The exception `E` (see [`RemoteException`]) with `message`: its class and module are
+    /// `E`'s, and its fields travel as `kwargs`, so a Python caller that allows `E`'s module
+    /// re-raises it as that class, and a Rust caller gets it back with
+    /// [`Error::remote_as`](crate::Error::remote_as).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use oslo_messaging::{RemoteException, RpcError};
+    /// use serde::{Deserialize, Serialize};
+    ///
+    /// #[derive(Serialize, Deserialize)]
+    /// struct InstanceNotFound {
+    ///     instance_id: String,
+    /// }
+    ///
+    /// impl RemoteException for InstanceNotFound {
+    ///     const MODULE: &'static str = "nova.exception";
+    ///     const CLASS: &'static str = "InstanceNotFound";
+    /// }
+    ///
+    /// let e = RpcError::exception(
+    ///     "Instance vm-1 could not be found.",
+    ///     &InstanceNotFound { instance_id: "vm-1".into() },
+    /// );
+    /// assert_eq!((e.module(), e.class()), ("nova.exception", "InstanceNotFound"));
+    /// assert_eq!(e.as_remote().kwargs()["instance_id"], "vm-1");
+    /// ```
+    pub fn exception<E: RemoteException>(message: impl Into<String>, exception: &E) -> Self {
+        Self::new(E::CLASS, message)
+            .with_module(E::MODULE)
+            .with_kwargs(exception)
     }
 
     /// Sets traceback lines sent to the caller (none by default: they leak internals).
@@ -177,8 +206,34 @@ impl RpcError {
         .with_module(DISPATCHER_MODULE)
     }
 
-    pub(crate) fn is_no_such_method(&self) -> bool {
-        self.remote.class() == "NoSuchMethod" && self.remote.module() == DISPATCHER_MODULE
+    /// `true` for oslo's `NoSuchMethod` (the dispatcher found no endpoint with the method).
+    pub fn is_no_such_method(&self) -> bool {
+        self.remote.is_no_such_method()
+    }
+
+    /// `true` for oslo's `UnsupportedVersion` (no endpoint with the method takes the
+    /// requested version or namespace).
+    pub fn is_unsupported_version(&self) -> bool {
+        self.remote.is_unsupported_version()
+    }
+}
+
+/// `kwargs` as a JSON object; anything else is logged and becomes `{}`.
+fn kwargs_map(kwargs: &impl Serialize) -> Map<String, Value> {
+    match serde_json::to_value(kwargs) {
+        Ok(Value::Object(map)) => map,
+        Ok(Value::Null) => Map::new(),
+        Ok(other) => {
+            tracing::warn!(
+                kwargs = %other,
+                "exception kwargs must serialize to a JSON object; sending none"
+            );
+            Map::new()
+        }
+        Err(error) => {
+            tracing::warn!(%error, "exception kwargs do not serialize; sending none");
+            Map::new()
+        }
     }
 }
 
@@ -230,6 +285,8 @@ impl fmt::Debug for RpcError {
             .finish()
     }
 }
+
+impl std::error::Error for RpcError {}
 
 impl From<RemoteError> for RpcError {
     /// Passes a failure from a nested call through unchanged.
@@ -315,6 +372,57 @@ mod tests {
         let remote = RemoteError::new("builtins", "ValueError", "bad");
         let e: RpcError = Error::remote(remote.clone()).into();
         assert_eq!(e.as_remote(), &remote);
+    }
+
+    #[test]
+    fn an_rpc_error_is_a_std_error() {
+        fn helper() -> std::result::Result<(), Box<dyn std::error::Error + Send + Sync>> {
+            Err(RpcError::value_error("bad size"))?
+        }
+        let e = helper().unwrap_err();
+        assert_eq!(e.to_string(), "ValueError: bad size");
+        assert!(e.downcast_ref::<RpcError>().is_some());
+    }
+
+    #[test]
+    fn exceptions_travel_as_class_module_and_kwargs() {
+        #[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+        struct QuotaExceeded {
+            overs: Vec<String>,
+            message: String,
+        }
+        impl RemoteException for QuotaExceeded {
+            const MODULE: &'static str = "nova.exception";
+            const CLASS: &'static str = "QuotaExceeded";
+        }
+        let sent = QuotaExceeded {
+            overs: vec!["cores".into()],
+            message: "Quota exceeded for cores".into(),
+        };
+        let e = RpcError::exception("Quota exceeded for cores", &sent);
+        let wire = RemoteError::from_json(&e.as_remote().to_json()).unwrap();
+        assert!(wire.is::<QuotaExceeded>());
+        assert_eq!(wire.to_exception::<QuotaExceeded>(), Some(sent));
+        // Another class, or kwargs that do not fit, give None rather than a wrong value.
+        let other = RemoteError::new("nova.exception", "InstanceNotFound", "x");
+        assert_eq!(other.to_exception::<QuotaExceeded>(), None);
+        let bad = RemoteError::new("nova.exception", "QuotaExceeded", "x")
+            .with_kwargs(serde_json::json!({"overs": 3}).as_object().unwrap().clone());
+        assert_eq!(bad.to_exception::<QuotaExceeded>(), None);
+        // `message` comes from the failure when kwargs lack it.
+        let plain = RemoteError::new("nova.exception", "QuotaExceeded", "over").with_kwargs(
+            serde_json::json!({"overs": []})
+                .as_object()
+                .unwrap()
+                .clone(),
+        );
+        assert_eq!(
+            plain.to_exception::<QuotaExceeded>().unwrap().message,
+            "over"
+        );
+        // kwargs that are not an object are dropped, never sent malformed.
+        let e = RpcError::new("X", "m").with_kwargs(vec![1, 2]);
+        assert!(e.as_remote().kwargs().is_empty());
     }
 
     #[test]

@@ -29,7 +29,8 @@ pub mod fuzzing;
 pub mod json;
 mod remote;
 
-pub use remote::RemoteError;
+pub(crate) use remote::DISPATCHER_MODULE;
+pub use remote::{RemoteError, RemoteException};
 
 /// The envelope version this library writes and accepts.
 pub const ENVELOPE_VERSION: &str = "2.0";

@@ -2,9 +2,56 @@
 
 use std::fmt;
 
+use serde::Serialize;
+use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 
 use super::{WireError, json};
+
+/// The module of oslo's dispatcher exceptions (`NoSuchMethod`, `UnsupportedVersion`).
+pub(crate) const DISPATCHER_MODULE: &str = "oslo_messaging.rpc.dispatcher";
+
+/// A Rust type for one exception class a remote service raises: the analogue of Python's
+/// `allowed_remote_exmods`, which lets callers catch, say, nova's `InstanceNotFound` as its
+/// own class instead of a generic `RemoteError`.
+///
+/// The value is built from the failure's `kwargs` (nova-style exceptions carry their fields
+/// there), plus `message` from the failure's message when `kwargs` has none. Servers raise it
+/// with [`RpcError::exception`](crate::rpc::RpcError::exception).
+///
+/// # Examples
+///
+/// ```
+/// use oslo_messaging::{RemoteError, RemoteException};
+/// use serde::{Deserialize, Serialize};
+///
+/// #[derive(Debug, Serialize, Deserialize)]
+/// struct InstanceNotFound {
+///     instance_id: String,
+/// }
+///
+/// impl RemoteException for InstanceNotFound {
+///     const MODULE: &'static str = "nova.exception";
+///     const CLASS: &'static str = "InstanceNotFound";
+/// }
+///
+/// // What a nova server sends:
+/// let failure = RemoteError::from_json(
+///     r#"{"class": "InstanceNotFound", "module": "nova.exception",
+///         "message": "Instance vm-1 could not be found.", "tb": [],
+///         "args": [], "kwargs": {"instance_id": "vm-1", "code": 404}}"#,
+/// )?;
+/// assert!(failure.is::<InstanceNotFound>());
+/// let e: InstanceNotFound = failure.to_exception().unwrap();
+/// assert_eq!(e.instance_id, "vm-1");
+/// # Ok::<(), oslo_messaging::wire::WireError>(())
+/// ```
+pub trait RemoteException: Serialize + DeserializeOwned {
+    /// The Python module of the class, such as `nova.exception`.
+    const MODULE: &'static str;
+    /// The class name, such as `InstanceNotFound`.
+    const CLASS: &'static str;
+}
 
 /// An error raised on the remote side of a call, exactly as the failure JSON carries it:
 /// `{"class", "module", "message", "tb", "args", "kwargs"}`.
@@ -55,6 +102,13 @@ impl RemoteError {
             traceback: Vec::new(),
             kwargs: Map::new(),
         }
+    }
+
+    /// Replaces the module of the class.
+    #[must_use]
+    pub fn with_module(mut self, module: impl Into<String>) -> Self {
+        self.module = module.into();
+        self
     }
 
     /// Replaces the exception arguments (`args`).
@@ -112,6 +166,41 @@ impl RemoteError {
     /// peers wrote it).
     pub fn is_builtin(&self, name: &str) -> bool {
         self.class == name && matches!(self.module.as_str(), "builtins" | "exceptions")
+    }
+
+    /// `true` when this failure is of `E`'s class and module.
+    pub fn is<E: RemoteException>(&self) -> bool {
+        self.class == E::CLASS && self.module == E::MODULE
+    }
+
+    /// The failure as `E`, when it is of `E`'s class and module and its `kwargs` (with
+    /// `message` added when they lack one) deserialize into `E`; see [`RemoteException`].
+    pub fn to_exception<E: RemoteException>(&self) -> Option<E> {
+        if !self.is::<E>() {
+            return None;
+        }
+        let mut fields = self.kwargs.clone();
+        fields
+            .entry("message")
+            .or_insert_with(|| Value::String(self.message.clone()));
+        match serde_json::from_value(Value::Object(fields)) {
+            Ok(e) => Some(e),
+            Err(error) => {
+                tracing::debug!(class = E::CLASS, %error, "a remote exception's kwargs do not fit its Rust type");
+                None
+            }
+        }
+    }
+
+    /// `true` for oslo's `NoSuchMethod`: the server has no endpoint with that method.
+    pub fn is_no_such_method(&self) -> bool {
+        self.class == "NoSuchMethod" && self.module == DISPATCHER_MODULE
+    }
+
+    /// `true` for oslo's `UnsupportedVersion`: no endpoint with the method implements the
+    /// requested version (or namespace).
+    pub fn is_unsupported_version(&self) -> bool {
+        self.class == "UnsupportedVersion" && self.module == DISPATCHER_MODULE
     }
 
     /// The failure JSON, as Python's `serialize_remote_exception` writes it.

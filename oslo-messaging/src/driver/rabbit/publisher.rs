@@ -509,8 +509,9 @@ impl Publisher {
     fn verdict(msg: &Outgoing, confirm: Confirm) -> Attempt {
         match confirm {
             Confirm::Ack => Attempt::Done(Ok(())),
-            Confirm::Returned { code, text } => Attempt::Done(Err(Error::new(
-                ErrorKind::Undeliverable,
+            Confirm::Returned { code, text } => Attempt::Done(Err(Error::undeliverable(
+                msg.exchange.as_str(),
+                msg.routing_key.as_str(),
                 format!(
                     "no queue took the message for exchange {:?} and routing key {:?} ({code} {text})",
                     msg.exchange, msg.routing_key
