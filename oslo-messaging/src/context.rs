@@ -123,7 +123,7 @@ impl Context {
             Value::Null => Ok(Self::new()),
             other => Err(crate::Error::serialization(format!(
                 "a context must be a JSON object, not {}",
-                crate::wire::json_type_name(&other)
+                json_type_name(&other)
             ))),
         }
     }
@@ -239,6 +239,18 @@ impl<K: Into<String>, V: Into<Value>> FromIterator<(K, V)> for Context {
                 .map(|(k, v)| (k.into(), v.into()))
                 .collect(),
         }
+    }
+}
+
+/// The name of a JSON value's type, for error messages.
+pub(crate) fn json_type_name(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
     }
 }
 

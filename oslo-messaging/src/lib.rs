@@ -93,6 +93,7 @@ mod serializer;
 pub mod target;
 mod task;
 pub mod transport;
+mod url;
 pub mod version;
 pub mod wire;
 

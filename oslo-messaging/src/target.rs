@@ -178,6 +178,16 @@ impl Target {
         }
     }
 
+    /// Checks a notification listener's target: a topic, with Python's message.
+    pub(crate) fn require_listener_topic(&self) -> Result<&str> {
+        match self.topic.as_deref() {
+            Some(t) if !t.is_empty() => Ok(t),
+            _ => Err(Error::invalid_target(format!(
+                "A target must have topic specified (target {self})"
+            ))),
+        }
+    }
+
     /// Checks an RPC server's target: topic and server both set.
     pub(crate) fn require_server_target(&self) -> Result<(&str, &str)> {
         match (self.topic.as_deref(), self.server.as_deref()) {

@@ -550,7 +550,7 @@ async fn test_log_and_noop_drivers() {
     )
     .await
     .unwrap();
-    let got = t.captured_notifications();
+    let got = Notifier::captured(&t);
     assert_eq!(got.len(), 1);
     assert_eq!(got[0].priority, Priority::Warn);
     assert_eq!(got[0].message.priority, "WARN");
@@ -563,7 +563,7 @@ async fn test_log_and_noop_drivers() {
         .unwrap();
     assert!(!off.is_enabled());
     off.info(&Context::new(), "ev", &1).await.unwrap();
-    assert_eq!(t.captured_notifications().len(), 1);
+    assert_eq!(Notifier::captured(&t).len(), 1);
 
     let conf = Config::builder()
         .notification_drivers(Vec::<String>::new())
@@ -593,7 +593,7 @@ async fn prepare_overrides_publisher_and_shares_drivers() {
         .build();
     sub.info(&Context::new(), "e", &1).await.unwrap();
     base.info(&Context::new(), "e", &2).await.unwrap();
-    let got = t.captured_notifications();
+    let got = Notifier::captured(&t);
     assert_eq!(
         got[0].message.publisher_id.as_deref(),
         Some("compute.host9")
@@ -629,7 +629,7 @@ async fn routing_driver_follows_its_yaml() {
         .await
         .unwrap();
     n.info(&Context::new(), "volume.create", &3).await.unwrap();
-    let got = t.captured_notifications();
+    let got = Notifier::captured(&t);
     assert_eq!(got.len(), 1);
     assert_eq!(got[0].message.payload, json!(1));
 
@@ -672,7 +672,7 @@ async fn config_drives_notifier_defaults() {
     let t = Transport::memory_with_config(&conf);
     let n = Notifier::builder(&t).build().unwrap();
     n.info(&Context::new(), "e", &1).await.unwrap();
-    let got = t.captured_notifications();
+    let got = Notifier::captured(&t);
     assert_eq!(got[0].retry, Retry::Times(2));
 
     let bad = Config::from_ini_str("[oslo_messaging_notifications]\ndriver = kafka\n").unwrap();

@@ -24,10 +24,10 @@ use super::{
     SendParams,
 };
 use crate::config::RabbitOptions;
+use crate::error::RemoteError;
 use crate::error::{Error, ErrorKind, Result};
-use crate::notify::Priority;
 use crate::target::Target;
-use crate::wire::{self, RemoteError};
+use crate::wire;
 
 /// Brokers shared by `memory://<vhost>` URLs in this process.
 static SHARED: LazyLock<Mutex<HashMap<String, Arc<Broker>>>> = LazyLock::new(Default::default);
@@ -410,6 +410,13 @@ impl MemoryDriver {
         Self::with_broker(Arc::default(), default_exchange, options)
     }
 
+    /// The test handle on this driver's broker.
+    pub(crate) fn handle(&self) -> MemoryHandle {
+        MemoryHandle {
+            broker: self.broker.clone(),
+        }
+    }
+
     fn with_broker(broker: Arc<Broker>, default_exchange: String, options: RabbitOptions) -> Self {
         Self {
             broker,
@@ -610,7 +617,7 @@ impl Driver for MemoryDriver {
 
     fn listen_for_notifications(
         &self,
-        targets: Vec<(Target, Priority)>,
+        targets: Vec<Target>,
         pool: Option<String>,
     ) -> BoxFuture<'_, Result<NotificationListenerStream>> {
         Box::pin(async move {
@@ -618,13 +625,8 @@ impl Driver for MemoryDriver {
             let mut queues: Vec<String> = Vec::new();
             {
                 let mut state = lock(&self.broker.state);
-                for (target, priority) in &targets {
-                    let topic = target.topic().filter(|t| !t.is_empty()).ok_or_else(|| {
-                        Error::invalid_target(format!(
-                            "A target must have topic specified (target {target})"
-                        ))
-                    })?;
-                    let key = format!("{topic}.{}", priority.as_str());
+                for target in &targets {
+                    let key = target.require_listener_topic()?.to_owned();
                     let queue = pool.clone().unwrap_or_else(|| key.clone());
                     Broker::declare_bound_queue(
                         &mut state,
@@ -662,12 +664,6 @@ impl Driver for MemoryDriver {
                 lock(&self.broker.reply_queues).remove(q);
             }
             self.waiters.clear();
-        })
-    }
-
-    fn memory_handle(&self) -> Option<MemoryHandle> {
-        Some(MemoryHandle {
-            broker: self.broker.clone(),
         })
     }
 }

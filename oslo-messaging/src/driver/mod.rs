@@ -35,8 +35,9 @@
 //!
 //! **Notifications.** [`Driver::send_notification`] publishes to `<topic>` (already
 //! `<topic>.<priority>`) on `target.exchange or control_exchange`, declaring that queue first so
-//! early notifications are not lost. [`Driver::listen_for_notifications`] consumes
-//! `<topic>.<priority>` queues (or one `pool` queue bound to all of them); each message is
+//! early notifications are not lost. [`Driver::listen_for_notifications`] takes targets in the
+//! same form and consumes their `<topic>.<priority>` queues (or one `pool` queue bound to all
+//! of them); each message is
 //! acknowledged or requeued through its [`NotificationAcker`] after the handler ran.
 
 use std::collections::HashMap;
@@ -49,10 +50,10 @@ use std::time::Duration;
 use serde_json::Value;
 use tokio::sync::mpsc;
 
+use crate::error::RemoteError;
 use crate::error::Result;
-use crate::notify::Priority;
 use crate::target::Target;
-use crate::wire::{self, RemoteError};
+use crate::wire;
 
 pub(crate) mod backoff;
 pub(crate) mod memory;
@@ -139,10 +140,11 @@ pub(crate) trait Driver: Send + Sync + fmt::Debug + 'static {
     /// Starts consuming RPC requests for a server target (topic and server set).
     fn listen(&self, target: Target) -> BoxFuture<'_, Result<RpcListener>>;
 
-    /// Starts consuming notifications for `(target, priority)` pairs, from `pool` when given.
+    /// Starts consuming notifications for targets whose topic is `<topic>.<priority>`, as
+    /// [`send_notification`](Self::send_notification) takes them; from `pool` when given.
     fn listen_for_notifications(
         &self,
-        targets: Vec<(Target, Priority)>,
+        targets: Vec<Target>,
         pool: Option<String>,
     ) -> BoxFuture<'_, Result<NotificationListenerStream>>;
 
@@ -154,11 +156,6 @@ pub(crate) trait Driver: Send + Sync + fmt::Debug + 'static {
     /// does not.
     fn blocked(&self) -> BoxFuture<'_, Option<String>> {
         Box::pin(async { None })
-    }
-
-    /// The memory driver's test handle; `None` for other drivers.
-    fn memory_handle(&self) -> Option<crate::transport::MemoryHandle> {
-        None
     }
 }
 

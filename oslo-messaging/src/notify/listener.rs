@@ -437,16 +437,19 @@ impl NotificationListener {
         inner
             .lifecycle
             .start("notification listener", |stop| async move {
+                // The driver consumes `<topic>.<priority>`, as the notifier publishes it.
                 let priorities = inner.core.mode.priorities();
-                let pairs: Vec<(Target, Priority)> = inner
-                    .targets
-                    .iter()
-                    .flat_map(|t| priorities.iter().map(move |p| (t.clone(), *p)))
-                    .collect();
+                let mut keyed = Vec::with_capacity(inner.targets.len() * priorities.len());
+                for t in &inner.targets {
+                    let topic = t.require_listener_topic()?;
+                    for p in &priorities {
+                        keyed.push(t.clone().with_topic(format!("{topic}.{}", p.as_str())));
+                    }
+                }
                 let stream = inner
                     .transport
                     .driver()
-                    .listen_for_notifications(pairs, inner.pool.clone())
+                    .listen_for_notifications(keyed, inner.pool.clone())
                     .await?;
                 let poll = tokio::spawn(poll_loop(
                     inner.core.clone(),
@@ -756,11 +759,7 @@ impl Common {
             ));
         }
         for t in &self.targets {
-            if t.topic().is_none_or(str::is_empty) {
-                return Err(Error::invalid_target(format!(
-                    "A target must have topic specified (target {t})"
-                )));
-            }
+            t.require_listener_topic()?;
         }
         if mode.priorities().is_empty() {
             return Err(Error::config(

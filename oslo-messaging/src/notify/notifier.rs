@@ -42,7 +42,7 @@ pub enum NotifyDriver {
     Log,
     /// `noop`: nothing.
     Noop,
-    /// `test`: captured in memory, see [`Transport::captured_notifications`].
+    /// `test`: captured in memory, see [`Notifier::captured`].
     Test,
     /// `routing`: to other drivers by the rules of `[oslo_messaging_notifications]
     /// routing_config`.
@@ -83,6 +83,10 @@ impl std::str::FromStr for NotifyDriver {
     }
 }
 
+/// What the `test` driver captured on one transport.
+#[derive(Debug, Default)]
+struct Captured(std::sync::Mutex<Vec<CapturedNotification>>);
+
 struct Shared {
     transport: Transport,
     drivers: Vec<NotifyDriver>,
@@ -118,7 +122,7 @@ struct Shared {
 ///     .build()?;
 /// notifier.info(&Context::new(), "compute.instance.create.end", &json!({"id": 1})).await?;
 ///
-/// let sent = transport.captured_notifications();
+/// let sent = Notifier::captured(&transport);
 /// assert_eq!(sent[0].priority, Priority::Info);
 /// assert_eq!(sent[0].message.event_type, "compute.instance.create.end");
 /// # Ok(())
@@ -168,6 +172,17 @@ impl Notifier {
             retry: None,
             serializer: None,
         }
+    }
+
+    /// Notifications the `test` driver captured through `transport`, oldest first (Python's
+    /// `_impl_test.NOTIFICATIONS`, kept per transport).
+    pub fn captured(transport: &Transport) -> Vec<CapturedNotification> {
+        transport
+            .extension::<Captured>()
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
     }
 
     /// The publisher id.
@@ -314,7 +329,8 @@ impl Notifier {
             NotifyDriver::Test => {
                 self.shared
                     .transport
-                    .capture_store()
+                    .extension::<Captured>()
+                    .0
                     .lock()
                     .unwrap_or_else(std::sync::PoisonError::into_inner)
                     .push(CapturedNotification {

@@ -200,7 +200,7 @@ impl RpcClient {
             other => {
                 return Err(Error::serialization(format!(
                     "the arguments of {method}() must serialize to a JSON object of keyword arguments, not {}",
-                    wire::json_type_name(&other)
+                    crate::context::json_type_name(&other)
                 )));
             }
         };
@@ -591,7 +591,7 @@ mod tests {
     async fn failure_ends_the_call() {
         let (w, r) = setup();
         let mut f = reply(Value::Null, true);
-        f.failure = Some(wire::RemoteError::new("builtins", "ValueError", "bad"));
+        f.failure = Some(crate::RemoteError::new("builtins", "ValueError", "bad"));
         w.deliver(f);
         let err = wait_for_reply(r, Duration::from_secs(5), None)
             .await

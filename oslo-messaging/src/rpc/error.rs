@@ -5,8 +5,8 @@ use std::fmt;
 use serde::Serialize;
 use serde_json::{Map, Value};
 
+use crate::error::{DISPATCHER_MODULE, RemoteError, RemoteException};
 use crate::error::{Error, ErrorKind};
-use crate::wire::{DISPATCHER_MODULE, RemoteError, RemoteException};
 
 /// An error a handler returns; it reaches the caller as oslo's failure JSON.
 ///

@@ -16,6 +16,7 @@
 //! # Ok::<(), oslo_messaging::Error>(())
 //! ```
 
+use std::any::Any;
 use std::fmt;
 use std::sync::{Arc, Mutex};
 
@@ -23,13 +24,10 @@ use crate::config::Config;
 use crate::driver::Driver;
 use crate::driver::memory::MemoryDriver;
 use crate::error::{Error, Result};
-use crate::notify::CapturedNotification;
-
-mod url;
 
 pub use crate::driver::Retry;
 pub use crate::driver::memory::{MemoryHandle, SentKind, SentMessage};
-pub use url::{DriverKind, TransportHost, TransportUrl};
+pub use crate::url::{DriverKind, TransportHost, TransportUrl};
 
 /// A connection to a messaging backend: cheap to clone, shared by clients, servers, notifiers
 /// and listeners.
@@ -44,9 +42,13 @@ pub struct Transport {
 
 struct Inner {
     driver: Arc<dyn Driver>,
+    /// The test handle, for memory transports.
+    memory: Option<MemoryHandle>,
     config: Config,
     url: TransportUrl,
-    captured: Arc<Mutex<Vec<CapturedNotification>>>,
+    /// State that the layers above keep per transport, by type (the `test` notification
+    /// driver's captures), so the transport need not know their types.
+    extensions: Mutex<Vec<Arc<dyn Any + Send + Sync>>>,
 }
 
 impl fmt::Debug for Transport {
@@ -121,7 +123,7 @@ impl Transport {
         let mut config = config.clone();
         config.validate()?;
         let exchange = config.default.control_exchange.clone();
-        let driver: Arc<dyn Driver> = match url.driver_kind()? {
+        match url.driver_kind()? {
             DriverKind::Memory => {
                 if let Some((k, _)) = url.query().first() {
                     return Err(Error::config(format!(
@@ -129,14 +131,15 @@ impl Transport {
                     )));
                 }
                 let vhost = url.virtual_host().unwrap_or_default();
-                Arc::new(MemoryDriver::shared(vhost, exchange, config.rabbit.clone()))
+                let driver = MemoryDriver::shared(vhost, exchange, config.rabbit.clone());
+                Ok(Self::from_memory(driver, config, url))
             }
             DriverKind::Rabbit => {
                 config.rabbit.apply_query(url.query())?;
-                rabbit_driver(&url, &config, exchange)?
+                let driver = rabbit_driver(&url, &config, exchange)?;
+                Ok(Self::from_parts(driver, None, config, url))
             }
-        };
-        Ok(Self::from_parts(driver, config, url))
+        }
     }
 
     /// A transport on a private in-memory broker that nothing else in the process shares: the
@@ -152,16 +155,27 @@ impl Transport {
             config.rabbit.clone(),
         );
         let url = TransportUrl::parse("memory://").expect("a valid URL");
-        Self::from_parts(Arc::new(driver), config.clone(), url)
+        Self::from_memory(driver, config.clone(), url)
     }
 
-    fn from_parts(driver: Arc<dyn Driver>, config: Config, url: TransportUrl) -> Self {
+    fn from_memory(driver: MemoryDriver, config: Config, url: TransportUrl) -> Self {
+        let handle = driver.handle();
+        Self::from_parts(Arc::new(driver), Some(handle), config, url)
+    }
+
+    fn from_parts(
+        driver: Arc<dyn Driver>,
+        memory: Option<MemoryHandle>,
+        config: Config,
+        url: TransportUrl,
+    ) -> Self {
         Self {
             inner: Arc::new(Inner {
                 driver,
+                memory,
                 config,
                 url,
-                captured: Arc::default(),
+                extensions: Mutex::default(),
             }),
         }
     }
@@ -183,21 +197,22 @@ impl Transport {
 
     /// The memory broker's test handle, for `memory://` transports.
     pub fn memory_handle(&self) -> Option<MemoryHandle> {
-        self.inner.driver.memory_handle()
+        self.inner.memory.clone()
     }
 
-    /// Notifications the `test` notification driver captured through this transport, oldest
-    /// first.
-    pub fn captured_notifications(&self) -> Vec<CapturedNotification> {
-        self.inner
-            .captured
+    /// This transport's value of type `T`, created on first use.
+    pub(crate) fn extension<T: Any + Send + Sync + Default>(&self) -> Arc<T> {
+        let mut slots = self
+            .inner
+            .extensions
             .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone()
-    }
-
-    pub(crate) fn capture_store(&self) -> &Arc<Mutex<Vec<CapturedNotification>>> {
-        &self.inner.captured
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(found) = slots.iter().find_map(|s| s.clone().downcast::<T>().ok()) {
+            return found;
+        }
+        let value = Arc::new(T::default());
+        slots.push(value.clone());
+        value
     }
 
     pub(crate) fn driver(&self) -> &dyn Driver {

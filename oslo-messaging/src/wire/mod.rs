@@ -29,8 +29,7 @@ pub mod fuzzing;
 pub mod json;
 mod remote;
 
-pub(crate) use remote::DISPATCHER_MODULE;
-pub use remote::{RemoteError, RemoteException};
+use crate::error::RemoteError;
 
 /// The envelope version this library writes and accepts.
 pub const ENVELOPE_VERSION: &str = "2.0";
@@ -85,18 +84,6 @@ impl std::error::Error for WireError {}
 impl From<WireError> for crate::Error {
     fn from(e: WireError) -> Self {
         Self::with_source(crate::ErrorKind::Protocol, "cannot decode the message", e)
-    }
-}
-
-/// The name of a JSON value's type, for error messages.
-pub(crate) fn json_type_name(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
     }
 }
 

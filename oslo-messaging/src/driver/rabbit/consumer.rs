@@ -442,7 +442,7 @@ async fn run(
             Ok(c) => c,
             Err(e) => {
                 if e.is_fatal() {
-                    let err = super::link::give_up(&host, crate::Retry::Forever, &e);
+                    let err = super::link::give_up(&host, Retry::Forever, &e);
                     if let Some(r) = ready.take() {
                         let _ = r.send(Err(err));
                         return;

@@ -9,7 +9,7 @@ use super::tls;
 use crate::config::RabbitOptions;
 use crate::driver::Retry;
 use crate::error::{Error, ErrorKind, Result};
-use crate::transport::TransportUrl;
+use crate::url::TransportUrl;
 
 /// kombu's connect timeout (also bounds the TLS and AMQP handshakes here).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);

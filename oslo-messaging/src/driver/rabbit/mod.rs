@@ -35,11 +35,11 @@ use super::{
     RpcListener, SendParams,
 };
 use crate::config::RabbitOptions;
+use crate::error::RemoteError;
 use crate::error::{Error, ErrorKind, Result};
-use crate::notify::Priority;
 use crate::target::Target;
-use crate::transport::TransportUrl;
-use crate::wire::{self, RemoteError};
+use crate::url::TransportUrl;
+use crate::wire;
 
 /// Reply queues given up on, for 60 s, at most 200 (Python's `ObsoleteReplyQueuesCache`).
 #[derive(Debug, Default)]
@@ -457,19 +457,14 @@ impl Driver for RabbitDriver {
 
     fn listen_for_notifications(
         &self,
-        targets: Vec<(Target, Priority)>,
+        targets: Vec<Target>,
         pool: Option<String>,
     ) -> BoxFuture<'_, Result<NotificationListenerStream>> {
         Box::pin(async move {
             self.check_open()?;
             let mut queues = Vec::with_capacity(targets.len());
-            for (target, priority) in &targets {
-                let topic = target.topic().filter(|t| !t.is_empty()).ok_or_else(|| {
-                    Error::invalid_target(format!(
-                        "A target must have topic specified (target {target})"
-                    ))
-                })?;
-                let key = format!("{topic}.{}", priority.as_str());
+            for target in &targets {
+                let key = target.require_listener_topic()?.to_owned();
                 let queue = pool.clone().unwrap_or_else(|| key.clone());
                 queues.push(ConsumeQueue {
                     decl: topology::topic_queue(

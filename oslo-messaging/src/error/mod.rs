@@ -29,7 +29,10 @@ use std::error::Error as StdError;
 use std::fmt;
 use std::sync::Arc;
 
-pub use crate::wire::{RemoteError, RemoteException};
+mod remote;
+
+pub(crate) use remote::DISPATCHER_MODULE;
+pub use remote::{RemoteError, RemoteException};
 
 /// A `Result` whose error defaults to [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
