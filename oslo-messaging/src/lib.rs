@@ -82,16 +82,14 @@
 
 pub mod config;
 pub mod context;
-mod dedup;
 mod driver;
 pub mod error;
-mod lifecycle;
 pub mod notify;
 pub mod rpc;
 mod secret;
 mod serializer;
+mod serve;
 pub mod target;
-mod task;
 pub mod transport;
 mod url;
 pub mod version;

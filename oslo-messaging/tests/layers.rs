@@ -14,7 +14,6 @@ const LAYERS: &[(&str, u32)] = &[
     // Values everything shares.
     ("error", 0),
     ("secret", 0),
-    ("task", 0),
     ("version", 1),
     ("context", 1),
     // Pure logic: the wire format, options, URLs, targets (no I/O).
@@ -25,12 +24,12 @@ const LAYERS: &[(&str, u32)] = &[
     ("url", 2),
     // The private driver contract and the drivers.
     ("driver", 3),
-    // The user API: the transport handle, the server runtime, RPC and notifications.
+    // The transport handle, and the server runtime shared by RPC servers and listeners.
     ("transport", 4),
-    ("lifecycle", 5),
-    ("dedup", 5),
-    ("rpc", 6),
-    ("notify", 6),
+    ("serve", 4),
+    // The user API: RPC and notifications.
+    ("rpc", 5),
+    ("notify", 5),
 ];
 
 fn src() -> PathBuf {

@@ -522,7 +522,7 @@ impl Driver for MemoryDriver {
             };
             // Python never publishes fanout casts mandatory.
             let mandatory = params.at_least_once && !params.target.fanout();
-            let expires = params.call.map(|c| crate::task::deadline_after(c.timeout));
+            let expires = params.call.map(|c| super::deadline_after(c.timeout));
             self.publish_with_retry(params.retry, || {
                 self.broker
                     .record(SentKind::Request, &exchange, &key, mandatory, &body);

@@ -63,6 +63,14 @@ pub(crate) mod rabbit;
 /// A boxed, `Send` future: drivers are used as trait objects.
 pub(crate) type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
+/// `now + after`, saturating far in the future instead of overflowing (a `Duration::MAX`
+/// timeout means "very long", not a panic).
+pub(crate) fn deadline_after(after: Duration) -> tokio::time::Instant {
+    let now = tokio::time::Instant::now();
+    now.checked_add(after)
+        .unwrap_or_else(|| now + Duration::from_secs(100 * 365 * 24 * 3600))
+}
+
 /// How many times a publish may reconnect before failing (oslo's `retry`).
 ///
 /// # Examples
@@ -400,6 +408,12 @@ mod tests {
         let mut no_id = reply("a");
         no_id.msg_id = None;
         assert!(!w.deliver(no_id));
+    }
+
+    #[tokio::test]
+    async fn deadlines_saturate() {
+        let d = deadline_after(Duration::MAX);
+        assert!(d > tokio::time::Instant::now() + Duration::from_secs(3600 * 24 * 365));
     }
 
     #[test]

@@ -9,18 +9,16 @@ use std::time::Duration;
 
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::watch;
 
 use super::Priority;
 use super::filter::NotificationFilter;
 use crate::context::Context;
-use crate::dedup::DedupCache;
 use crate::driver::{self, NotificationAcker};
 use crate::error::{Error, Result};
-use crate::lifecycle::Lifecycle;
 use crate::serializer::Serializer;
+use crate::serve::{self, CatchUnwind, DedupCache, Intake, Lifecycle};
 use crate::target::Target;
-use crate::task::CatchUnwind;
 use crate::transport::Transport;
 
 /// A notification as a listener hands it to handlers.
@@ -625,41 +623,24 @@ async fn dispatch_batch(
 
 async fn poll_loop(
     inner: Arc<Core>,
-    mut incoming: tokio::sync::mpsc::UnboundedReceiver<driver::IncomingNotification>,
+    incoming: tokio::sync::mpsc::UnboundedReceiver<driver::IncomingNotification>,
     prefetch: Option<usize>,
-    mut stop: watch::Receiver<bool>,
+    stop: watch::Receiver<bool>,
 ) {
-    let permits = Arc::new(Semaphore::new(inner.pool_size as usize));
+    let mut intake = Intake::new(incoming, stop, inner.pool_size);
     let seen = Arc::new(StdMutex::new(DedupCache::new()));
-    let mut stopping = false;
-    'outer: loop {
-        let next = if stopping {
-            incoming.recv().await
-        } else {
-            tokio::select! {
-                biased;
-                r = incoming.recv() => r,
-                _ = stop.wait_for(|s| *s) => { stopping = true; continue; }
-            }
-        };
-        let Some(first) = next else { break };
+    'outer: while let Some(first) = intake.next().await {
         let mut batch = vec![convert(first, inner.serializer.as_deref())];
         if let Mode::Batch { size, timeout, .. } = &inner.mode {
             // Unacknowledged messages beyond the prefetch never arrive: cap the batch there.
             let size = prefetch.map_or(*size, |p| (*size).min(p));
-            let deadline = timeout.map(crate::task::deadline_after);
+            let deadline = timeout.map(crate::driver::deadline_after);
             while batch.len() < size {
-                let more = match deadline {
-                    Some(d) => match tokio::time::timeout_at(d, incoming.recv()).await {
-                        Ok(m) => m,
-                        Err(_) => break,
-                    },
-                    None => incoming.recv().await,
-                };
-                match more {
-                    Some(m) => batch.push(convert(m, inner.serializer.as_deref())),
-                    None => {
-                        dispatch_now(&inner, batch, &permits, &seen).await;
+                match intake.more(deadline).await {
+                    Ok(Some(m)) => batch.push(convert(m, inner.serializer.as_deref())),
+                    Err(()) => break,
+                    Ok(None) => {
+                        dispatch_now(&inner, batch, &intake, &seen).await;
                         break 'outer;
                     }
                 }
@@ -684,41 +665,39 @@ async fn poll_loop(
             }
         }
         if !fresh.is_empty() {
-            dispatch_now(&inner, fresh, &permits, &seen).await;
+            dispatch_now(&inner, fresh, &intake, &seen).await;
         }
     }
-    let _ = permits.acquire_many(inner.pool_size).await;
+    intake.drain().await;
 }
 
 async fn dispatch_now(
     inner: &Arc<Core>,
     batch: Vec<Received>,
-    permits: &Arc<Semaphore>,
+    intake: &Intake<driver::IncomingNotification>,
     seen: &Arc<StdMutex<DedupCache>>,
 ) {
-    let Ok(permit) = permits.clone().acquire_owned().await else {
-        return;
-    };
     let inner = inner.clone();
     let seen = seen.clone();
-    tokio::spawn(async move {
-        match &inner.mode {
-            Mode::Single(endpoints) => {
-                for r in batch {
-                    let result = match &r.notification {
-                        Some(n) => dispatch_single(endpoints, n).await,
-                        None => NotificationResult::Handled,
-                    };
-                    let requeue = result == NotificationResult::Requeue && inner.allow_requeue;
-                    settle(r, requeue, &seen).await;
+    intake
+        .spawn(async move {
+            match &inner.mode {
+                Mode::Single(endpoints) => {
+                    for r in batch {
+                        let result = match &r.notification {
+                            Some(n) => dispatch_single(endpoints, n).await,
+                            None => NotificationResult::Handled,
+                        };
+                        let requeue = result == NotificationResult::Requeue && inner.allow_requeue;
+                        settle(r, requeue, &seen).await;
+                    }
+                }
+                Mode::Batch { endpoints, .. } => {
+                    dispatch_batch(endpoints, batch, inner.allow_requeue, &seen).await;
                 }
             }
-            Mode::Batch { endpoints, .. } => {
-                dispatch_batch(endpoints, batch, inner.allow_requeue, &seen).await;
-            }
-        }
-        drop(permit);
-    });
+        })
+        .await;
 }
 
 struct Common {
@@ -767,15 +746,7 @@ impl Common {
             ));
         }
         let conf = &self.transport.config().default;
-        let size = self
-            .pool_size
-            .unwrap_or_else(|| usize::try_from(conf.executor_thread_pool_size).unwrap_or(0));
-        let pool_size = u32::try_from(size)
-            .ok()
-            .filter(|&n| n > 0 && n as usize <= Semaphore::MAX_PERMITS)
-            .ok_or_else(|| {
-                Error::config(format!("executor pool size must be at least 1, not {size}"))
-            })?;
+        let pool_size = serve::pool_size(self.pool_size, conf.executor_thread_pool_size)?;
         Ok(NotificationListener {
             inner: Arc::new(Inner {
                 transport: self.transport,

@@ -4,13 +4,12 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::task::deadline_after;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 
 use crate::context::Context;
-use crate::driver::{CallParams, ReplyReceiver, Retry, SendParams};
+use crate::driver::{CallParams, ReplyReceiver, Retry, SendParams, deadline_after};
 use crate::error::{Error, ErrorKind, Result};
 use crate::serializer::Serializer;
 use crate::target::Target;

@@ -4,19 +4,17 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use super::dispatcher::{Dispatcher, heartbeat_interval};
 use super::endpoint::Endpoint;
 use super::error::RpcError;
-use crate::dedup::DedupCache;
 use crate::driver::{IncomingRpc, ReplySink};
-use crate::error::{Error, Result};
-use crate::lifecycle::Lifecycle;
+use crate::error::Result;
 use crate::serializer::Serializer;
+use crate::serve::{self, CatchUnwind, DedupCache, Intake, Lifecycle};
 use crate::target::Target;
-use crate::task::CatchUnwind;
 use crate::transport::Transport;
 use crate::wire;
 
@@ -181,32 +179,16 @@ impl RpcServer {
 }
 
 async fn poll_loop(
-    mut incoming: tokio::sync::mpsc::UnboundedReceiver<IncomingRpc>,
+    incoming: tokio::sync::mpsc::UnboundedReceiver<IncomingRpc>,
     replies: Arc<dyn ReplySink>,
     dispatcher: Dispatcher,
     serializer: Option<Arc<dyn Serializer>>,
     pool_size: u32,
-    mut stop: watch::Receiver<bool>,
+    stop: watch::Receiver<bool>,
 ) {
-    let permits = Arc::new(Semaphore::new(pool_size as usize));
+    let mut intake = Intake::new(incoming, stop, pool_size);
     let mut seen = DedupCache::new();
-    let mut stopping = false;
-    loop {
-        let next = if stopping {
-            // Stopped: the driver no longer delivers; run what was already received (it was
-            // acknowledged, dropping it would lose it).
-            incoming.recv().await
-        } else {
-            tokio::select! {
-                biased;
-                r = incoming.recv() => r,
-                _ = stop.wait_for(|s| *s) => {
-                    stopping = true;
-                    continue;
-                }
-            }
-        };
-        let Some(request) = next else { break };
+    while let Some(request) = intake.next().await {
         let request = match request {
             IncomingRpc::Request(r) => r,
             IncomingRpc::Malformed { error, reply_to } => {
@@ -230,19 +212,17 @@ async fn poll_loop(
             tracing::warn!(unique_id = id, method = %request.request.method, "dropping a duplicate request");
             continue;
         }
-        let Ok(permit) = permits.clone().acquire_owned().await else {
+        let job = handle(
+            request,
+            replies.clone(),
+            dispatcher.clone(),
+            serializer.clone(),
+        );
+        if !intake.spawn(job).await {
             break;
-        };
-        let replies = replies.clone();
-        let dispatcher = dispatcher.clone();
-        let serializer = serializer.clone();
-        tokio::spawn(async move {
-            handle(request, replies, dispatcher, serializer).await;
-            drop(permit);
-        });
+        }
     }
-    // Every handler holds a permit: taking them all waits for the last one.
-    let _ = permits.acquire_many(pool_size).await;
+    intake.drain().await;
 }
 
 async fn handle(
@@ -317,7 +297,8 @@ fn spawn_heartbeats(
     interval: Duration,
 ) -> JoinHandle<()> {
     tokio::spawn(async move {
-        let mut ticker = tokio::time::interval_at(crate::task::deadline_after(interval), interval);
+        let mut ticker =
+            tokio::time::interval_at(crate::driver::deadline_after(interval), interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             ticker.tick().await;
@@ -384,18 +365,7 @@ impl RpcServerBuilder {
     pub fn build(self) -> Result<RpcServer> {
         self.target.require_server_target()?;
         let conf = &self.transport.config().default;
-        let pool_size = match self.pool_size {
-            Some(n) => n,
-            None => usize::try_from(conf.executor_thread_pool_size).unwrap_or(0),
-        };
-        let pool_size = u32::try_from(pool_size)
-            .ok()
-            .filter(|&n| n > 0 && n as usize <= Semaphore::MAX_PERMITS)
-            .ok_or_else(|| {
-                Error::config(format!(
-                    "executor pool size must be at least 1, not {pool_size}"
-                ))
-            })?;
+        let pool_size = serve::pool_size(self.pool_size, conf.executor_thread_pool_size)?;
         let ping = self.ping.unwrap_or(conf.rpc_ping_enabled);
         Ok(RpcServer {
             inner: Arc::new(Inner {

@@ -271,7 +271,7 @@ impl RabbitDriver {
         timeout: Duration,
         at_least_once: bool,
     ) -> Result<()> {
-        let deadline = crate::task::deadline_after(timeout);
+        let deadline = super::deadline_after(timeout);
         let mut returns = 0u32;
         loop {
             // The whole send is bounded by the call's timeout, as Python bounds the publish

@@ -6,14 +6,6 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-/// `now + after`, saturating far in the future instead of overflowing (a `Duration::MAX`
-/// timeout means "very long", not a panic).
-pub(crate) fn deadline_after(after: std::time::Duration) -> tokio::time::Instant {
-    let now = tokio::time::Instant::now();
-    now.checked_add(after)
-        .unwrap_or_else(|| now + std::time::Duration::from_secs(100 * 365 * 24 * 3600))
-}
-
 /// A future that turns a panic while polling the inner future into an `Err` with the panic's
 /// message, so a bad handler fails its own request and nothing else.
 pub(crate) struct CatchUnwind<F> {
@@ -54,20 +46,6 @@ fn panic_message(payload: &(dyn Any + Send)) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn deadlines_saturate() {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_time()
-            .build()
-            .unwrap();
-        rt.block_on(async {
-            let d = deadline_after(std::time::Duration::MAX);
-            assert!(
-                d > tokio::time::Instant::now() + std::time::Duration::from_secs(3600 * 24 * 365)
-            );
-        });
-    }
 
     #[tokio::test]
     async fn panics_become_errors() {
