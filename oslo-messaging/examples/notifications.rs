@@ -20,8 +20,12 @@ async fn main() -> oslo_messaging::Result<()> {
     let topic = format!("example_notifications_{}", std::process::id());
 
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    let endpoint = NotificationEndpoint::new()
-        .with_filter(NotificationFilter::new().event_type(r"compute\.instance\.")?)
+    let endpoint = NotificationEndpoint::builder()
+        .filter(
+            NotificationFilter::builder()
+                .event_type(r"compute\.instance\.")
+                .build()?,
+        )
         .on(Priority::Info, move |n: Notification| {
             let tx = tx.clone();
             async move {
@@ -31,7 +35,9 @@ async fn main() -> oslo_messaging::Result<()> {
                     n.payload
                 ));
             }
-        });
+        })
+        .build()
+        .unwrap();
     let listener = NotificationListener::builder(&transport, vec![Target::new(&topic)])
         .endpoint(endpoint)
         .build()?;

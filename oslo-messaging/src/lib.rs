@@ -102,6 +102,7 @@ pub use notify::{NotificationListener, Notifier, Priority};
 pub use rpc::{Endpoint, Request, RpcClient, RpcError, RpcServer};
 pub use secret::Secret;
 pub use serializer::{NoOpSerializer, Serializer};
+pub use serve::State;
 pub use target::Target;
 pub use transport::{Retry, Transport, TransportHost, TransportUrl};
 pub use version::Version;

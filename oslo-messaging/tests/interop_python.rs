@@ -576,7 +576,7 @@ type Seen = tokio::sync::mpsc::UnboundedReceiver<Notification>;
 
 fn forwarding() -> (NotificationEndpoint, Seen) {
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-    let mut ep = NotificationEndpoint::new();
+    let mut ep = NotificationEndpoint::builder();
     for p in Priority::ALL {
         let tx = tx.clone();
         ep = ep.on(p, move |n: Notification| {
@@ -586,7 +586,7 @@ fn forwarding() -> (NotificationEndpoint, Seen) {
             }
         });
     }
-    (ep, rx)
+    (ep.build().unwrap(), rx)
 }
 
 async fn next(rx: &mut Seen) -> Notification {
@@ -875,18 +875,21 @@ async fn requeue_works_across_languages() {
     let topic = scope.topic("rq_rs");
     let attempts = Arc::new(Mutex::new(Vec::new()));
     let a2 = attempts.clone();
-    let ep = NotificationEndpoint::new().on(Priority::Info, move |n: Notification| {
-        let attempts = a2.clone();
-        async move {
-            let mut a = attempts.lock().unwrap();
-            a.push(n.payload.clone());
-            if a.len() == 1 {
-                NotificationResult::Requeue
-            } else {
-                NotificationResult::Handled
+    let ep = NotificationEndpoint::builder()
+        .on(Priority::Info, move |n: Notification| {
+            let attempts = a2.clone();
+            async move {
+                let mut a = attempts.lock().unwrap();
+                a.push(n.payload.clone());
+                if a.len() == 1 {
+                    NotificationResult::Requeue
+                } else {
+                    NotificationResult::Handled
+                }
             }
-        }
-    });
+        })
+        .build()
+        .unwrap();
     let l = NotificationListener::builder(&t, vec![Target::new(&topic)])
         .endpoint(ep)
         .allow_requeue(true)
@@ -922,7 +925,6 @@ async fn requeue_works_across_languages() {
 /// wait it out before every batch).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn batches_are_capped_at_the_prefetch_as_in_python() {
-    use oslo_messaging::notify::BatchNotificationEndpoint;
     require_python!();
     const BATCH_TIMEOUT: Duration = Duration::from_secs(5);
     let scope = Scope::new("batchcap");
@@ -967,14 +969,16 @@ async fn batches_are_capped_at_the_prefetch_as_in_python() {
             n.info(&Context::new(), "e", &i).await.unwrap();
         }
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-        let ep =
-            BatchNotificationEndpoint::new().on(Priority::Info, move |b: Vec<Notification>| {
+        let ep = NotificationEndpoint::builder()
+            .on(Priority::Info, move |b: Vec<Notification>| {
                 let tx = tx.clone();
                 async move {
                     let _ = tx.send(b.len());
                 }
-            });
-        let mut b = NotificationListener::batch_builder(&t, vec![Target::new(&topic)])
+            })
+            .build()
+            .unwrap();
+        let mut b = NotificationListener::builder(&t, vec![Target::new(&topic)])
             .endpoint(ep)
             .batch_size(5);
         if let Some(d) = timeout {

@@ -8,12 +8,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use oslo_messaging::notify::{
-    BatchNotificationEndpoint, Notification, NotificationEndpoint, NotificationFilter,
-    NotificationListener, NotificationResult, Notifier, NotifyDriver, Priority,
+    Delivery, Notification, NotificationEndpoint, NotificationFilter, NotificationListener,
+    NotificationResult, NotificationStream, Notifier, NotifyDriver, Priority,
 };
-use oslo_messaging::{Config, Context, ErrorKind, Retry, Target, Transport};
+use oslo_messaging::{Config, Context, ErrorKind, Retry, State, Target, Transport};
 use serde_json::{Value, json};
-use support::{Seen, forwarding};
+use support::{Seen, forwarding, forwarding_through};
 use tokio::sync::mpsc;
 
 async fn listener(
@@ -216,20 +216,23 @@ async fn notifications_sent_before_the_listener_wait_for_it() {
 }
 
 fn requeue_once(seen: Arc<Mutex<Vec<bool>>>) -> NotificationEndpoint {
-    NotificationEndpoint::new().on(Priority::Info, move |n: Notification| {
-        let seen = seen.clone();
-        async move {
-            let mut s = seen.lock().unwrap();
-            let first = s.is_empty();
-            s.push(first);
-            let _ = n;
-            if first {
-                NotificationResult::Requeue
-            } else {
-                NotificationResult::Handled
+    NotificationEndpoint::builder()
+        .on(Priority::Info, move |n: Notification| {
+            let seen = seen.clone();
+            async move {
+                let mut s = seen.lock().unwrap();
+                let first = s.is_empty();
+                s.push(first);
+                let _ = n;
+                if first {
+                    NotificationResult::Requeue
+                } else {
+                    NotificationResult::Handled
+                }
             }
-        }
-    })
+        })
+        .build()
+        .unwrap()
 }
 
 /// `test_listener.py::test_requeue`.
@@ -292,18 +295,21 @@ async fn a_failing_handler_counts_as_requeue() {
     let t = Transport::memory();
     let tries = Arc::new(Mutex::new(0));
     let tries2 = tries.clone();
-    let ep = NotificationEndpoint::new().on(Priority::Info, move |_n: Notification| {
-        let tries = tries2.clone();
-        async move {
-            let mut n = tries.lock().unwrap();
-            *n += 1;
-            if *n < 3 {
-                Err("database is down")
-            } else {
-                Ok(())
+    let ep = NotificationEndpoint::builder()
+        .on(Priority::Info, move |_n: Notification| {
+            let tries = tries2.clone();
+            async move {
+                let mut n = tries.lock().unwrap();
+                *n += 1;
+                if *n < 3 {
+                    Err("database is down")
+                } else {
+                    Ok(())
+                }
             }
-        }
-    });
+        })
+        .build()
+        .unwrap();
     let l = NotificationListener::builder(&t, vec![Target::new("f")])
         .endpoint(ep)
         .allow_requeue(true)
@@ -333,14 +339,12 @@ async fn a_failing_handler_counts_as_requeue() {
 async fn filters_screen_notifications_per_endpoint() {
     let t = Transport::memory();
     let (all, mut all_rx) = forwarding(&[Priority::Info]);
-    let (compute, mut compute_rx) = forwarding(&[Priority::Info]);
-    let compute = compute.with_filter(
-        NotificationFilter::new()
-            .event_type(r"compute\.")
-            .unwrap()
-            .payload("state", "^active$")
-            .unwrap(),
-    );
+    let filter = NotificationFilter::builder()
+        .event_type(r"compute\.")
+        .payload("state", "^active$")
+        .build()
+        .unwrap();
+    let (compute, mut compute_rx) = forwarding_through(&[Priority::Info], Some(filter));
     let l = NotificationListener::builder(&t, vec![Target::new("flt")])
         .endpoint(compute)
         .endpoint(all)
@@ -388,14 +392,16 @@ async fn filters_screen_notifications_per_endpoint() {
 async fn batches_of_100_100_and_5() {
     let t = Transport::memory();
     let (tx, mut rx) = mpsc::unbounded_channel();
-    let ep =
-        BatchNotificationEndpoint::new().on(Priority::Info, move |batch: Vec<Notification>| {
+    let ep = NotificationEndpoint::builder()
+        .on(Priority::Info, move |batch: Vec<Notification>| {
             let tx = tx.clone();
             async move {
                 let _ = tx.send(batch.len());
             }
-        });
-    let l = NotificationListener::batch_builder(&t, vec![Target::new("batch")])
+        })
+        .build()
+        .unwrap();
+    let l = NotificationListener::builder(&t, vec![Target::new("batch")])
         .endpoint(ep)
         .batch_size(100)
         .batch_timeout(Duration::from_secs(2))
@@ -423,7 +429,7 @@ async fn batch_requeue_requeues_the_whole_priority_group() {
     let t = Transport::memory();
     let calls = Arc::new(Mutex::new(Vec::new()));
     let c2 = calls.clone();
-    let ep = BatchNotificationEndpoint::new()
+    let ep = NotificationEndpoint::builder()
         .on(Priority::Error, move |batch: Vec<Notification>| {
             let c = c2.clone();
             async move {
@@ -436,8 +442,10 @@ async fn batch_requeue_requeues_the_whole_priority_group() {
                 }
             }
         })
-        .on(Priority::Info, |_b: Vec<Notification>| async {});
-    let l = NotificationListener::batch_builder(&t, vec![Target::new("bq")])
+        .on(Priority::Info, |_b: Vec<Notification>| async {})
+        .build()
+        .unwrap();
+    let l = NotificationListener::builder(&t, vec![Target::new("bq")])
         .endpoint(ep)
         .batch_size(3)
         .batch_timeout(Duration::from_millis(50))
@@ -744,7 +752,7 @@ async fn listener_validation() {
         .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::InvalidTarget);
     let err = NotificationListener::builder(&t, vec![Target::new("x")])
-        .endpoint(NotificationEndpoint::new())
+        .endpoint(NotificationEndpoint::builder().build().unwrap())
         .build()
         .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Configuration);
@@ -759,4 +767,251 @@ async fn a_listener_subscribes_only_to_handled_priorities() {
     queues.retain(|q| q.starts_with("only."));
     assert_eq!(queues, ["only.error", "only.info"]);
     stop(&l).await;
+}
+
+#[derive(Debug, Clone, PartialEq, serde::Deserialize)]
+struct Created {
+    instance_id: String,
+    vcpus: u32,
+}
+
+fn notifier_to(t: &Transport, topic: &str) -> Notifier {
+    Notifier::builder(t)
+        .driver(NotifyDriver::MessagingV2)
+        .topics([topic])
+        .build()
+        .unwrap()
+}
+
+/// Typed handlers get their payload type and state; a payload that does not fit is an error
+/// for that notification alone: not handed to the handler, requeued when requeue is allowed.
+#[tokio::test]
+async fn typed_handlers_with_state_and_payloads_that_do_not_fit() {
+    let t = Transport::memory();
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let ep =
+        NotificationEndpoint::builder()
+            .with_state(tx)
+            .on(
+                Priority::Info,
+                |State(tx): State<mpsc::UnboundedSender<(String, u32)>>,
+                 n: Notification<Created>| async move {
+                    let _ = tx.send((n.payload.instance_id, n.payload.vcpus));
+                },
+            )
+            .build()
+            .unwrap();
+    let l = NotificationListener::builder(&t, vec![Target::new("typed")])
+        .endpoint(ep)
+        .allow_requeue(true)
+        .build()
+        .unwrap();
+    l.start().await.unwrap();
+    let n = notifier_to(&t, "typed");
+    n.info(
+        &Context::new(),
+        "e",
+        &json!({"instance_id": "vm-1", "vcpus": "two"}),
+    )
+    .await
+    .unwrap();
+    n.info(
+        &Context::new(),
+        "e",
+        &json!({"instance_id": "vm-2", "vcpus": 2}),
+    )
+    .await
+    .unwrap();
+    let got = tokio::time::timeout(Duration::from_secs(5), rx.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(got, ("vm-2".to_owned(), 2));
+    // The one that does not fit keeps coming back (requeue allowed), never reaching the
+    // handler; the queue keeps it.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(rx.try_recv().is_err());
+    stop(&l).await;
+    assert_eq!(
+        t.memory_handle().unwrap().queue_depth("typed.info"),
+        Some(1)
+    );
+
+    // Without requeue it is acknowledged and dropped.
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let ep = NotificationEndpoint::builder()
+        .on(Priority::Info, move |n: Notification<Created>| {
+            let tx = tx.clone();
+            async move {
+                let _ = tx.send(n.payload);
+            }
+        })
+        .build()
+        .unwrap();
+    let l = NotificationListener::builder(&t, vec![Target::new("typed")])
+        .endpoint(ep)
+        .build()
+        .unwrap();
+    l.start().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    stop(&l).await;
+    assert!(rx.try_recv().is_err());
+    assert_eq!(
+        t.memory_handle().unwrap().queue_depth("typed.info"),
+        Some(0)
+    );
+}
+
+/// In a batch, a payload that does not fit is requeued alone; the handler gets the others.
+/// One-at-a-time handlers in a batch listener see each notification.
+#[tokio::test(start_paused = true)]
+async fn batches_with_typed_and_one_at_a_time_handlers() {
+    let t = Transport::memory();
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let (tx1, mut rx1) = mpsc::unbounded_channel();
+    let batch = NotificationEndpoint::builder()
+        .on(Priority::Info, move |b: Vec<Notification<Created>>| {
+            let tx = tx.clone();
+            async move {
+                let _ = tx.send(b.into_iter().map(|n| n.payload.vcpus).collect::<Vec<_>>());
+            }
+        })
+        .build()
+        .unwrap();
+    let single = NotificationEndpoint::builder()
+        .on(Priority::Info, move |n: Notification| {
+            let tx1 = tx1.clone();
+            async move {
+                let _ = tx1.send(n.payload["vcpus"].clone());
+            }
+        })
+        .build()
+        .unwrap();
+    let l = NotificationListener::builder(&t, vec![Target::new("mixed")])
+        .endpoint(batch)
+        .endpoint(single)
+        .batch_size(3)
+        .batch_timeout(Duration::from_secs(1))
+        .allow_requeue(true)
+        .build()
+        .unwrap();
+    let n = notifier_to(&t, "mixed");
+    for vcpus in [json!(1), json!("x"), json!(3)] {
+        n.info(
+            &Context::new(),
+            "e",
+            &json!({"instance_id": "vm", "vcpus": vcpus}),
+        )
+        .await
+        .unwrap();
+    }
+    l.start().await.unwrap();
+    assert_eq!(rx.recv().await.unwrap(), [1, 3]);
+    // The later endpoint sees the two that fit; the unfit one was requeued before it ran.
+    assert_eq!(
+        [rx1.recv().await.unwrap(), rx1.recv().await.unwrap()],
+        [json!(1), json!(3)]
+    );
+    stop(&l).await;
+    assert_eq!(
+        t.memory_handle().unwrap().queue_depth("mixed.info"),
+        Some(1)
+    );
+}
+
+async fn recv(s: &mut NotificationStream) -> Delivery {
+    tokio::time::timeout(Duration::from_secs(5), s.recv())
+        .await
+        .expect("a notification")
+        .expect("the stream is open")
+}
+
+/// A stream hands notifications out with explicit acknowledgements: `ack` removes one,
+/// `requeue` and dropping a delivery put it back, closing the stream stops consuming.
+#[tokio::test]
+async fn a_stream_with_explicit_acknowledgements() {
+    let t = Transport::memory();
+    let mut stream = NotificationListener::builder(&t, vec![Target::new("st")])
+        .subscribe([Priority::Error, Priority::Info])
+        .await
+        .unwrap();
+    let mut queues = t.memory_handle().unwrap().queues();
+    queues.retain(|q| q.starts_with("st."));
+    assert_eq!(queues, ["st.error", "st.info"]);
+    let n = notifier_to(&t, "st");
+    n.info(
+        &Context::new(),
+        "a",
+        &json!({"instance_id": "vm-1", "vcpus": 1}),
+    )
+    .await
+    .unwrap();
+    let d = recv(&mut stream).await;
+    assert_eq!(d.notification().event_type.as_deref(), Some("a"));
+    assert_eq!(d.payload_as::<Created>().unwrap().vcpus, 1);
+    d.requeue().await.unwrap();
+    let d = recv(&mut stream).await;
+    assert_eq!(d.notification().event_type.as_deref(), Some("a"));
+    drop(d);
+    let d = recv(&mut stream).await;
+    assert!(d.payload_as::<Vec<u8>>().is_err());
+    d.ack().await.unwrap();
+    assert_eq!(t.memory_handle().unwrap().queue_depth("st.info"), Some(0));
+
+    // A priority the stream does not take stays in its queue; a redelivered copy of a
+    // notification acknowledged before is skipped.
+    n.warn(&Context::new(), "w", &1).await.unwrap();
+    let handle = t.memory_handle().unwrap();
+    let body = br#"{"message_id": "m", "publisher_id": null, "event_type": "dup", "priority": "ERROR", "payload": 1, "timestamp": "t", "_unique_id": "u-1"}"#;
+    handle.publish_raw("openstack", "st.error", &body[..]);
+    recv(&mut stream).await.ack().await.unwrap();
+    handle.publish_raw("openstack", "st.error", &body[..]);
+    handle.publish_raw(
+        "openstack",
+        "st.error",
+        &br#"{"message_id": "m2", "publisher_id": null, "event_type": "next", "priority": "ERROR", "payload": 2, "timestamp": "t", "_unique_id": "u-2"}"#[..],
+    );
+    let d = recv(&mut stream).await;
+    assert_eq!(d.notification().event_type.as_deref(), Some("next"));
+    d.ack().await.unwrap();
+    assert_eq!(handle.queue_depth("st.warn"), Some(1));
+
+    stream.close().await;
+    assert_eq!(handle.consumer_count("st.info"), Some(0));
+    n.info(&Context::new(), "later", &1).await.unwrap();
+    assert_eq!(handle.queue_depth("st.info"), Some(1));
+}
+
+#[tokio::test]
+async fn a_stream_refuses_endpoints_batching_and_no_priority() {
+    let t = Transport::memory();
+    let (ep, _rx) = forwarding(&[Priority::Info]);
+    let builder = || NotificationListener::builder(&t, vec![Target::new("x")]);
+    let errors = [
+        builder()
+            .endpoint(ep)
+            .subscribe([Priority::Info])
+            .await
+            .unwrap_err(),
+        builder()
+            .batch_size(5)
+            .subscribe([Priority::Info])
+            .await
+            .unwrap_err(),
+        builder().subscribe([]).await.unwrap_err(),
+    ];
+    for e in errors {
+        assert_eq!(e.kind(), ErrorKind::Configuration, "{e}");
+    }
+    let e = NotificationListener::builder(&t, vec![Target::empty()])
+        .subscribe([Priority::Info])
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::InvalidTarget);
+    let e = builder()
+        .endpoint(forwarding(&[Priority::Info]).0)
+        .batch_size(0)
+        .build()
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Configuration);
 }

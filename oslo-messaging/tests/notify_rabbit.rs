@@ -7,8 +7,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use oslo_messaging::notify::{
-    BatchNotificationEndpoint, Notification, NotificationEndpoint, NotificationListener,
-    NotificationResult, Notifier, NotifyDriver, Priority,
+    Notification, NotificationEndpoint, NotificationListener, NotificationResult, Notifier,
+    NotifyDriver, Priority,
 };
 use oslo_messaging::{Context, Target, Transport};
 use serde_json::{Value, json};
@@ -175,19 +175,22 @@ async fn pools_get_their_own_copy_and_share_it_inside() {
 }
 
 fn requeue_once(seen: Arc<Mutex<Vec<bool>>>) -> NotificationEndpoint {
-    NotificationEndpoint::new().on(Priority::Info, move |_n: Notification| {
-        let seen = seen.clone();
-        async move {
-            let mut s = seen.lock().unwrap();
-            let first = s.is_empty();
-            s.push(first);
-            if first {
-                NotificationResult::Requeue
-            } else {
-                NotificationResult::Handled
+    NotificationEndpoint::builder()
+        .on(Priority::Info, move |_n: Notification| {
+            let seen = seen.clone();
+            async move {
+                let mut s = seen.lock().unwrap();
+                let first = s.is_empty();
+                s.push(first);
+                if first {
+                    NotificationResult::Requeue
+                } else {
+                    NotificationResult::Handled
+                }
             }
-        }
-    })
+        })
+        .build()
+        .unwrap()
 }
 
 async fn wait_for(seen: &Mutex<Vec<bool>>, n: usize) {
@@ -240,14 +243,16 @@ async fn batches_fill_up_or_time_out() {
     let t = scope.transport();
     let topic = scope.topic("batch");
     let (tx, mut rx) = mpsc::unbounded_channel();
-    let ep =
-        BatchNotificationEndpoint::new().on(Priority::Info, move |batch: Vec<Notification>| {
+    let ep = NotificationEndpoint::builder()
+        .on(Priority::Info, move |batch: Vec<Notification>| {
             let tx = tx.clone();
             async move {
                 let _ = tx.send(batch.iter().map(|n| n.payload.clone()).collect::<Vec<_>>());
             }
-        });
-    let l = NotificationListener::batch_builder(&t, vec![Target::new(&topic)])
+        })
+        .build()
+        .unwrap();
+    let l = NotificationListener::builder(&t, vec![Target::new(&topic)])
         .endpoint(ep)
         .batch_size(10)
         .batch_timeout(Duration::from_millis(500))

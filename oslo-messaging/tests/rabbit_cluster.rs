@@ -495,8 +495,8 @@ async fn r13_poison_notifications_are_dead_lettered(bed: &Bed) {
     };
     use amqprs::connection::{Connection, OpenConnectionArguments};
     use oslo_messaging::notify::{
-        NotificationEndpoint, NotificationListener, NotificationResult, Notifier, NotifyDriver,
-        Priority,
+        Notification, NotificationEndpoint, NotificationListener, NotificationResult, Notifier,
+        NotifyDriver, Priority,
     };
     // The dead-letter exchange and its queue, and a policy pointing r13 queues at it.
     let port = bed.cluster.nodes[0].port;
@@ -534,10 +534,15 @@ async fn r13_poison_notifications_are_dead_lettered(bed: &Bed) {
     let counted = attempts.clone();
     let listener = NotificationListener::builder(&t, vec![Target::new("r13")])
         .allow_requeue(true)
-        .endpoint(NotificationEndpoint::new().on(Priority::Info, move |_n| {
-            counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-            async { NotificationResult::Requeue }
-        }))
+        .endpoint(
+            NotificationEndpoint::builder()
+                .on(Priority::Info, move |_n: Notification| {
+                    counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    async { NotificationResult::Requeue }
+                })
+                .build()
+                .unwrap(),
+        )
         .build()
         .unwrap();
     listener.start().await.unwrap();
@@ -583,26 +588,27 @@ async fn r13_poison_notifications_are_dead_lettered(bed: &Bed) {
 
 async fn r16_batch_listener_survives_a_node_kill(bed: &Bed) {
     use oslo_messaging::notify::{
-        BatchNotificationEndpoint, Notification, NotificationListener, Notifier, NotifyDriver,
-        Priority,
+        Notification, NotificationEndpoint, NotificationListener, Notifier, NotifyDriver, Priority,
     };
     let before = bed.accepted();
     let lt = Transport::with_config(&bed.proxied_url(), &config()).unwrap();
     let seen = Arc::new(Mutex::new(Vec::<u64>::new()));
     let record = seen.clone();
-    let listener = NotificationListener::batch_builder(&lt, vec![Target::new("r16")])
-        .endpoint(BatchNotificationEndpoint::new().on(
-            Priority::Info,
-            move |batch: Vec<Notification>| {
-                let record = record.clone();
-                async move {
-                    record
-                        .lock()
-                        .unwrap()
-                        .extend(batch.iter().filter_map(|n| n.payload.as_u64()));
-                }
-            },
-        ))
+    let listener = NotificationListener::builder(&lt, vec![Target::new("r16")])
+        .endpoint(
+            NotificationEndpoint::builder()
+                .on(Priority::Info, move |batch: Vec<Notification>| {
+                    let record = record.clone();
+                    async move {
+                        record
+                            .lock()
+                            .unwrap()
+                            .extend(batch.iter().filter_map(|n| n.payload.as_u64()));
+                    }
+                })
+                .build()
+                .unwrap(),
+        )
         .batch_size(10)
         .batch_timeout(Duration::from_millis(200))
         .build()

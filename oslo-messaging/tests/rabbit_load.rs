@@ -118,13 +118,16 @@ async fn slow_consumer_growth(scope: &Scope, prefetch: &str) -> u64 {
     let counted = handled.clone();
     let listener = NotificationListener::builder(&t, vec![Target::new(&topic)])
         .endpoint(
-            NotificationEndpoint::new().on(Priority::Info, move |_n: Notification| {
-                let counted = counted.clone();
-                async move {
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                    counted.fetch_add(1, Ordering::SeqCst);
-                }
-            }),
+            NotificationEndpoint::builder()
+                .on(Priority::Info, move |_n: Notification| {
+                    let counted = counted.clone();
+                    async move {
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                        counted.fetch_add(1, Ordering::SeqCst);
+                    }
+                })
+                .build()
+                .unwrap(),
         )
         .build()
         .unwrap();

@@ -194,14 +194,17 @@ async fn soak() {
     let listener_t = Transport::with_config(&cluster.url(), &config()).unwrap();
     let listener = NotificationListener::builder(&listener_t, vec![Target::new("soak_n")])
         .endpoint(
-            NotificationEndpoint::new().on(Priority::Info, move |n: Notification| {
-                let record = record.clone();
-                async move {
-                    if let Some(i) = n.payload["n"].as_u64() {
-                        record.insert(i);
+            NotificationEndpoint::builder()
+                .on(Priority::Info, move |n: Notification| {
+                    let record = record.clone();
+                    async move {
+                        if let Some(i) = n.payload["n"].as_u64() {
+                            record.insert(i);
+                        }
                     }
-                }
-            }),
+                })
+                .build()
+                .unwrap(),
         )
         .build()
         .unwrap();

@@ -223,7 +223,7 @@ async fn rust_topology(options: &[(&str, &str)]) -> Vec<String> {
         .unwrap();
     server.start().await.unwrap();
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    let mut ep = NotificationEndpoint::new();
+    let mut ep = NotificationEndpoint::builder();
     for p in Priority::ALL {
         let tx = tx.clone();
         ep = ep.on(p, move |n: Notification| {
@@ -234,7 +234,7 @@ async fn rust_topology(options: &[(&str, &str)]) -> Vec<String> {
         });
     }
     let listener = NotificationListener::builder(&t, vec![Target::new(NOTIFY_TOPIC)])
-        .endpoint(ep)
+        .endpoint(ep.build().unwrap())
         .pool(POOL)
         .build()
         .unwrap();

@@ -263,7 +263,7 @@ async fn notify_server(global: &Global, args: &BenchNotifyServerArgs) -> Result<
     let conf = super::load_config(global)?;
     let transport = super::notification_transport(global, &conf)?;
     let tally = Arc::new(Tally::new(args.count));
-    let mut endpoint = NotificationEndpoint::new();
+    let mut endpoint = NotificationEndpoint::builder();
     for p in Priority::ALL {
         let tally = tally.clone();
         endpoint = endpoint.on(p, move |_n: Notification| {
@@ -273,7 +273,7 @@ async fn notify_server(global: &Global, args: &BenchNotifyServerArgs) -> Result<
     }
     let mut builder =
         NotificationListener::builder(&transport, vec![Target::new(&args.topic.topic)])
-            .endpoint(endpoint);
+            .endpoint(endpoint.build()?);
     if let Some(pool) = &args.pool {
         builder = builder.pool(pool);
     }

@@ -268,7 +268,7 @@ async fn tour(global: &Global, args: &DemoArgs) -> Result<(), String> {
 
     let notif_topic = format!("notifications{suffix}");
     let (tx, mut rx) = mpsc::unbounded_channel();
-    let mut endpoint = NotificationEndpoint::new();
+    let mut endpoint = NotificationEndpoint::builder();
     for priority in [Priority::Info, Priority::Error] {
         let tx = tx.clone();
         endpoint = endpoint.on(priority, move |n: Notification| {
@@ -279,7 +279,7 @@ async fn tour(global: &Global, args: &DemoArgs) -> Result<(), String> {
         });
     }
     let listener = NotificationListener::builder(&transport, vec![Target::new(&notif_topic)])
-        .endpoint(endpoint)
+        .endpoint(endpoint.build().map_err(e)?)
         .executor_pool_size(1)
         .build()
         .map_err(e)?;

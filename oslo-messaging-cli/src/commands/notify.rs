@@ -89,12 +89,13 @@ pub(crate) async fn listen(global: &Global, args: &ListenArgs) -> Result<u8, Fai
     let printed = Arc::new(AtomicU64::new(0));
     let done = Arc::new(Notify::new());
     let people = super::for_people(global);
-    let mut endpoint = NotificationEndpoint::new();
+    let mut endpoint = NotificationEndpoint::builder();
     if let Some(regex) = &args.event_type {
-        let filter = NotificationFilter::new()
+        let filter = NotificationFilter::builder()
             .event_type(regex)
+            .build()
             .map_err(|e| Failure::Usage(format!("--event-type: {}", e.message())))?;
-        endpoint = endpoint.with_filter(filter);
+        endpoint = endpoint.filter(filter);
     }
     for p in priorities {
         let (printed, done) = (printed.clone(), done.clone());
@@ -119,7 +120,7 @@ pub(crate) async fn listen(global: &Global, args: &ListenArgs) -> Result<u8, Fai
         });
     }
     let mut builder = NotificationListener::builder(&transport, vec![Target::new(&args.topic)])
-        .endpoint(endpoint)
+        .endpoint(endpoint.build()?)
         .allow_requeue(true)
         // One at a time, so lines come out in arrival order.
         .executor_pool_size(1);

@@ -3,7 +3,7 @@
 use regex::Regex;
 use serde_json::Value;
 
-use crate::context::Context;
+use super::Notification;
 use crate::error::{Error, Result};
 
 /// Screens notifications by regular expressions on their fields, as oslo's `NotificationFilter`.
@@ -15,12 +15,20 @@ use crate::error::{Error, Result};
 /// # Examples
 ///
 /// ```
-/// use oslo_messaging::notify::NotificationFilter;
+/// use oslo_messaging::notify::{Notification, NotificationFilter, Priority};
 ///
-/// let f = NotificationFilter::new()
-///     .publisher_id("^compute.*")?
-///     .event_type("compute\\.instance\\.create")?
-///     .payload("state", "^(active|error)$")?;
+/// let f = NotificationFilter::builder()
+///     .publisher_id("^compute.*")
+///     .event_type("compute\\.instance\\.create")
+///     .payload("state", "^(active|error)$")
+///     .build()?;
+/// let n = Notification::new(
+///     Priority::Info,
+///     "compute.instance.create.end",
+///     serde_json::json!({"state": "active"}),
+/// )
+/// .with_publisher_id("compute.host1");
+/// assert!(f.matches(&n));
 /// # Ok::<(), oslo_messaging::Error>(())
 /// ```
 #[derive(Debug, Clone, Default)]
@@ -62,99 +70,109 @@ fn keys_match(rules: &[(String, Regex)], data: Option<&serde_json::Map<String, V
 }
 
 impl NotificationFilter {
-    /// A filter that lets everything through.
-    pub fn new() -> Self {
-        Self::default()
+    /// Starts a filter; with no pattern it lets everything through.
+    pub fn builder() -> NotificationFilterBuilder {
+        NotificationFilterBuilder::default()
     }
 
-    /// Requires `publisher_id` to match.
-    ///
-    /// # Errors
-    ///
-    /// [`ErrorKind::Configuration`](crate::ErrorKind::Configuration) for a bad pattern.
-    pub fn publisher_id(mut self, pattern: &str) -> Result<Self> {
-        self.publisher_id = Some(compile(pattern)?);
-        Ok(self)
+    /// Whether `notification` passes.
+    pub fn matches(&self, notification: &Notification) -> bool {
+        let n = notification;
+        single_matches(self.publisher_id.as_ref(), n.publisher_id.as_deref())
+            && single_matches(self.event_type.as_ref(), n.event_type.as_deref())
+            && keys_match(&self.context, Some(n.context.as_map()))
+            && keys_match(&self.metadata, Some(&n.metadata))
+            && keys_match(&self.payload, n.payload.as_object())
+    }
+}
+
+/// Builds a [`NotificationFilter`]; the patterns are checked by [`build`](Self::build).
+#[derive(Debug, Clone, Default)]
+#[must_use]
+pub struct NotificationFilterBuilder {
+    publisher_id: Option<String>,
+    event_type: Option<String>,
+    context: Vec<(String, String)>,
+    metadata: Vec<(String, String)>,
+    payload: Vec<(String, String)>,
+}
+
+impl NotificationFilterBuilder {
+    /// Requires `publisher_id` to match `pattern`.
+    pub fn publisher_id(mut self, pattern: impl Into<String>) -> Self {
+        self.publisher_id = Some(pattern.into());
+        self
     }
 
-    /// Requires `event_type` to match.
-    ///
-    /// # Errors
-    ///
-    /// As [`publisher_id`](Self::publisher_id).
-    pub fn event_type(mut self, pattern: &str) -> Result<Self> {
-        self.event_type = Some(compile(pattern)?);
-        Ok(self)
+    /// Requires `event_type` to match `pattern`.
+    pub fn event_type(mut self, pattern: impl Into<String>) -> Self {
+        self.event_type = Some(pattern.into());
+        self
     }
 
     /// Requires context key `key` to be a string matching `pattern`.
-    ///
-    /// # Errors
-    ///
-    /// As [`publisher_id`](Self::publisher_id).
-    pub fn context(mut self, key: &str, pattern: &str) -> Result<Self> {
-        self.context.push((key.to_owned(), compile(pattern)?));
-        Ok(self)
+    pub fn context(mut self, key: impl Into<String>, pattern: impl Into<String>) -> Self {
+        self.context.push((key.into(), pattern.into()));
+        self
     }
 
     /// Requires metadata key `key` (`message_id` or `timestamp`) to be a string matching
     /// `pattern`.
-    ///
-    /// # Errors
-    ///
-    /// As [`publisher_id`](Self::publisher_id).
-    pub fn metadata(mut self, key: &str, pattern: &str) -> Result<Self> {
-        self.metadata.push((key.to_owned(), compile(pattern)?));
-        Ok(self)
+    pub fn metadata(mut self, key: impl Into<String>, pattern: impl Into<String>) -> Self {
+        self.metadata.push((key.into(), pattern.into()));
+        self
     }
 
     /// Requires payload key `key` to be a string matching `pattern`.
+    pub fn payload(mut self, key: impl Into<String>, pattern: impl Into<String>) -> Self {
+        self.payload.push((key.into(), pattern.into()));
+        self
+    }
+
+    /// The filter.
     ///
     /// # Errors
     ///
-    /// As [`publisher_id`](Self::publisher_id).
-    pub fn payload(mut self, key: &str, pattern: &str) -> Result<Self> {
-        self.payload.push((key.to_owned(), compile(pattern)?));
-        Ok(self)
-    }
-
-    /// Whether a notification passes.
-    pub fn matches(
-        &self,
-        context: &Context,
-        publisher_id: Option<&str>,
-        event_type: Option<&str>,
-        metadata: &serde_json::Map<String, Value>,
-        payload: &Value,
-    ) -> bool {
-        single_matches(self.publisher_id.as_ref(), publisher_id)
-            && single_matches(self.event_type.as_ref(), event_type)
-            && keys_match(&self.context, Some(context.as_map()))
-            && keys_match(&self.metadata, Some(metadata))
-            && keys_match(&self.payload, payload.as_object())
+    /// [`ErrorKind::Configuration`](crate::ErrorKind::Configuration) naming the first pattern
+    /// that is not a valid regular expression.
+    pub fn build(self) -> Result<NotificationFilter> {
+        let keyed = |rules: Vec<(String, String)>| {
+            rules
+                .into_iter()
+                .map(|(k, p)| compile(&p).map(|re| (k, re)))
+                .collect::<Result<Vec<_>>>()
+        };
+        Ok(NotificationFilter {
+            publisher_id: self.publisher_id.as_deref().map(compile).transpose()?,
+            event_type: self.event_type.as_deref().map(compile).transpose()?,
+            context: keyed(self.context)?,
+            metadata: keyed(self.metadata)?,
+            payload: keyed(self.payload)?,
+        })
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::context::Context;
+    use crate::notify::Priority;
     use serde_json::json;
 
-    fn check(f: &NotificationFilter, publisher: Option<&str>, payload: Value) -> bool {
+    fn check(f: &NotificationFilterBuilder, publisher: Option<&str>, payload: Value) -> bool {
+        let f = f.clone().build().unwrap();
         let meta = json!({"message_id": "id1", "timestamp": "2024-01-02 03:04:05"});
-        f.matches(
-            &Context::new().with("user", "u"),
-            publisher,
-            Some("compute.create"),
-            meta.as_object().unwrap(),
-            &payload,
-        )
+        let mut n = Notification::new(Priority::Info, "compute.create", payload)
+            .with_context(Context::new().with("user", "u"));
+        n.publisher_id = publisher.map(str::to_owned);
+        n.metadata = meta.as_object().unwrap().clone();
+        f.matches(&n)
     }
 
     /// The outputs of oslo's `NotificationFilter` (see the reference notes).
     #[test]
     fn matches_like_python_re_match() {
-        let p = |pat| NotificationFilter::new().publisher_id(pat).unwrap();
+        let p = |pat: &str| NotificationFilter::builder().publisher_id(pat);
         assert!(
             !check(&p("host"), Some("compute.host"), json!({})),
             "anchored at the start"
@@ -174,7 +192,7 @@ mod tests {
             "a missing field never matches"
         );
 
-        let pl = NotificationFilter::new().payload("n", "1").unwrap();
+        let pl = NotificationFilter::builder().payload("n", "1");
         assert!(check(&pl, None, json!({"n": "12"})));
         assert!(
             !check(&pl, None, json!({"n": 1})),
@@ -191,26 +209,29 @@ mod tests {
         );
         assert!(!check(&pl, None, json!(["n"])));
 
-        let ctx = NotificationFilter::new().context("user", "u").unwrap();
+        let ctx = NotificationFilter::builder().context("user", "u");
         assert!(check(&ctx, None, json!(null)));
-        let meta = NotificationFilter::new()
-            .metadata("timestamp", "2024")
-            .unwrap();
+        let meta = NotificationFilter::builder().metadata("timestamp", "2024");
         assert!(check(&meta, None, json!(null)));
 
         assert!(
-            check(&NotificationFilter::new(), None, json!(null)),
+            check(&NotificationFilter::builder(), None, json!(null)),
             "empty filter"
         );
     }
 
     #[test]
-    fn bad_patterns_are_errors() {
-        let err = NotificationFilter::new().event_type("(").unwrap_err();
-        assert!(
-            err.to_string()
-                .contains("invalid notification filter pattern"),
-            "{err}"
-        );
+    fn bad_patterns_fail_the_build() {
+        for b in [
+            NotificationFilter::builder().event_type("("),
+            NotificationFilter::builder().payload("k", "[a"),
+        ] {
+            let err = b.build().unwrap_err();
+            assert!(
+                err.to_string()
+                    .contains("invalid notification filter pattern"),
+                "{err}"
+            );
+        }
     }
 }

@@ -2,23 +2,28 @@
 //!
 //! A [`Notifier`] sends notifications (`publisher_id`, `event_type`, priority, payload,
 //! context) to `<topic>.<priority>` queues; a [`NotificationListener`] consumes them and hands
-//! each to the [`NotificationEndpoint`] handlers of its priority. The messages are those of
-//! Python oslo.messaging (the `messagingv2` and `messaging` drivers), so Rust and Python
-//! notifiers and listeners mix freely.
+//! each to the [`NotificationEndpoint`] handlers of its priority, with the payload as the
+//! handler's own type ([`Notification<T>`]), or as a [`NotificationStream`] to a loop of the
+//! service's own. The messages are those of Python oslo.messaging (the `messagingv2` and
+//! `messaging` drivers), so Rust and Python notifiers and listeners mix freely.
 
+mod dispatch;
+mod endpoint;
 mod filter;
 mod listener;
+mod notification;
 mod notifier;
 mod priority;
 mod routing;
+mod stream;
 
-pub use filter::NotificationFilter;
-pub use listener::{
-    BatchNotificationEndpoint, BatchNotificationListenerBuilder, IntoNotificationResult,
-    Notification, NotificationEndpoint, NotificationListener, NotificationListenerBuilder,
-    NotificationResult,
-};
+pub use crate::serve::State;
+pub use endpoint::{NotificationEndpoint, NotificationEndpointBuilder, NotificationHandler};
+pub use filter::{NotificationFilter, NotificationFilterBuilder};
+pub use listener::{NotificationListener, NotificationListenerBuilder};
+pub use notification::{IntoNotificationResult, Notification, NotificationResult};
 pub use notifier::{
     CapturedNotification, Notifier, NotifierBuilder, NotifyDriver, PrepareNotifier,
 };
 pub use priority::Priority;
+pub use stream::{Delivery, NotificationStream};

@@ -13,6 +13,7 @@ use serde_json::Value;
 use super::error::RpcError;
 use crate::context::Context;
 use crate::error::{Error, Result};
+use crate::serve::{State, from_json};
 use crate::target::Target;
 use crate::version::Version;
 
@@ -96,10 +97,6 @@ impl<T> Request<T> {
         }
     }
 }
-
-/// Shared state handed to handlers registered after [`EndpointBuilder::with_state`].
-#[derive(Debug, Clone, Copy, Default)]
-pub struct State<S>(pub S);
 
 /// Arguments of a method that takes none: accepts only an empty keyword-argument object.
 ///
@@ -242,17 +239,13 @@ fn take_args<T: DeserializeOwned>(
         Value::Null => Value::Object(serde_json::Map::new()),
         args => args,
     };
-    match serde_path_to_error::deserialize::<_, T>(args) {
+    match from_json::<T>(args) {
         Ok(args) => Ok(req.map_args(args)),
-        Err(e) => {
-            let path = e.path().to_string();
-            let text = e.into_inner().to_string();
-            Err(RpcError::type_error(argument_error(
-                &req.method,
-                &path,
-                &text,
-            )))
-        }
+        Err(e) => Err(RpcError::type_error(argument_error(
+            &req.method,
+            &e.path,
+            &e.text,
+        ))),
     }
 }
 

@@ -11,8 +11,9 @@ mod endpoint;
 mod error;
 mod server;
 
+pub use crate::serve::State;
 pub use client::{Prepare, RpcClient};
 pub use dispatcher::PING_METHOD;
-pub use endpoint::{Endpoint, EndpointBuilder, Handler, NoArgs, Request, State};
+pub use endpoint::{Endpoint, EndpointBuilder, Handler, NoArgs, Request};
 pub use error::RpcError;
 pub use server::{RpcServer, RpcServerBuilder};

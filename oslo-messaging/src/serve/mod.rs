@@ -15,10 +15,13 @@ use tokio::sync::{Semaphore, watch};
 use crate::error::{Error, Result};
 
 mod dedup;
+mod handler;
 mod lifecycle;
 mod task;
 
 pub(crate) use dedup::DedupCache;
+pub use handler::State;
+pub(crate) use handler::{Mismatch, from_json, from_json_ref};
 pub(crate) use lifecycle::Lifecycle;
 pub(crate) use task::CatchUnwind;
 

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use oslo_messaging::notify::{Notification, NotificationEndpoint, Priority};
+use oslo_messaging::notify::{Notification, NotificationEndpoint, NotificationFilter, Priority};
 use oslo_messaging::rpc::{Endpoint, Request, RpcError, RpcServer};
 use oslo_messaging::{Target, Transport};
 use serde_json::Value;
@@ -99,8 +99,19 @@ pub type Seen = mpsc::UnboundedReceiver<Notification>;
 
 /// An endpoint forwarding every priority's notifications to a channel.
 pub fn forwarding(priorities: &[Priority]) -> (NotificationEndpoint, Seen) {
+    forwarding_through(priorities, None)
+}
+
+/// As [`forwarding`], for the notifications `filter` passes.
+pub fn forwarding_through(
+    priorities: &[Priority],
+    filter: Option<NotificationFilter>,
+) -> (NotificationEndpoint, Seen) {
     let (tx, rx) = mpsc::unbounded_channel();
-    let mut ep = NotificationEndpoint::new();
+    let mut ep = NotificationEndpoint::builder();
+    if let Some(f) = filter {
+        ep = ep.filter(f);
+    }
     for p in priorities {
         let tx = tx.clone();
         ep = ep.on(*p, move |n: Notification| {
@@ -110,7 +121,7 @@ pub fn forwarding(priorities: &[Priority]) -> (NotificationEndpoint, Seen) {
             }
         });
     }
-    (ep, rx)
+    (ep.build().unwrap(), rx)
 }
 
 /// Starts a server on `topic`/`server` with `endpoint`.
