@@ -259,10 +259,20 @@ pub async fn how_they_ended(pending: InFlight, within: Duration) -> (usize, usiz
 
 /// Resident memory of this process, in KiB.
 pub fn rss_kib() -> u64 {
+    status_kib("VmRSS:")
+}
+
+/// Resident anonymous memory of this process (its heap, stacks and other private memory, but
+/// not the pages of its executable and libraries), in KiB.
+pub fn rss_anon_kib() -> u64 {
+    status_kib("RssAnon:")
+}
+
+fn status_kib(field: &str) -> u64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap();
     status
         .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .find_map(|l| l.strip_prefix(field))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .unwrap()
 }
