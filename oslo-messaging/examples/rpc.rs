@@ -23,7 +23,7 @@ async fn main() -> oslo_messaging::Result<()> {
 
     let calc = Endpoint::builder()
         .namespace("calc")
-        .version("1.0")
+        .version("1.0".parse()?)
         .method("add", |req: Request<Add>| async move {
             let Add { a, b } = req.into_args();
             a.checked_add(b)

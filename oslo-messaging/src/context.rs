@@ -112,12 +112,33 @@ impl Context {
         Self { values: map }
     }
 
-    /// A context from a JSON value, which must be an object (or `null`, for an empty context).
+    /// A context from anything that serializes to a JSON object (a struct of the service's
+    /// own, a `json!({...})`), or to `null` for an empty context.
     ///
     /// # Errors
     ///
-    /// [`ErrorKind::Serialization`](crate::ErrorKind::Serialization) when `value` is neither.
-    pub fn from_value(value: Value) -> crate::Result<Self> {
+    /// [`ErrorKind::Serialization`](crate::ErrorKind::Serialization) when `value` does not
+    /// serialize, or serializes to something else.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use oslo_messaging::Context;
+    ///
+    /// #[derive(serde::Serialize)]
+    /// struct RequestContext<'a> {
+    ///     user_id: &'a str,
+    ///     request_id: &'a str,
+    /// }
+    ///
+    /// let ctx = Context::from_serialize(&RequestContext { user_id: "u1", request_id: "req-1" })?;
+    /// assert_eq!(ctx.get_str("request_id"), Some("req-1"));
+    /// # Ok::<(), oslo_messaging::Error>(())
+    /// ```
+    pub fn from_serialize(value: &impl serde::Serialize) -> crate::Result<Self> {
+        let value = serde_json::to_value(value).map_err(|e| {
+            crate::Error::serialization(format!("a context does not serialize: {e}"))
+        })?;
         match value {
             Value::Object(values) => Ok(Self { values }),
             Value::Null => Ok(Self::new()),
@@ -267,10 +288,10 @@ mod tests {
     }
 
     #[test]
-    fn from_value_rejects_non_objects() {
-        assert!(Context::from_value(json!([1])).is_err());
-        assert!(Context::from_value(json!(null)).unwrap().is_empty());
-        let ctx = Context::from_value(json!({"user": "u"})).unwrap();
+    fn from_serialize_rejects_non_objects() {
+        assert!(Context::from_serialize(&json!([1])).is_err());
+        assert!(Context::from_serialize(&json!(null)).unwrap().is_empty());
+        let ctx = Context::from_serialize(&json!({"user": "u"})).unwrap();
         assert_eq!(ctx.get_str("user"), Some("u"));
     }
 
@@ -301,7 +322,7 @@ mod tests {
 
     #[test]
     fn redaction_matches_substrings_at_any_depth() {
-        let ctx = Context::from_value(serde_json::json!({
+        let ctx = Context::from_serialize(&serde_json::json!({
             "access_token": "a", "application_credential_secret": "b",
             "auth": {"token": "c", "user": "u"}, "list": [{"password": "d"}], "roles": ["admin"]
         }))

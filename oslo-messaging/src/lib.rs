@@ -31,7 +31,7 @@
 //! let transport = Transport::memory(); // or Transport::from_url("rabbit://...")?
 //!
 //! let compute = Endpoint::builder()
-//!     .version("5.1")
+//!     .version("5.1".parse()?)
 //!     .method("resize", |req: Request<Resize>| async move {
 //!         let args = req.into_args();
 //!         if args.flavor.is_empty() {
@@ -47,7 +47,7 @@
 //!
 //! let client = RpcClient::new(&transport, Target::new("compute"))
 //!     .prepare()
-//!     .version("5.0")
+//!     .version("5.0".parse()?)
 //!     .build()?;
 //! let ctx = Context::new().with("request_id", "req-1");
 //! let answer: String = client

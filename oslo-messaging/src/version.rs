@@ -67,7 +67,8 @@ impl Version {
     ///
     /// # Errors
     ///
-    /// [`ErrorKind::Configuration`](crate::ErrorKind::Configuration) naming the bad string.
+    /// [`ErrorKind::Configuration`](crate::ErrorKind::Configuration) naming the bad string,
+    /// in Python's words.
     pub fn parse(s: &str) -> Result<Self> {
         Self::parse_parts(s, |p| {
             if !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()) {
@@ -78,7 +79,7 @@ impl Version {
         })
         .ok_or_else(|| {
             Error::config(format!(
-                "invalid version {s:?}: expected \"major.minor\" or \"major.minor.revision\" with integers"
+                "Version must contain a major and minor integer. Got {s}"
             ))
         })
     }
@@ -202,7 +203,11 @@ mod tests {
             "", "1", "1.", ".1", "a.b", "1.2.3.4", "1.-2", " 1.2", "1.2 ",
         ] {
             let err = Version::parse(s).unwrap_err();
-            assert!(err.to_string().contains("invalid version"), "{s:?}: {err}");
+            assert!(
+                err.to_string()
+                    .starts_with("Version must contain a major and minor integer"),
+                "{s:?}: {err}"
+            );
         }
     }
 

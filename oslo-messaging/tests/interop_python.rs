@@ -17,7 +17,7 @@ use oslo_messaging::notify::{
     NotifyDriver, Priority,
 };
 use oslo_messaging::rpc::{Endpoint, NoArgs, Request, RpcClient, RpcError, RpcServer, State};
-use oslo_messaging::{Context, ErrorKind, Retry, Target, Transport};
+use oslo_messaging::{Context, ErrorKind, Retry, Target, Transport, Version};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use support::python::{Peer, PeerOpts, python_client, python_server};
@@ -65,8 +65,8 @@ const BUILTINS: [&str; 6] = [
 fn mirror_endpoints(server: &str, records: &Records) -> Vec<Endpoint> {
     let state = (server.to_owned(), records.clone());
     let main = Endpoint::builder()
-        .version("1.0")
-        .with_state(state)
+        .version(Version::new(1, 0))
+        .state(state)
         .method("echo", |req: Request<Data>| async move {
             Ok::<_, RpcError>(req.into_args().data)
         })
@@ -111,7 +111,7 @@ fn mirror_endpoints(server: &str, records: &Records) -> Vec<Endpoint> {
         .unwrap();
     let versioned = Endpoint::builder()
         .namespace("ns")
-        .version("1.3")
+        .version(Version::new(1, 3))
         .method("versioned", |req: Request<Data>| async move {
             Ok::<_, RpcError>(json!({ "ns": req.into_args().data }))
         })
@@ -183,7 +183,7 @@ async fn rust_op(client: &RpcClient, op: &Value) -> Value {
         p = p.namespace(ns);
     }
     if let Some(v) = op["version"].as_str() {
-        p = p.version(v);
+        p = p.version(v.parse().unwrap());
     }
     if let Some(t) = op["timeout"].as_f64() {
         p = p.timeout(Duration::from_secs_f64(t));
@@ -201,7 +201,7 @@ async fn rust_op(client: &RpcClient, op: &Value) -> Value {
         p = p.retry(Retry::from_python(r));
     }
     let client = p.build().unwrap();
-    let ctx = Context::from_value(op.get("context").cloned().unwrap_or(json!({}))).unwrap();
+    let ctx = Context::from_serialize(&op.get("context").cloned().unwrap_or(json!({}))).unwrap();
     let method = op["method"].as_str().unwrap();
     let args = op.get("args").cloned().unwrap_or(json!({}));
     if op["op"] == "cast" {

@@ -598,7 +598,8 @@ async fn prepare_overrides_publisher_and_shares_drivers() {
         .prepare()
         .publisher_id("compute.host9")
         .retry(Retry::Times(0))
-        .build();
+        .build()
+        .unwrap();
     sub.info(&Context::new(), "e", &1).await.unwrap();
     base.info(&Context::new(), "e", &2).await.unwrap();
     let got = Notifier::captured(&t);
@@ -732,6 +733,7 @@ async fn notifier_retry_budget() {
     n.prepare()
         .retry(Retry::Times(1))
         .build()
+        .unwrap()
         .info(&Context::new(), "e", &1)
         .await
         .unwrap();
@@ -791,7 +793,7 @@ async fn typed_handlers_with_state_and_payloads_that_do_not_fit() {
     let (tx, mut rx) = mpsc::unbounded_channel();
     let ep =
         NotificationEndpoint::builder()
-            .with_state(tx)
+            .state(tx)
             .on(
                 Priority::Info,
                 |State(tx): State<mpsc::UnboundedSender<(String, u32)>>,
@@ -1014,4 +1016,26 @@ async fn a_stream_refuses_endpoints_batching_and_no_priority() {
         .build()
         .unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Configuration);
+}
+
+/// A prepared notifier shares its parent's drivers and topics: setting them fails `build()`.
+#[tokio::test]
+async fn a_prepared_notifier_changes_only_publisher_and_retry() {
+    let t = Transport::memory();
+    let base = Notifier::builder(&t)
+        .driver(NotifyDriver::Test)
+        .publisher_id("a")
+        .build()
+        .unwrap();
+    for bad in [
+        base.prepare().driver(NotifyDriver::Log),
+        base.prepare().topics(["other"]),
+    ] {
+        let err = bad.build().unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Configuration, "{err}");
+    }
+    let same = base.prepare().build().unwrap();
+    assert_eq!(same.publisher_id(), Some("a"));
+    same.info(&Context::new(), "e", &1).await.unwrap();
+    assert_eq!(Notifier::captured(&t).len(), 1);
 }

@@ -270,7 +270,10 @@ async fn faults_on_a_three_node_quorum_cluster() {
     const T: Duration = Duration::from_secs(10);
     if run("R3") {
         let (t, on) = bed.client_on(|_| true).await;
-        let client = RpcClient::new(&t, Target::new("qq")).with_timeout(T);
+        let client = RpcClient::builder(&t, Target::new("qq"))
+            .timeout(T)
+            .build()
+            .unwrap();
         let before = bed.accepted();
         let warm: Value = client
             .call(&Context::new(), "echo", &json!({"value": 0}))
@@ -308,7 +311,10 @@ async fn faults_on_a_three_node_quorum_cluster() {
         r4.start().await.unwrap();
         let server_node = bed.connected_since(&before).unwrap();
         let t = Transport::with_config(&bed.cluster.url(), &config()).unwrap();
-        let client = RpcClient::new(&t, Target::new("r4")).with_timeout(T);
+        let client = RpcClient::builder(&t, Target::new("r4"))
+            .timeout(T)
+            .build()
+            .unwrap();
         let warm: Value = client
             .call(&Context::new(), "echo", &json!({"value": 0}))
             .await
@@ -420,7 +426,10 @@ async fn faults_on_a_three_node_quorum_cluster() {
     // typed error, it does not hang; once they are back, traffic resumes by itself.
     if run("R14") {
         let (t, on) = bed.client_on(|_| true).await;
-        let client = RpcClient::new(&t, Target::new("qq")).with_timeout(Duration::from_secs(10));
+        let client = RpcClient::builder(&t, Target::new("qq"))
+            .timeout(Duration::from_secs(10))
+            .build()
+            .unwrap();
         let down: Vec<usize> = (0..3).filter(|i| *i != on).collect();
         for i in &down {
             bed.cluster.nodes[*i].kill();

@@ -75,7 +75,10 @@ async fn a_server_keeps_serving_across_a_broker_restart() {
     let t = Transport::with_config(&node.url(), &config(&[])).unwrap();
     let count = Arc::new(AtomicUsize::new(0));
     let server = serve(&t, "restart", &count).await;
-    let client = RpcClient::new(&t, Target::new("restart")).with_timeout(Duration::from_secs(60));
+    let client = RpcClient::builder(&t, Target::new("restart"))
+        .timeout(Duration::from_secs(60))
+        .build()
+        .unwrap();
     assert_eq!(echo(&client, json!(1)).await.unwrap(), json!(1));
 
     node.kill();
@@ -138,7 +141,10 @@ async fn connections_closed_by_the_operator_come_back() {
     let t = Transport::with_config(&node.url(), &config(&[])).unwrap();
     let count = Arc::new(AtomicUsize::new(0));
     let server = serve(&t, "forced", &count).await;
-    let client = RpcClient::new(&t, Target::new("forced")).with_timeout(Duration::from_secs(10));
+    let client = RpcClient::builder(&t, Target::new("forced"))
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
     assert_eq!(echo(&client, json!(1)).await.unwrap(), json!(1));
     for round in 0..3 {
         node.ctl(&["close_all_connections", "fault-injection"])
@@ -160,7 +166,10 @@ async fn a_memory_alarm_blocks_publishers_visibly_and_lets_them_resume() {
     let t = Transport::with_config(&node.url(), &config(&[])).unwrap();
     let count = Arc::new(AtomicUsize::new(0));
     let server = serve(&t, "alarm", &count).await;
-    let client = RpcClient::new(&t, Target::new("alarm")).with_timeout(Duration::from_secs(60));
+    let client = RpcClient::builder(&t, Target::new("alarm"))
+        .timeout(Duration::from_secs(60))
+        .build()
+        .unwrap();
     assert_eq!(echo(&client, json!(1)).await.unwrap(), json!(1));
     assert_eq!(t.blocked().await, None);
 
@@ -222,7 +231,10 @@ async fn a_frozen_broker_cannot_hang_us() {
     let t = Transport::with_config(&node.url(), &cfg).unwrap();
     let count = Arc::new(AtomicUsize::new(0));
     let server = serve(&t, "frozen", &count).await;
-    let client = RpcClient::new(&t, Target::new("frozen")).with_timeout(Duration::from_secs(5));
+    let client = RpcClient::builder(&t, Target::new("frozen"))
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
     assert_eq!(echo(&client, json!(1)).await.unwrap(), json!(1));
 
     node.pause();
@@ -245,8 +257,10 @@ async fn a_frozen_broker_cannot_hang_us() {
     // A new transport: TCP connects (the kernel accepts) but the broker never speaks.
     let fresh = Transport::with_config(&node.url(), &cfg).unwrap();
     let started = Instant::now();
-    let err = RpcClient::new(&fresh, Target::new("frozen"))
-        .with_retry(Retry::Times(0))
+    let err = RpcClient::builder(&fresh, Target::new("frozen"))
+        .retry(Retry::Times(0))
+        .build()
+        .unwrap()
         .cast(&Context::new(), "echo", &json!({"data": 0}))
         .await
         .unwrap_err();
@@ -358,8 +372,10 @@ async fn tls_verifies_the_broker_and_logs_in_with_a_certificate() {
     ] {
         let bad = Transport::with_config(url, &cfg).unwrap();
         let started = Instant::now();
-        let err = RpcClient::new(&bad, Target::new("tls"))
-            .with_retry(Retry::Times(0))
+        let err = RpcClient::builder(&bad, Target::new("tls"))
+            .retry(Retry::Times(0))
+            .build()
+            .unwrap()
             .cast(&Context::new(), "echo", &json!({"data": 0}))
             .await
             .unwrap_err();
@@ -559,7 +575,10 @@ async fn passwords_never_show_in_logs_debug_or_errors() {
         .build()
         .unwrap();
     server.start().await.unwrap();
-    let client = RpcClient::new(&t, Target::new("secrets")).with_timeout(Duration::from_secs(10));
+    let client = RpcClient::builder(&t, Target::new("secrets"))
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
     let v: Value = client
         .call(&Context::new(), "echo", &json!({"value": 1}))
         .await
@@ -634,8 +653,10 @@ async fn passwords_never_show_in_logs_debug_or_errors() {
         ("unreachable", url(&secret, 1, "")),
     ] {
         let bad = Transport::with_config(&u, &config(&[])).unwrap();
-        let err = RpcClient::new(&bad, Target::new("secrets"))
-            .with_retry(Retry::Times(1))
+        let err = RpcClient::builder(&bad, Target::new("secrets"))
+            .retry(Retry::Times(1))
+            .build()
+            .unwrap()
             .cast(&Context::new(), "record", &json!({"value": 4}))
             .await
             .unwrap_err();

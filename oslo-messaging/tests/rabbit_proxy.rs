@@ -127,7 +127,10 @@ async fn a_blackholed_link_is_detected_and_every_call_resolves() {
     let rig = Rig::start("blackhole").await;
     let proxy = &rig.proxy;
     let t = rig.client(&FAST);
-    let client = RpcClient::new(&t, Target::new(&rig.topic)).with_timeout(TIMEOUT);
+    let client = RpcClient::builder(&t, Target::new(&rig.topic))
+        .timeout(TIMEOUT)
+        .build()
+        .unwrap();
     until_a_call_works(&client, Duration::from_secs(10)).await;
     let accepted = proxy.accepted();
 
@@ -258,7 +261,10 @@ async fn a_handler_blocking_its_thread_for_three_heartbeats_keeps_the_connection
         .unwrap();
     let server = serve(&server_t, &topic, endpoint).await;
     let t = scope.transport();
-    let client = RpcClient::new(&t, Target::new(&topic)).with_timeout(Duration::from_secs(60));
+    let client = RpcClient::builder(&t, Target::new(&topic))
+        .timeout(Duration::from_secs(60))
+        .build()
+        .unwrap();
     // The first reply opens the server's publishing connection.
     let warm: Value = client
         .call(&Context::new(), "block", &json!({ "seconds": 0 }))
@@ -308,7 +314,10 @@ async fn a_call_the_broker_never_confirms_ends_at_its_timeout() {
     let rig = Rig::start("noconfirm").await;
     let proxy = &rig.proxy;
     let t = rig.client(&[("heartbeat_timeout_threshold", "0")]);
-    let client = RpcClient::new(&t, Target::new(&rig.topic)).with_timeout(Duration::from_secs(3));
+    let client = RpcClient::builder(&t, Target::new(&rig.topic))
+        .timeout(Duration::from_secs(3))
+        .build()
+        .unwrap();
     until_a_call_works(&client, Duration::from_secs(10)).await;
     proxy.blackhole(true);
     let started = Instant::now();

@@ -139,7 +139,10 @@ async fn exchanges_are_isolated() {
 #[tokio::test(start_paused = true)]
 async fn call_without_server_times_out_naming_the_message() {
     let t = Transport::memory();
-    let client = RpcClient::new(&t, Target::new("nobody")).with_timeout(Duration::from_secs(1));
+    let client = RpcClient::builder(&t, Target::new("nobody"))
+        .timeout(Duration::from_secs(1))
+        .build()
+        .unwrap();
     let start = tokio::time::Instant::now();
     let err = client.call::<Value>(&ctx(), "echo", &()).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Timeout);
@@ -175,7 +178,10 @@ async fn default_timeout_comes_from_rpc_response_timeout() {
 #[tokio::test(start_paused = true)]
 async fn at_least_once_fails_fast_when_nobody_listens() {
     let t = Transport::memory();
-    let client = RpcClient::new(&t, Target::new("nobody")).with_timeout(Duration::from_secs(30));
+    let client = RpcClient::builder(&t, Target::new("nobody"))
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap();
     let start = tokio::time::Instant::now();
     let err = client
         .prepare()
@@ -193,7 +199,10 @@ async fn at_least_once_fails_fast_when_nobody_listens() {
     );
     assert_eq!(start.elapsed(), Duration::ZERO);
     let err = client
-        .with_at_least_once(true)
+        .prepare()
+        .at_least_once(true)
+        .build()
+        .unwrap()
         .cast(&ctx(), "echo", &())
         .await
         .unwrap_err();
@@ -265,7 +274,7 @@ async fn namespaces_and_versions() {
     let t = Transport::memory();
     let ep = Endpoint::builder()
         .namespace("Name1")
-        .version("7.5")
+        .version(Version::new(7, 5))
         .legacy_namespaces(["Old"])
         .method("echo", |req: Request<Value>| async move {
             Ok::<_, RpcError>(req.args()["value"].clone())
@@ -279,7 +288,7 @@ async fn namespaces_and_versions() {
     let ok = base
         .prepare()
         .namespace("Name1")
-        .version("7.5")
+        .version(Version::new(7, 5))
         .build()
         .unwrap();
     assert_eq!(
@@ -289,7 +298,7 @@ async fn namespaces_and_versions() {
     let older = base
         .prepare()
         .namespace("Name1")
-        .version("7.1")
+        .version(Version::new(7, 1))
         .build()
         .unwrap();
     assert_eq!(
@@ -299,7 +308,7 @@ async fn namespaces_and_versions() {
     let legacy = base
         .prepare()
         .namespace("Old")
-        .version("7.0")
+        .version(Version::new(7, 0))
         .build()
         .unwrap();
     assert_eq!(
@@ -310,7 +319,7 @@ async fn namespaces_and_versions() {
     let too_new = base
         .prepare()
         .namespace("Name1")
-        .version("7.6")
+        .version(Version::new(7, 6))
         .build()
         .unwrap();
     let r = too_new
@@ -331,7 +340,7 @@ async fn namespaces_and_versions() {
     let wrong_ns = base
         .prepare()
         .namespace("Name2")
-        .version("7.5")
+        .version(Version::new(7, 5))
         .build()
         .unwrap();
     let r = wrong_ns
@@ -361,13 +370,18 @@ async fn call_monitoring_keeps_long_calls_alive() {
     let s = start_server(&t, "mon", "s", recording_endpoint("s", &Calls::default())).await;
     let args = json!({"seconds": 4});
 
-    let plain = RpcClient::new(&t, Target::new("mon")).with_timeout(Duration::from_secs(1));
+    let plain = RpcClient::builder(&t, Target::new("mon"))
+        .timeout(Duration::from_secs(1))
+        .build()
+        .unwrap();
     let err = plain.call::<f64>(&ctx(), "sleep", &args).await.unwrap_err();
     assert!(err.is_timeout());
 
-    let monitored = RpcClient::new(&t, Target::new("mon"))
-        .with_timeout(Duration::from_secs(3600))
-        .with_call_monitor_timeout(Duration::from_secs(2));
+    let monitored = RpcClient::builder(&t, Target::new("mon"))
+        .timeout(Duration::from_secs(3600))
+        .call_monitor_timeout(Duration::from_secs(2))
+        .build()
+        .unwrap();
     assert!(
         (monitored.call::<f64>(&ctx(), "sleep", &args).await.unwrap() - 4.0).abs() < f64::EPSILON
     );
@@ -439,7 +453,11 @@ async fn handlers_see_the_callers_context_with_client_timeout() {
         got,
         json!({"user": "alice", "request_id": "req-1", "client_timeout": null})
     );
-    let monitored = client.with_call_monitor_timeout(Duration::from_secs(30));
+    let monitored = client
+        .prepare()
+        .call_monitor_timeout(Duration::from_secs(30))
+        .build()
+        .unwrap();
     let got: Value = monitored.call(&ctx(), "ctx", &()).await.unwrap();
     assert_eq!(got["client_timeout"], json!(30));
     stop(&s).await;
@@ -521,7 +539,7 @@ async fn client_side_checks() {
         "{err}"
     );
 
-    let err = client.prepare().version("1").build().unwrap_err();
+    let err = "1".parse::<Version>().unwrap_err();
     assert!(
         err.to_string()
             .contains("Version must contain a major and minor integer. Got 1"),
@@ -533,8 +551,10 @@ async fn client_side_checks() {
 #[tokio::test]
 async fn version_cap() {
     let t = Transport::memory();
-    let capped = RpcClient::new(&t, Target::new("t").with_version(Version::new(1, 6)))
-        .with_version_cap(Version::new(1, 5));
+    let capped = RpcClient::builder(&t, Target::new("t").with_version(Version::new(1, 6)))
+        .version_cap(Version::new(1, 5))
+        .build()
+        .unwrap();
     let err = capped.cast(&ctx(), "m", &()).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::VersionCap);
     assert!(
@@ -544,10 +564,17 @@ async fn version_cap() {
     assert!(!capped.can_send_version(None));
     assert!(capped.can_send_version(Some(&Version::new(1, 4))));
     assert!(!capped.can_send_version(Some(&Version::with_revision(1, 5, 1))));
-    let ok = capped.prepare().version("1.4").build().unwrap();
+    let ok = capped
+        .prepare()
+        .version(Version::new(1, 4))
+        .build()
+        .unwrap();
     ok.cast(&ctx(), "m", &()).await.unwrap();
     // oslo's gotcha: with a cap, a target without a version cannot send.
-    let unversioned = RpcClient::new(&t, Target::new("t")).with_version_cap(Version::new(1, 5));
+    let unversioned = RpcClient::builder(&t, Target::new("t"))
+        .version_cap(Version::new(1, 5))
+        .build()
+        .unwrap();
     assert_eq!(
         unversioned.cast(&ctx(), "m", &()).await.unwrap_err().kind(),
         ErrorKind::VersionCap
@@ -561,7 +588,7 @@ async fn the_pool_size_limits_concurrent_handlers() {
     let running = Arc::new(AtomicUsize::new(0));
     let peak = Arc::new(AtomicUsize::new(0));
     let ep = Endpoint::builder()
-        .with_state((running.clone(), peak.clone()))
+        .state((running.clone(), peak.clone()))
         .method(
             "work",
             |State((running, peak)): State<(Arc<AtomicUsize>, Arc<AtomicUsize>)>,
@@ -601,7 +628,10 @@ async fn stop_lets_in_flight_handlers_finish_and_takes_no_new_requests() {
     let t = Transport::memory();
     let calls = Calls::default();
     let s = start_server(&t, "graceful", "s", recording_endpoint("s", &calls)).await;
-    let client = RpcClient::new(&t, Target::new("graceful")).with_timeout(Duration::from_secs(60));
+    let client = RpcClient::builder(&t, Target::new("graceful"))
+        .timeout(Duration::from_secs(60))
+        .build()
+        .unwrap();
     let slow = {
         let c = client.clone();
         tokio::spawn(async move { c.call::<f64>(&ctx(), "sleep", &json!({"seconds": 5})).await })
@@ -699,7 +729,10 @@ async fn publish_retry_budget() {
     h.fail_next_publishes(1);
     let err = client
         .clone()
-        .with_retry(Retry::Times(0))
+        .prepare()
+        .retry(Retry::Times(0))
+        .build()
+        .unwrap()
         .cast(&ctx(), "m", &())
         .await
         .unwrap_err();
@@ -709,7 +742,10 @@ async fn publish_retry_budget() {
     h.fail_next_publishes(2);
     client
         .clone()
-        .with_retry(Retry::Times(2))
+        .prepare()
+        .retry(Retry::Times(2))
+        .build()
+        .unwrap()
         .cast(&ctx(), "m", &())
         .await
         .unwrap();
@@ -717,7 +753,10 @@ async fn publish_retry_budget() {
     h.fail_next_publishes(3);
     let err = client
         .clone()
-        .with_retry(Retry::Times(2))
+        .prepare()
+        .retry(Retry::Times(2))
+        .build()
+        .unwrap()
         .cast(&ctx(), "m", &())
         .await
         .unwrap_err();
@@ -768,7 +807,10 @@ async fn serializers_convert_arguments_results_and_contexts() {
         .build()
         .unwrap();
     s.start().await.unwrap();
-    let client = RpcClient::new(&t, Target::new("ser")).with_serializer(Arc::new(Tagging));
+    let client = RpcClient::builder(&t, Target::new("ser"))
+        .serializer(Arc::new(Tagging))
+        .build()
+        .unwrap();
     assert_eq!(
         client
             .call::<i64>(&ctx(), "double", &json!({"n": 21}))
@@ -791,8 +833,10 @@ async fn wire_messages_carry_python_keys() {
     let h = t.memory_handle().unwrap();
     h.record_sent(true);
     let s = start_server(&t, "w", "s", recording_endpoint("s", &Calls::default())).await;
-    let client = RpcClient::new(&t, Target::new("w").with_version(Version::new(1, 0)))
-        .with_call_monitor_timeout(Duration::from_secs(4));
+    let client = RpcClient::builder(&t, Target::new("w").with_version(Version::new(1, 0)))
+        .call_monitor_timeout(Duration::from_secs(4))
+        .build()
+        .unwrap();
     let _: Value = client
         .call(&ctx(), "echo", &json!({"value": 1}))
         .await
@@ -876,7 +920,10 @@ async fn expired_requests_are_not_delivered() {
     // Declare the queues, then leave: requests wait in the queue.
     let s = start_server(&t, "exp", "s", recording_endpoint("s", &calls)).await;
     stop(&s).await;
-    let client = RpcClient::new(&t, Target::new("exp")).with_timeout(Duration::from_secs(1));
+    let client = RpcClient::builder(&t, Target::new("exp"))
+        .timeout(Duration::from_secs(1))
+        .build()
+        .unwrap();
     assert!(
         client
             .call::<String>(&ctx(), "record", &json!({"value": 1}))
@@ -944,7 +991,7 @@ async fn concurrent_stops_from_handlers_do_not_deadlock() {
     let t = Transport::memory();
     let slot: Arc<std::sync::OnceLock<RpcServer>> = Arc::default();
     let ep = Endpoint::builder()
-        .with_state(slot.clone())
+        .state(slot.clone())
         .method("shutdown", |State(slot): State<Arc<std::sync::OnceLock<RpcServer>>>, _r: Request<NoArgs>| async move {
             tokio::time::sleep(Duration::from_millis(10)).await;
             slot.get().unwrap().stop().await;
@@ -1030,7 +1077,10 @@ async fn malformed_calls_get_a_failure_instead_of_a_timeout() {
     let h = t.memory_handle().unwrap();
     h.record_sent(true);
     // A call to a topic nobody serves; its request shows us its _msg_id and _reply_q.
-    let client = RpcClient::new(&t, Target::new("nobody")).with_timeout(Duration::from_secs(60));
+    let client = RpcClient::builder(&t, Target::new("nobody"))
+        .timeout(Duration::from_secs(60))
+        .build()
+        .unwrap();
     let call = tokio::spawn(async move { client.call::<Value>(&ctx(), "x", &()).await });
     tokio::time::sleep(Duration::from_millis(1)).await;
     let req = h.sent()[0].decoded().unwrap();
@@ -1121,4 +1171,30 @@ fn public_handles_are_send_and_sync() {
     check::<oslo_messaging::Notifier>();
     check::<oslo_messaging::NotificationListener>();
     check::<oslo_messaging::Error>();
+}
+
+/// One builder for new and prepared clients; errors are reported by `build()`.
+#[tokio::test]
+async fn the_client_builder_reports_errors_at_build() {
+    let t = Transport::memory();
+    let err = RpcClient::builder(&t, Target::empty())
+        .timeout(Duration::from_secs(1))
+        .build()
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidTarget);
+    // A topic given by prepare() fixes it, as Python's prepare(topic=...) does.
+    let client = RpcClient::new(&t, Target::empty())
+        .prepare()
+        .topic("t")
+        .version("2.3".parse().unwrap())
+        .timeout(Duration::from_secs(7))
+        .build()
+        .unwrap();
+    assert_eq!(client.target().topic(), Some("t"));
+    assert_eq!(client.target().version(), Some(&Version::new(2, 3)));
+    assert_eq!(client.timeout(), Duration::from_secs(7));
+    // What prepare() overrides stays on the copy.
+    let back = client.prepare().clear_version().build().unwrap();
+    assert_eq!(back.target().version(), None);
+    assert_eq!(client.target().version(), Some(&Version::new(2, 3)));
 }

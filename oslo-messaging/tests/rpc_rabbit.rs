@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use oslo_messaging::rpc::{Endpoint, NoArgs, Request, RpcClient, RpcError, RpcServer};
-use oslo_messaging::{Config, Context, ErrorKind, Retry, Target, Transport};
+use oslo_messaging::{Config, Context, ErrorKind, Retry, Target, Transport, Version};
 use serde_json::{Value, json};
 use support::rabbit::{Raw, Scope, broker_parts};
 use support::{Calls, LogBuffer, counting_endpoint, recording_endpoint, stop};
@@ -157,7 +157,7 @@ async fn namespaces_versions_and_remote_errors() {
     let topic = scope.topic("ns");
     let ep = Endpoint::builder()
         .namespace("Name1")
-        .version("7.5")
+        .version(Version::new(7, 5))
         .method("echo", |req: Request<Value>| async move {
             Ok::<_, RpcError>(req.args()["value"].clone())
         })
@@ -172,7 +172,13 @@ async fn namespaces_versions_and_remote_errors() {
     let s = serve(&scope, &t, &topic, "s", ep).await;
     let base = RpcClient::new(&t, Target::new(&topic));
     let args = json!({"value": 1});
-    let at = |ns: &str, v: &str| base.prepare().namespace(ns).version(v).build().unwrap();
+    let at = |ns: &str, v: &str| {
+        base.prepare()
+            .namespace(ns)
+            .version(v.parse().unwrap())
+            .build()
+            .unwrap()
+    };
     assert_eq!(
         at("Name1", "7.1")
             .call::<Value>(&ctx(), "echo", &args)
@@ -223,7 +229,10 @@ async fn a_call_nobody_serves_times_out_and_at_least_once_fails_fast() {
     let scope = Scope::new("nobody");
     let t = scope.transport();
     let topic = scope.topic("nobody");
-    let client = RpcClient::new(&t, Target::new(&topic)).with_timeout(Duration::from_secs(1));
+    let client = RpcClient::builder(&t, Target::new(&topic))
+        .timeout(Duration::from_secs(1))
+        .build()
+        .unwrap();
     let started = Instant::now();
     let err = client
         .call::<Value>(&ctx(), "echo", &json!({"value": 1}))
@@ -266,9 +275,11 @@ async fn the_call_monitor_keeps_a_slow_call_alive() {
         recording_endpoint("s", &Calls::default()),
     )
     .await;
-    let client = RpcClient::new(&t, Target::new(&topic))
-        .with_timeout(Duration::from_secs(20))
-        .with_call_monitor_timeout(Duration::from_secs(2));
+    let client = RpcClient::builder(&t, Target::new(&topic))
+        .timeout(Duration::from_secs(20))
+        .call_monitor_timeout(Duration::from_secs(2))
+        .build()
+        .unwrap();
     // The server sends a heartbeat every second (half the monitor timeout; Python's
     // watchdog ignores monitor timeouts under 2 s), so a 4.5 s call outlives the 2 s monitor.
     let started = Instant::now();
@@ -300,7 +311,10 @@ async fn messages_carry_the_properties_python_sets() {
     let topic = scope.topic("props");
     let raw = Raw::connect().await.unwrap();
     // The first cast declares the control exchange; a probe queue then sees the next ones.
-    let client = RpcClient::new(&t, Target::new(&topic)).with_timeout(Duration::from_secs(7));
+    let client = RpcClient::builder(&t, Target::new(&topic))
+        .timeout(Duration::from_secs(7))
+        .build()
+        .unwrap();
     client.cast(&ctx(), "warmup", &()).await.unwrap();
     let probe = format!("{topic}_probe");
     scope.queue(probe.clone());
@@ -457,7 +471,10 @@ async fn bad_messages_are_dropped_and_the_next_one_is_served() {
         raw.publish(&scope.exchange, &topic, content_type, body)
             .await;
     }
-    let client = RpcClient::new(&t, Target::new(&topic)).with_timeout(Duration::from_secs(5));
+    let client = RpcClient::builder(&t, Target::new(&topic))
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
     let out: Value = client
         .call(&ctx(), "echo", &json!({"value": "after"}))
         .await
@@ -486,7 +503,10 @@ async fn a_reply_to_a_missing_queue_does_not_stall_the_server() {
         .await;
     tokio::time::sleep(Duration::from_millis(200)).await;
     // Other callers are answered while the orphan reply is being retried.
-    let client = RpcClient::new(&t, Target::new(&topic)).with_timeout(Duration::from_secs(5));
+    let client = RpcClient::builder(&t, Target::new(&topic))
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
     let started = Instant::now();
     let out: Value = client
         .call(&ctx(), "echo", &json!({"value": 2}))
@@ -521,7 +541,10 @@ async fn a_dead_first_host_fails_over_to_the_next() {
         recording_endpoint("s", &Calls::default()),
     )
     .await;
-    let client = RpcClient::new(&t, Target::new(&topic)).with_timeout(Duration::from_secs(20));
+    let client = RpcClient::builder(&t, Target::new(&topic))
+        .timeout(Duration::from_secs(20))
+        .build()
+        .unwrap();
     for i in 0..3 {
         let out: Value = client
             .call(&ctx(), "echo", &json!({ "value": i }))
@@ -544,9 +567,11 @@ async fn a_call_to_an_unreachable_broker_gives_up_as_its_retry_says() {
         .build()
         .unwrap();
     let t = Transport::with_config(url, &config).unwrap();
-    let client = RpcClient::new(&t, Target::new("nowhere"))
-        .with_timeout(Duration::from_secs(3600))
-        .with_retry(Retry::Times(1));
+    let client = RpcClient::builder(&t, Target::new("nowhere"))
+        .timeout(Duration::from_secs(3600))
+        .retry(Retry::Times(1))
+        .build()
+        .unwrap();
     let started = Instant::now();
     let err = tokio::time::timeout(
         Duration::from_secs(30),
@@ -606,7 +631,10 @@ async fn a_wrong_password_is_refused_without_showing_it() {
     let secret = format!("S3cr3t-{}", std::process::id());
     let url = format!("rabbit://{user}:{secret}@{host}:{port}/");
     let t = Transport::with_config(&url, &scope.config(&[])).unwrap();
-    let client = RpcClient::new(&t, Target::new("auth")).with_retry(Retry::Times(1));
+    let client = RpcClient::builder(&t, Target::new("auth"))
+        .retry(Retry::Times(1))
+        .build()
+        .unwrap();
     let started = Instant::now();
     let err = client.cast(&ctx(), "x", &()).await.unwrap_err();
     assert!(started.elapsed() < Duration::from_secs(10));
@@ -762,7 +790,10 @@ async fn a_call_made_before_its_server_exists_is_answered_once_it_does() {
     let scope = Scope::new("early");
     let t = scope.transport();
     let topic = scope.topic("early");
-    let client = RpcClient::new(&t, Target::new(&topic)).with_timeout(Duration::from_secs(30));
+    let client = RpcClient::builder(&t, Target::new(&topic))
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap();
     // The exchange exists; no queue is bound to the topic yet.
     client
         .cast(&ctx(), "record", &json!({"value": "dropped"}))

@@ -236,7 +236,10 @@ async fn soak() {
     listener.start().await.unwrap();
 
     let t = Transport::with_config(&client_url, &config()).unwrap();
-    let client = RpcClient::new(&t, Target::new("soak")).with_timeout(Duration::from_secs(30));
+    let client = RpcClient::builder(&t, Target::new("soak"))
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap();
     let notifier = Notifier::builder(&t)
         .driver(NotifyDriver::MessagingV2)
         .topics(["soak_n"])

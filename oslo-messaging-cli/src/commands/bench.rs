@@ -220,7 +220,7 @@ async fn rpc_server(global: &Global, args: &BenchServerArgs) -> Result<u8, Failu
     let transport = super::transport(global, &conf, None)?;
     let tally = Arc::new(Tally::new(args.count));
     let endpoint = Endpoint::builder()
-        .with_state(tally.clone())
+        .state(tally.clone())
         .method(
             "info",
             |oslo_messaging::rpc::State(tally): oslo_messaging::rpc::State<Arc<Tally>>,
@@ -562,11 +562,10 @@ async fn rpc_client(global: &Global, args: &BenchRpcClientArgs) -> Result<u8, Fa
         target = target.with_server(server);
     }
     let cast = args.cast || args.fanout;
-    let mut client =
-        RpcClient::new(&transport, target).with_timeout(Duration::from_secs_f64(args.timeout));
-    if args.fanout {
-        client = client.prepare().fanout(true).build()?;
-    }
+    let client = RpcClient::builder(&transport, target)
+        .timeout(Duration::from_secs_f64(args.timeout))
+        .fanout(args.fanout)
+        .build()?;
     let cargo = Arc::new(Cargo::new(args.load.payload_size));
     let ctx = Context::new();
     for i in 0..args.load.warmup {

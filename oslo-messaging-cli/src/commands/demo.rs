@@ -50,7 +50,7 @@ impl Journal {
 fn calculator() -> Result<Endpoint, Error> {
     Endpoint::builder()
         .namespace("calc")
-        .version("1.1")
+        .version(Version::new(1, 1))
         .method("add", |req: Request<Operands>| async move {
             let Operands { a, b } = req.into_args();
             Ok::<_, RpcError>(a + b)
@@ -68,7 +68,7 @@ fn calculator() -> Result<Endpoint, Error> {
 
 fn inventory(host: &str, journal: &Journal) -> Result<Endpoint, Error> {
     Endpoint::builder()
-        .with_state((host.to_owned(), journal.clone()))
+        .state((host.to_owned(), journal.clone()))
         .method(
             "record",
             |State((host, journal)): State<(String, Journal)>, req: Request<Item>| async move {
@@ -176,21 +176,25 @@ async fn tour(global: &Global, args: &DemoArgs) -> Result<(), String> {
     let ctx = Context::new()
         .with("user", "demo")
         .with("request_id", "req-demo-1");
-    let calc = RpcClient::new(
+    let calc = RpcClient::builder(
         &transport,
         Target::new(&topic)
             .with_namespace("calc")
             .with_version(Version::new(1, 1)),
     )
-    .with_timeout(Duration::from_secs(10));
+    .timeout(Duration::from_secs(10))
+    .build()
+    .map_err(e)?;
     let sum: f64 = calc
         .call(&ctx, "add", &json!({"a": 2, "b": 3}))
         .await
         .map_err(e)?;
     step("call", format!("calc.add(a=2, b=3) -> {sum}"));
 
-    let inventory_client =
-        RpcClient::new(&transport, Target::new(&topic)).with_timeout(Duration::from_secs(10));
+    let inventory_client = RpcClient::builder(&transport, Target::new(&topic))
+        .timeout(Duration::from_secs(10))
+        .build()
+        .map_err(e)?;
     let to_host_2 = inventory_client
         .prepare()
         .server("host-2")

@@ -2,14 +2,18 @@
 
 use std::time::Duration;
 
+use oslo_messaging::rpc::RpcClientBuilder;
 use oslo_messaging::{RpcClient, Target};
 use serde_json::{Map, Value, json};
 
 use super::Failure;
 use crate::cli::{CallArgs, CastArgs, EXIT_OK, Global, RpcArgs};
 
-/// A client for the RPC arguments, and the keyword arguments to send.
-fn client(global: &Global, rpc: &RpcArgs) -> Result<(RpcClient, Map<String, Value>), Failure> {
+/// A client builder for the RPC arguments, and the keyword arguments to send.
+fn client(
+    global: &Global,
+    rpc: &RpcArgs,
+) -> Result<(RpcClientBuilder, Map<String, Value>), Failure> {
     let conf = super::load_config(global)?;
     let transport = super::transport(global, &conf, None)?;
     let mut target = Target::new(&rpc.topic);
@@ -25,18 +29,19 @@ fn client(global: &Global, rpc: &RpcArgs) -> Result<(RpcClient, Map<String, Valu
         })?;
         target = target.with_version(version);
     }
-    let client = RpcClient::new(&transport, target).with_retry(super::retry(rpc.retry));
+    let client = RpcClient::builder(&transport, target).retry(super::retry(rpc.retry));
     Ok((client, rpc.args.clone().unwrap_or_default()))
 }
 
 pub(crate) async fn call(global: &Global, args: &CallArgs) -> Result<u8, Failure> {
     let (mut client, kwargs) = client(global, &args.rpc)?;
     if let Some(t) = args.timeout {
-        client = client.with_timeout(Duration::from_secs_f64(t));
+        client = client.timeout(Duration::from_secs_f64(t));
     }
     if let Some(t) = args.call_monitor_timeout {
-        client = client.with_call_monitor_timeout(Duration::from_secs_f64(t));
+        client = client.call_monitor_timeout(Duration::from_secs_f64(t));
     }
+    let client = client.build()?;
     let ctx = super::context(args.rpc.context.as_ref());
     let result: Value = client.call(&ctx, &args.rpc.method, &kwargs).await?;
     if global.json {
@@ -49,11 +54,7 @@ pub(crate) async fn call(global: &Global, args: &CallArgs) -> Result<u8, Failure
 
 pub(crate) async fn cast(global: &Global, args: &CastArgs) -> Result<u8, Failure> {
     let (client, kwargs) = client(global, &args.rpc)?;
-    let client = if args.fanout {
-        client.prepare().fanout(true).build()?
-    } else {
-        client
-    };
+    let client = client.fanout(args.fanout).build()?;
     let ctx = super::context(args.rpc.context.as_ref());
     client.cast(&ctx, &args.rpc.method, &kwargs).await?;
     if global.json {

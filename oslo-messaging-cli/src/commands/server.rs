@@ -74,7 +74,7 @@ fn failure(message: String, exc_class: Option<&str>) -> RpcError {
 /// The endpoint: echo, sleep, fail and the simulator's info.
 fn endpoint(report: Report) -> Result<Endpoint, Error> {
     Endpoint::builder()
-        .with_state(report)
+        .state(report)
         .method(
             "echo",
             |State(report): State<Report>, req: Request<EchoArgs>| async move {

@@ -68,7 +68,7 @@ pub(crate) use sealed::{BatchOutcome, Erased};
 ///
 /// where `T: DeserializeOwned` is the payload's type (`serde_json::Value` to take it as it
 /// comes), `S` the state given to
-/// [`with_state`](NotificationEndpointBuilder::with_state), and `R` is `()`,
+/// [`state`](NotificationEndpointBuilder::state), and `R` is `()`,
 /// [`NotificationResult`], or a `Result` of either (an `Err` is logged and requeues, as an
 /// exception does in Python).
 ///
@@ -226,7 +226,7 @@ where
 ///
 /// let endpoint = NotificationEndpoint::builder()
 ///     .filter(NotificationFilter::builder().event_type(r"compute\.instance\.").build()?)
-///     .with_state(Inventory)
+///     .state(Inventory)
 ///     .on(Priority::Info, |State(_inv): State<Inventory>, n: Notification<Created>| async move {
 ///         println!("{} created", n.payload.instance_id);
 ///     })
@@ -305,7 +305,7 @@ impl<S: Clone + Send + Sync + 'static> NotificationEndpointBuilder<S> {
     }
 
     /// Hands `state` to handlers registered after this call (as `State<S2>`).
-    pub fn with_state<S2: Clone + Send + Sync + 'static>(
+    pub fn state<S2: Clone + Send + Sync + 'static>(
         self,
         state: S2,
     ) -> NotificationEndpointBuilder<S2> {
@@ -365,7 +365,7 @@ mod tests {
     #[tokio::test]
     async fn typed_handlers_get_their_payload_or_an_error() {
         let ep = NotificationEndpoint::builder()
-            .with_state(10u64)
+            .state(10u64)
             .on(
                 Priority::Info,
                 |State(base): State<u64>, n: Notification<Created>| async move {

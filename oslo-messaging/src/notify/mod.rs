@@ -22,8 +22,6 @@ pub use endpoint::{NotificationEndpoint, NotificationEndpointBuilder, Notificati
 pub use filter::{NotificationFilter, NotificationFilterBuilder};
 pub use listener::{NotificationListener, NotificationListenerBuilder};
 pub use notification::{IntoNotificationResult, Notification, NotificationResult};
-pub use notifier::{
-    CapturedNotification, Notifier, NotifierBuilder, NotifyDriver, PrepareNotifier,
-};
+pub use notifier::{CapturedNotification, Notifier, NotifierBuilder, NotifyDriver};
 pub use priority::Priority;
 pub use stream::{Delivery, NotificationStream};

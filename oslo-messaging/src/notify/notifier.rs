@@ -166,6 +166,7 @@ impl Notifier {
     pub fn builder(transport: &Transport) -> NotifierBuilder {
         NotifierBuilder {
             transport: transport.clone(),
+            base: None,
             publisher_id: None,
             drivers: Vec::new(),
             topics: None,
@@ -195,11 +196,33 @@ impl Notifier {
         self.shared.drivers.iter().any(|d| *d != NotifyDriver::Noop)
     }
 
-    /// A notifier sharing this one's drivers, with another publisher id or retry (Python's
-    /// `prepare()`).
-    pub fn prepare(&self) -> PrepareNotifier {
-        PrepareNotifier {
-            notifier: self.clone(),
+    /// A builder for a notifier sharing this one's drivers, topics and serializer, with
+    /// another publisher id or retry (Python's `prepare()`).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use oslo_messaging::notify::{Notifier, NotifyDriver};
+    /// use oslo_messaging::{Retry, Transport};
+    ///
+    /// let transport = Transport::memory();
+    /// let notifier = Notifier::builder(&transport)
+    ///     .driver(NotifyDriver::MessagingV2)
+    ///     .publisher_id("compute.host1")
+    ///     .build()?;
+    /// let quick = notifier.prepare().retry(Retry::Times(0)).build()?;
+    /// assert_eq!(quick.publisher_id(), Some("compute.host1"));
+    /// # Ok::<(), oslo_messaging::Error>(())
+    /// ```
+    pub fn prepare(&self) -> NotifierBuilder {
+        NotifierBuilder {
+            transport: self.shared.transport.clone(),
+            base: Some(self.shared.clone()),
+            publisher_id: self.publisher_id.clone(),
+            drivers: Vec::new(),
+            topics: None,
+            retry: Some(self.retry),
+            serializer: None,
         }
     }
 
@@ -410,10 +433,13 @@ fn log_notification(message: &wire::Notification, priority: Priority) {
     }
 }
 
-/// Builds a [`Notifier`].
+/// Builds a [`Notifier`]: from the configuration ([`Notifier::builder`]) or from another
+/// notifier ([`Notifier::prepare`]).
 #[must_use]
 pub struct NotifierBuilder {
     transport: Transport,
+    /// The notifier prepared from, whose drivers, topics and serializer are shared.
+    base: Option<Arc<Shared>>,
     publisher_id: Option<String>,
     drivers: Vec<NotifyDriver>,
     topics: Option<Vec<String>>,
@@ -427,6 +453,7 @@ impl fmt::Debug for NotifierBuilder {
             .field("publisher_id", &self.publisher_id)
             .field("drivers", &self.drivers)
             .field("topics", &self.topics)
+            .field("prepared", &self.base.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -471,9 +498,22 @@ impl NotifierBuilder {
     /// # Errors
     ///
     /// [`ErrorKind::Configuration`](crate::ErrorKind::Configuration) for an unknown driver name
-    /// in the configuration, or a `routing` driver whose `routing_config` file cannot be read or
-    /// parsed or names an unknown driver.
+    /// in the configuration, a `routing` driver whose `routing_config` file cannot be read or
+    /// parsed or names an unknown driver, or drivers, topics or a serializer set on a
+    /// [prepared](Notifier::prepare) notifier (it shares its parent's, as in Python).
     pub fn build(self) -> Result<Notifier> {
+        if let Some(shared) = self.base {
+            if !self.drivers.is_empty() || self.topics.is_some() || self.serializer.is_some() {
+                return Err(Error::config(
+                    "a prepared notifier shares its parent's drivers, topics and serializer: only publisher_id and retry can change",
+                ));
+            }
+            return Ok(Notifier {
+                shared,
+                publisher_id: self.publisher_id,
+                retry: self.retry.unwrap_or_default(),
+            });
+        }
         let conf = &self.transport.config().notifications;
         let drivers = if !self.drivers.is_empty() {
             self.drivers
@@ -538,32 +578,6 @@ fn load_routing(path: &str) -> Result<RoutingConfig> {
         }
     }
     Ok(cfg)
-}
-
-/// A notifier being prepared; see [`Notifier::prepare`].
-#[derive(Debug)]
-#[must_use]
-pub struct PrepareNotifier {
-    notifier: Notifier,
-}
-
-impl PrepareNotifier {
-    /// Overrides the publisher id.
-    pub fn publisher_id(mut self, publisher_id: impl Into<String>) -> Self {
-        self.notifier.publisher_id = Some(publisher_id.into());
-        self
-    }
-
-    /// Overrides the retry budget.
-    pub fn retry(mut self, retry: Retry) -> Self {
-        self.notifier.retry = retry;
-        self
-    }
-
-    /// The prepared notifier.
-    pub fn build(self) -> Notifier {
-        self.notifier
-    }
 }
 
 #[cfg(test)]

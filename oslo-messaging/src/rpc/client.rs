@@ -94,49 +94,12 @@ impl RpcClient {
         }
     }
 
-    /// Sets the default call timeout (otherwise `[DEFAULT] rpc_response_timeout`).
-    #[must_use]
-    pub fn with_timeout(mut self, timeout: Duration) -> Self {
-        self.timeout = Some(timeout);
-        self
-    }
-
-    /// Caps the version of requests this client sends.
-    #[must_use]
-    pub fn with_version_cap(mut self, cap: Version) -> Self {
-        self.version_cap = Some(cap);
-        self
-    }
-
-    /// Sets how often a publish may reconnect.
-    #[must_use]
-    pub fn with_retry(mut self, retry: Retry) -> Self {
-        self.retry = retry;
-        self
-    }
-
-    /// Enables call monitoring: servers heartbeat every half of `timeout`, and a call fails
-    /// when nothing arrives for `timeout` (the overall call timeout still applies).
-    #[must_use]
-    pub fn with_call_monitor_timeout(mut self, timeout: Duration) -> Self {
-        self.call_monitor_timeout = Some(timeout);
-        self
-    }
-
-    /// Publishes requests mandatory: a request no server's queue takes fails at once with
-    /// [`ErrorKind::Undeliverable`] instead of timing out (oslo's
-    /// `TransportOptions(at_least_once=True)`).
-    #[must_use]
-    pub fn with_at_least_once(mut self, at_least_once: bool) -> Self {
-        self.at_least_once = at_least_once;
-        self
-    }
-
-    /// Passes arguments, results and the context through `serializer`.
-    #[must_use]
-    pub fn with_serializer(mut self, serializer: Arc<dyn Serializer>) -> Self {
-        self.serializer = Some(serializer);
-        self
+    /// Starts building a client for `target`, to set options (the same options as
+    /// [`prepare`](Self::prepare) overrides).
+    pub fn builder(transport: &Transport, target: Target) -> RpcClientBuilder {
+        RpcClientBuilder {
+            client: Self::new(transport, target),
+        }
     }
 
     /// The target.
@@ -152,11 +115,24 @@ impl RpcClient {
         })
     }
 
-    /// Starts a copy with overridden target fields or options (Python's `prepare()`).
-    pub fn prepare(&self) -> Prepare {
-        Prepare {
+    /// Starts a copy of this client with some target fields or options overridden (Python's
+    /// `prepare()`).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use oslo_messaging::{RpcClient, Target, Transport, Version};
+    ///
+    /// let transport = Transport::memory();
+    /// let client = RpcClient::new(&transport, Target::new("compute"));
+    /// let to_host = client.prepare().server("host-1").version("5.1".parse()?).build()?;
+    /// assert_eq!(to_host.target().server(), Some("host-1"));
+    /// assert_eq!(to_host.target().version(), Some(&Version::new(5, 1)));
+    /// # Ok::<(), oslo_messaging::Error>(())
+    /// ```
+    pub fn prepare(&self) -> RpcClientBuilder {
+        RpcClientBuilder {
             client: self.clone(),
-            error: None,
         }
     }
 
@@ -375,56 +351,53 @@ async fn wait_for_reply(
     }
 }
 
-/// A copy of an [`RpcClient`] being prepared; see [`RpcClient::prepare`].
+/// Builds an [`RpcClient`]: from defaults ([`RpcClient::builder`]) or from another client
+/// ([`RpcClient::prepare`]).
 #[derive(Debug)]
 #[must_use]
-pub struct Prepare {
+pub struct RpcClientBuilder {
     client: RpcClient,
-    error: Option<Error>,
 }
 
-impl Prepare {
+impl RpcClientBuilder {
     fn set_target(mut self, f: impl FnOnce(&mut Target)) -> Self {
         f(&mut self.client.target);
         self
     }
 
-    /// Overrides the exchange.
+    /// Sets the exchange.
     pub fn exchange(self, exchange: impl Into<String>) -> Self {
         let e = exchange.into();
         self.set_target(|t| t.set_exchange(Some(e)))
     }
 
-    /// Overrides the topic.
+    /// Sets the topic.
     pub fn topic(self, topic: impl Into<String>) -> Self {
         let v = topic.into();
         self.set_target(|t| t.set_topic(Some(v)))
     }
 
-    /// Overrides the namespace.
+    /// Sets the namespace.
     pub fn namespace(self, namespace: impl Into<String>) -> Self {
         let v = namespace.into();
         self.set_target(|t| t.set_namespace(Some(v)))
     }
 
-    /// Overrides the version (`"major.minor"`); a bad string fails [`build`](Self::build) with
-    /// Python's message.
-    pub fn version(mut self, version: &str) -> Self {
-        match Version::parse(version) {
-            Ok(v) => self.client.target.set_version(Some(v)),
-            Err(_) => {
-                self.error.get_or_insert(Error::config(format!(
-                    "Version must contain a major and minor integer. Got {version}"
-                )));
-            }
-        }
-        self
+    /// Sets the version requests ask for (`"5.1".parse()?`).
+    pub fn version(self, version: Version) -> Self {
+        self.set_target(|t| t.set_version(Some(version)))
     }
 
     /// Directs requests to one server.
     pub fn server(self, server: impl Into<String>) -> Self {
         let v = server.into();
         self.set_target(|t| t.set_server(Some(v)))
+    }
+
+    /// Sends casts to every server of the topic.
+    pub fn fanout(mut self, fanout: bool) -> Self {
+        self.client.target = self.client.target.with_fanout(fanout);
+        self
     }
 
     /// Removes the server: requests go to the topic again (Python's `prepare(server=None)`).
@@ -447,63 +420,59 @@ impl Prepare {
         self.set_target(|t| t.set_version(None))
     }
 
+    /// Sets the call timeout (default `[DEFAULT] rpc_response_timeout`).
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.client.timeout = Some(timeout);
+        self
+    }
+
+    /// Caps the version of requests this client sends.
+    pub fn version_cap(mut self, cap: Version) -> Self {
+        self.client.version_cap = Some(cap);
+        self
+    }
+
+    /// Sets how often a publish may reconnect (default: forever).
+    pub fn retry(mut self, retry: Retry) -> Self {
+        self.client.retry = retry;
+        self
+    }
+
+    /// Enables call monitoring: servers heartbeat every half of `timeout`, and a call fails
+    /// when nothing arrives for `timeout` (the overall call timeout still applies).
+    pub fn call_monitor_timeout(mut self, timeout: Duration) -> Self {
+        self.client.call_monitor_timeout = Some(timeout);
+        self
+    }
+
     /// Turns call monitoring off.
     pub fn clear_call_monitor_timeout(mut self) -> Self {
         self.client.call_monitor_timeout = None;
         self
     }
 
-    /// Sets fanout.
-    pub fn fanout(mut self, fanout: bool) -> Self {
-        self.client.target = self.client.target.with_fanout(fanout);
-        self
-    }
-
-    /// Overrides the call timeout.
-    pub fn timeout(mut self, timeout: Duration) -> Self {
-        self.client.timeout = Some(timeout);
-        self
-    }
-
-    /// Overrides the version cap (`"major.minor"`).
-    pub fn version_cap(mut self, cap: &str) -> Self {
-        match Version::parse(cap) {
-            Ok(v) => self.client.version_cap = Some(v),
-            Err(e) => {
-                self.error.get_or_insert(e);
-            }
-        }
-        self
-    }
-
-    /// Overrides the publish retry budget.
-    pub fn retry(mut self, retry: Retry) -> Self {
-        self.client.retry = retry;
-        self
-    }
-
-    /// Overrides the call-monitor timeout.
-    pub fn call_monitor_timeout(mut self, timeout: Duration) -> Self {
-        self.client.call_monitor_timeout = Some(timeout);
-        self
-    }
-
-    /// Overrides at-least-once (mandatory) publishing.
+    /// Publishes requests mandatory: a request no server's queue takes fails at once with
+    /// [`ErrorKind::Undeliverable`] instead of timing out (oslo's
+    /// `TransportOptions(at_least_once=True)`).
     pub fn at_least_once(mut self, at_least_once: bool) -> Self {
         self.client.at_least_once = at_least_once;
         self
     }
 
-    /// The prepared client.
+    /// Passes arguments, results and the context through `serializer`.
+    pub fn serializer(mut self, serializer: Arc<dyn Serializer>) -> Self {
+        self.client.serializer = Some(serializer);
+        self
+    }
+
+    /// The client.
     ///
     /// # Errors
     ///
-    /// [`ErrorKind::Configuration`] for a bad version or version cap string.
+    /// [`ErrorKind::InvalidTarget`] when the target has no topic: nothing could be sent.
     pub fn build(self) -> Result<RpcClient> {
-        match self.error {
-            Some(e) => Err(e),
-            None => Ok(self.client),
-        }
+        self.client.target.require_topic()?;
+        Ok(self.client)
     }
 }
 

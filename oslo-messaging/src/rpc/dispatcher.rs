@@ -159,7 +159,7 @@ mod tests {
             b = b.namespace(ns);
         }
         if let Some(v) = version {
-            b = b.version(v);
+            b = b.version(v.parse().unwrap());
         }
         for m in methods {
             let name = (*m).to_owned();

@@ -144,7 +144,7 @@ pub(crate) type HandlerFuture =
 ///
 /// * `async fn(Request<T>) -> Result<R, E>`
 /// * `async fn(State<S>, Request<T>) -> Result<R, E>`, registered after
-///   [`EndpointBuilder::with_state`]
+///   [`EndpointBuilder::state`]
 ///
 /// where `T: DeserializeOwned` is built from the keyword arguments, `R: Serialize` is the
 /// result, and `E: Into<RpcError>`. Use `Request<serde_json::Value>` to take the raw arguments
@@ -311,8 +311,8 @@ pub(crate) type ErasedHandler = Arc<dyn Fn(Request<Value>) -> HandlerFuture + Se
 ///
 /// let endpoint = Endpoint::builder()
 ///     .namespace("calc")
-///     .version("1.2")
-///     .with_state(Calc { offset: 0 })
+///     .version("1.2".parse()?)
+///     .state(Calc { offset: 0 })
 ///     .method("add", add)
 ///     .method("ping", |_req: Request<serde_json::Value>| async { Ok::<_, RpcError>("pong") })
 ///     .build()?;
@@ -344,7 +344,6 @@ impl Endpoint {
             target: Target::empty(),
             state: (),
             methods: Vec::new(),
-            error: None,
         }
     }
 
@@ -374,7 +373,6 @@ pub struct EndpointBuilder<S> {
     target: Target,
     state: S,
     methods: Vec<(String, ErasedHandler)>,
-    error: Option<Error>,
 }
 
 impl<S> fmt::Debug for EndpointBuilder<S> {
@@ -406,25 +404,18 @@ impl<S: Clone + Send + Sync + 'static> EndpointBuilder<S> {
         self
     }
 
-    /// Sets the version implemented, such as `"1.2"`; a bad string fails
-    /// [`build`](Self::build).
-    pub fn version(mut self, version: &str) -> Self {
-        match Version::parse(version) {
-            Ok(v) => self.target = self.target.with_version(v),
-            Err(e) => {
-                self.error.get_or_insert(e);
-            }
-        }
+    /// Sets the version implemented (`"1.2".parse()?`; default 1.0).
+    pub fn version(mut self, version: Version) -> Self {
+        self.target = self.target.with_version(version);
         self
     }
 
     /// Hands `state` to handlers registered after this call (as `State<S2>`).
-    pub fn with_state<S2: Clone + Send + Sync + 'static>(self, state: S2) -> EndpointBuilder<S2> {
+    pub fn state<S2: Clone + Send + Sync + 'static>(self, state: S2) -> EndpointBuilder<S2> {
         EndpointBuilder {
             target: self.target,
             state,
             methods: self.methods,
-            error: self.error,
         }
     }
 
@@ -443,12 +434,9 @@ impl<S: Clone + Send + Sync + 'static> EndpointBuilder<S> {
     ///
     /// # Errors
     ///
-    /// [`ErrorKind::Configuration`](crate::ErrorKind::Configuration) for a bad version, an
-    /// empty, reserved (`target`) or private (`_name`) method name, or a name registered twice.
+    /// [`ErrorKind::Configuration`](crate::ErrorKind::Configuration) for an empty, reserved
+    /// (`target`) or private (`_name`) method name, or a name registered twice.
     pub fn build(self) -> Result<Endpoint> {
-        if let Some(e) = self.error {
-            return Err(e);
-        }
         let mut methods = HashMap::with_capacity(self.methods.len());
         for (name, handler) in self.methods {
             if name.is_empty() {
@@ -554,7 +542,6 @@ mod tests {
                 Endpoint::builder().method("a", h).method("a", h),
                 "registered twice",
             ),
-            (Endpoint::builder().version("1"), "invalid version"),
         ];
         for (b, want) in cases {
             let err = b.build().unwrap_err();
@@ -567,7 +554,7 @@ mod tests {
         #[derive(Clone)]
         struct S(i64);
         let ep = Endpoint::builder()
-            .with_state(S(40))
+            .state(S(40))
             .method("f", |State(s): State<S>, r: Request<AddArgs>| async move {
                 Ok::<_, RpcError>(s.0 + r.args().a)
             })

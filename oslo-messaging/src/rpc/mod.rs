@@ -12,7 +12,7 @@ mod error;
 mod server;
 
 pub use crate::serve::State;
-pub use client::{Prepare, RpcClient};
+pub use client::{RpcClient, RpcClientBuilder};
 pub use dispatcher::PING_METHOD;
 pub use endpoint::{Endpoint, EndpointBuilder, Handler, NoArgs, Request};
 pub use error::RpcError;

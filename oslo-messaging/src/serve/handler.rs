@@ -4,7 +4,7 @@
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-/// Shared state handed to handlers registered after `with_state` on an RPC
+/// Shared state handed to handlers registered after `state(...)` on an RPC
 /// [`EndpointBuilder`](crate::rpc::EndpointBuilder) or a
 /// [`NotificationEndpointBuilder`](crate::notify::NotificationEndpointBuilder).
 ///
@@ -20,7 +20,7 @@ use serde_json::Value;
 /// }
 ///
 /// let endpoint = Endpoint::builder()
-///     .with_state(Db { name: "nova" })
+///     .state(Db { name: "nova" })
 ///     .method("db", |State(db): State<Db>, _req: Request<NoArgs>| async move {
 ///         Ok::<_, RpcError>(db.name)
 ///     })
