@@ -199,8 +199,12 @@ class EndpointA:
     def context(self, ctxt):
         return ctxt
 
-    def fail(self, ctxt, message, exc_class='ValueError'):
-        raise exception_class(exc_class)(message)
+    def fail(self, ctxt, message, exc_class='ValueError', kwargs=None):
+        exc = exception_class(exc_class)(message)
+        if kwargs:
+            # As nova's exceptions keep theirs: serialize_remote_exception sends them.
+            exc.kwargs = kwargs
+        raise exc
 
     def sleep(self, ctxt, seconds):
         time.sleep(seconds)

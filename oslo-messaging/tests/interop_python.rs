@@ -450,6 +450,57 @@ async fn our_errors_keep_their_class_for_python_clients_that_allow_the_module() 
     t.cleanup().await;
 }
 
+/// The reverse of the test above: a Python server raises an exception of its own module with
+/// nova-style kwargs, and a Rust client that maps that class gets a value of its own type.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_exceptions_decode_into_the_rust_types_mapped_to_them() {
+    #[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+    struct ThingNotFound {
+        thing_id: u64,
+        code: u16,
+        message: String,
+    }
+    impl oslo_messaging::RemoteException for ThingNotFound {
+        const MODULE: &'static str = "peer_errors";
+        const CLASS: &'static str = "ThingNotFound";
+    }
+    require_python!();
+    let scope = Scope::new("pyexc");
+    let topic = scope.topic("pyexc");
+    scope.queue(format!("{topic}.py-1"));
+    let url = broker_url();
+    let py = python_server(&topic, "py-1", &PeerOpts::new(&url, &scope.exchange)).await;
+    let t = scope.transport();
+    let client = RpcClient::new(&t, Target::new(&topic));
+    let args = json!({
+        "message": "Thing 7 could not be found.",
+        "exc_class": "ThingNotFound",
+        "kwargs": {"thing_id": 7, "code": 404},
+    });
+    let err = client
+        .call::<Value>(&Context::new(), "fail", &args)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.remote_as::<ThingNotFound>(),
+        Some(ThingNotFound {
+            thing_id: 7,
+            code: 404,
+            message: "Thing 7 could not be found.".into()
+        })
+    );
+    // Another class is not taken for it.
+    let args = json!({"message": "m", "exc_class": "OtherError", "kwargs": {"thing_id": 1}});
+    let err = client
+        .call::<Value>(&Context::new(), "fail", &args)
+        .await
+        .unwrap_err();
+    assert_eq!(err.remote_as::<ThingNotFound>(), None);
+    assert_eq!(err.remote_error().unwrap().class(), "OtherError");
+    py.finish().await;
+    t.cleanup().await;
+}
+
 // ---------------------------------------------------------------- both languages on one topic
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
