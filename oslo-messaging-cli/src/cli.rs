@@ -74,6 +74,20 @@ pub(crate) enum Command {
     /// Run a short tour in one process: RPC server, calls, casts, fanout, a remote error, a
     /// timeout, and notifications (on memory:// unless --url says otherwise).
     Demo(DemoArgs),
+    /// The configuration: a commented sample of every option, or a check of the files given
+    /// with --config-file.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum ConfigCommand {
+    /// Print a sample configuration file: every option this library reads, commented out at
+    /// its default, with its help (as oslo-config-generator writes one).
+    Sample,
+    /// Load the --config-file files as a service would and print what they give (passwords
+    /// masked), with the groups this library does not implement; exit 64 when they do not load.
+    Check,
 }
 
 #[derive(Debug, Subcommand)]

@@ -8,25 +8,7 @@ use std::path::PathBuf;
 use std::process::Command;
 
 use serde_json::Value;
-use support::{Background, Env, RABBIT_OPTIONS, broker_url};
-
-fn python() -> Option<PathBuf> {
-    let p = std::env::var_os("OSLO_MESSAGING_PYTHON")
-        .map(PathBuf::from)
-        .or_else(|| {
-            std::env::var_os("HOME")
-                .map(|h| PathBuf::from(h).join(".cache/oslo-venv-18.3.1/bin/python"))
-        })
-        .filter(|p| p.exists());
-    if p.is_none() {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI is set but there is no Python oslo.messaging"
-        );
-        eprintln!("SKIPPED: no Python oslo.messaging");
-    }
-    p
-}
+use support::{Background, Env, RABBIT_OPTIONS, broker_url, python};
 
 fn peer_script() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../interop/bench_peer.py")

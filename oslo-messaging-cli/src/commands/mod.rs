@@ -1,6 +1,7 @@
 //! Subcommand implementations: each only uses the library's public API.
 
 mod bench;
+mod config;
 mod demo;
 mod notify;
 mod rpc;
@@ -23,6 +24,7 @@ pub(crate) async fn run(cli: Cli) -> u8 {
         Command::RpcServer(args) => server::run(global, args).await,
         Command::Bench(cmd) => bench::run(global, cmd).await,
         Command::Demo(args) => return demo::run(global, args).await,
+        Command::Config(cmd) => config::run(global, cmd),
     };
     match outcome {
         Ok(code) => code,

@@ -3,11 +3,32 @@
 #![allow(dead_code, unreachable_pub)]
 
 use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+
+/// Python oslo.messaging 18.3.1's interpreter (`OSLO_MESSAGING_PYTHON`, else the cached
+/// virtualenv); `None` (after saying SKIPPED) when there is none, and a failure under `CI`.
+pub fn python() -> Option<PathBuf> {
+    let p = std::env::var_os("OSLO_MESSAGING_PYTHON")
+        .map(PathBuf::from)
+        .or_else(|| {
+            std::env::var_os("HOME")
+                .map(|h| PathBuf::from(h).join(".cache/oslo-venv-18.3.1/bin/python"))
+        })
+        .filter(|p| p.exists());
+    if p.is_none() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI is set but there is no Python oslo.messaging"
+        );
+        eprintln!("SKIPPED: no Python oslo.messaging");
+    }
+    p
+}
 
 /// The test broker: `OSLO_MESSAGING_TEST_URL`, else the local RabbitMQ.
 pub fn broker_url() -> String {

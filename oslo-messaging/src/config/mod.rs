@@ -33,7 +33,7 @@
 //! the group, option and value. Query parameters of a `rabbit://` URL override
 //! `[oslo_messaging_rabbit]` options for that transport; there an unknown name is an error.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
 use crate::secret::Secret;
@@ -183,6 +183,15 @@ fn default_processname() -> String {
         .unwrap_or_else(|| "oslo-messaging".to_owned())
 }
 
+/// oslo.messaging groups that this library does not implement: options a file sets there
+/// would otherwise be ignored without a word, so loading such a file warns.
+const UNSUPPORTED_GROUPS: &[&str] = &[
+    "oslo_messaging_amqp",
+    "oslo_messaging_kafka",
+    "oslo_messaging_metrics",
+    "oslo_messaging_tracing",
+];
+
 /// All the options oslo.messaging reads, by group.
 #[derive(Debug, Clone, Default)]
 #[non_exhaustive]
@@ -193,11 +202,15 @@ pub struct Config {
     pub rabbit: RabbitOptions,
     /// `[oslo_messaging_notifications]`.
     pub notifications: NotificationOptions,
+    /// oslo.messaging groups the loaded files set that this library does not implement.
+    unsupported: Vec<String>,
 }
 
 impl Config {
     /// Loads INI files in order, later files overriding earlier ones (multi-valued options such
-    /// as `driver` collect the values of every file, as oslo.config does).
+    /// as `driver` collect the values of every file, as oslo.config does). The same as
+    /// `Config::builder().files(paths).build()`; use the [builder](Self::builder) for service
+    /// defaults below the files.
     ///
     /// `$name`, `${name}` and `${group.name}` in values are replaced by other options' values
     /// (same group first, then `[DEFAULT]`); `$$` is a literal `$`.
@@ -205,29 +218,10 @@ impl Config {
     /// # Errors
     ///
     /// [`ErrorKind::Configuration`](crate::ErrorKind::Configuration) for a file that cannot be
-    /// read or parsed, a bad value of a known option, or a substitution naming no option (the
-    /// message names file, group, option and value).
+    /// read or parsed, a bad value of a known option, a substitution naming no option (the
+    /// message names file, group, option and value), or options that conflict.
     pub fn from_files<P: AsRef<Path>>(paths: &[P]) -> Result<Self> {
-        let mut raw = ini::Sections::new();
-        let mut sources = Vec::new();
-        for p in paths {
-            let path = p.as_ref();
-            let text = std::fs::read_to_string(path).map_err(|e| {
-                Error::with_source(
-                    crate::ErrorKind::Configuration,
-                    format!("cannot read config file {}", path.display()),
-                    e,
-                )
-            })?;
-            let source = path.display().to_string();
-            let sections =
-                ini::parse(&text).map_err(|e| Error::config(format!("{source}: {e}")))?;
-            ini::merge(&mut raw, sections);
-            sources.push(source);
-        }
-        let mut conf = Self::default();
-        conf.apply_raw(&raw, &sources.join(", "))?;
-        Ok(conf)
+        Self::builder().files(paths).build()
     }
 
     /// Parses INI text over the defaults.
@@ -236,23 +230,85 @@ impl Config {
     ///
     /// As [`from_files`](Self::from_files).
     pub fn from_ini_str(text: &str) -> Result<Self> {
-        let raw = ini::parse(text).map_err(|e| Error::config(format!("<string>: {e}")))?;
-        let mut conf = Self::default();
-        conf.apply_raw(&raw, "<string>")?;
-        Ok(conf)
+        Self::builder().ini_str(text).build()
+    }
+
+    /// Every option, by group, with its type, default and help: what Python's
+    /// `oslo_messaging.opts.list_opts()` gives oslo-config-generator.
+    pub fn list_opts() -> Vec<(&'static str, Vec<OptionInfo>)> {
+        vec![
+            (DefaultOptions::GROUP, DefaultOptions::options()),
+            (NotificationOptions::GROUP, NotificationOptions::options()),
+            (RabbitOptions::GROUP, RabbitOptions::options()),
+        ]
+    }
+
+    /// A sample configuration file with every option commented out at its default, with its
+    /// help, as oslo-config-generator writes one (`oslo-messaging config sample` prints it).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let sample = oslo_messaging::Config::sample_ini();
+    /// assert!(sample.contains("[oslo_messaging_rabbit]"));
+    /// assert!(sample.contains("\n#heartbeat_timeout_threshold = 60\n"));
+    /// // It loads, and gives the defaults.
+    /// let conf = oslo_messaging::Config::from_ini_str(&sample)?;
+    /// assert_eq!(conf.rabbit.heartbeat_timeout_threshold, 60);
+    /// # Ok::<(), oslo_messaging::Error>(())
+    /// ```
+    pub fn sample_ini() -> String {
+        let mut out = String::new();
+        for (group, opts) in Self::list_opts() {
+            out.push_str(&format!(
+                "[{group}]\n\n#\n# From oslo.messaging (Rust)\n#\n\n"
+            ));
+            for o in opts {
+                let help = format!("{} ({})", o.help, o.kind);
+                for line in wrap(&help, 70) {
+                    out.push_str(&format!("# {line}\n"));
+                }
+                for old in o.deprecated_names {
+                    out.push_str(&format!("# Deprecated group/name - [{group}]/{old}\n"));
+                }
+                out.push_str(&format!("#{} = {}\n\n", o.name, o.sample));
+            }
+            out.push('\n');
+        }
+        out
+    }
+
+    /// The oslo.messaging groups that the loaded files set and this library does not implement
+    /// (`oslo_messaging_kafka`, `oslo_messaging_metrics`, `oslo_messaging_tracing`,
+    /// `oslo_messaging_amqp`): their options have no effect. Loading warns about each once.
+    pub fn unsupported_groups(&self) -> &[String] {
+        &self.unsupported
     }
 
     fn apply_raw(&mut self, raw: &ini::Sections, source: &str) -> Result<()> {
+        // `$` substitution sees the values before the files (defaults, service defaults).
+        let before = self.clone();
+        let lookup = |g: &str, k: &str| before.text_of(g, k);
         for (group, entries) in raw {
+            if UNSUPPORTED_GROUPS.contains(&group.as_str()) {
+                if !self.unsupported.contains(group) {
+                    tracing::warn!(
+                        source,
+                        group,
+                        "this library does not implement [{group}]: its options have no effect"
+                    );
+                    self.unsupported.push(group.clone());
+                }
+                continue;
+            }
             for (key, values) in entries {
                 if !self.knows(group, key) {
                     tracing::debug!(source, group, key, "ignoring unknown option");
                     continue;
                 }
-                let defaults = |g: &str, k: &str| Self::default_text(g, k);
                 let values = values
                     .iter()
-                    .map(|v| ini::substitute(v, group, raw, &defaults))
+                    .map(|v| ini::substitute(v, group, raw, &lookup))
                     .collect::<std::result::Result<Vec<_>, _>>()
                     .map_err(|e| Error::config(format!("{source}: [{group}] {key}: {e}")))?;
                 if let Err(SetError::Invalid(msg)) = self.set_values(group, key, &values) {
@@ -279,12 +335,12 @@ impl Config {
         }
     }
 
-    /// The text form of a known option's default, for `$` substitution.
-    fn default_text(group: &str, name: &str) -> Option<String> {
+    /// A known option's current value as text, for `$` substitution.
+    fn text_of(&self, group: &str, name: &str) -> Option<String> {
         match group {
-            "DEFAULT" => DefaultOptions::default_text(name),
-            "oslo_messaging_rabbit" => RabbitOptions::default_text(name),
-            "oslo_messaging_notifications" => NotificationOptions::default_text(name),
+            "DEFAULT" => self.default.text_of(name),
+            "oslo_messaging_rabbit" => self.rabbit.text_of(name),
+            "oslo_messaging_notifications" => self.notifications.text_of(name),
             _ => None,
         }
     }
@@ -427,82 +483,251 @@ pub(crate) enum SetError {
     Invalid(String),
 }
 
-/// Builds a [`Config`] in Rust, for programs without INI files.
-#[derive(Debug, Default)]
+/// Words of `text` in lines of at most `width` characters (a longer word gets its own line).
+fn wrap(text: &str, width: usize) -> Vec<String> {
+    let mut lines = Vec::new();
+    let mut line = String::new();
+    for word in text.split_whitespace() {
+        if !line.is_empty() && line.len() + 1 + word.len() > width {
+            lines.push(std::mem::take(&mut line));
+        }
+        if !line.is_empty() {
+            line.push(' ');
+        }
+        line.push_str(word);
+    }
+    if !line.is_empty() {
+        lines.push(line);
+    }
+    lines
+}
+
+/// A value set in code, above the files (oslo.config's `set_override`).
+type Override = Box<dyn FnOnce(&mut Config) -> Result<()> + Send + Sync>;
+
+/// Where option text comes from.
+#[derive(Debug)]
+enum Source {
+    File(PathBuf),
+    Text(String),
+}
+
+/// Builds a [`Config`] in layers, as oslo.config resolves a value:
+///
+/// 1. the built-in defaults (Python's);
+/// 2. the service's defaults ([`service_default`](Self::service_default),
+///    [`default_control_exchange`](Self::default_control_exchange)...: Python's
+///    `set_transport_defaults` and `set_defaults`), so a Rust service joining nova defaults to
+///    exchange `nova`;
+/// 3. the INI files and strings, in the order given ([`files`](Self::files),
+///    [`ini_str`](Self::ini_str)), so an operator's `control_exchange` still wins;
+/// 4. values set in code ([`control_exchange`](Self::control_exchange),
+///    [`option`](Self::option)...: oslo.config's `set_override`).
+///
+/// Setters never fail: [`build`](Self::build) reports every error.
+///
+/// # Examples
+///
+/// ```
+/// use oslo_messaging::Config;
+///
+/// let dir = std::env::temp_dir().join(format!("oslo-doc-{}", std::process::id()));
+/// std::fs::create_dir_all(&dir).unwrap();
+/// let operator = dir.join("nova.conf");
+/// std::fs::write(&operator, "[oslo_messaging_rabbit]\nheartbeat_timeout_threshold = 30\n").unwrap();
+///
+/// let conf = Config::builder()
+///     .default_control_exchange("nova")
+///     .file(&operator)
+///     .build()?;
+/// assert_eq!(conf.default.control_exchange, "nova");
+/// assert_eq!(conf.rabbit.heartbeat_timeout_threshold, 30);
+///
+/// // An operator's choice wins over the service default.
+/// std::fs::write(&operator, "[DEFAULT]\ncontrol_exchange = cells\n").unwrap();
+/// let conf = Config::builder().default_control_exchange("nova").file(&operator).build()?;
+/// assert_eq!(conf.default.control_exchange, "cells");
+/// # std::fs::remove_dir_all(&dir).unwrap();
+/// # Ok::<(), oslo_messaging::Error>(())
+/// ```
+#[derive(Default)]
+#[must_use]
 pub struct ConfigBuilder {
-    conf: Config,
-    error: Option<Error>,
+    defaults: Vec<(String, String, String)>,
+    sources: Vec<Source>,
+    overrides: Vec<Override>,
+}
+
+impl std::fmt::Debug for ConfigBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConfigBuilder")
+            .field(
+                "defaults",
+                &self
+                    .defaults
+                    .iter()
+                    .map(|(g, n, _)| format!("[{g}] {n}"))
+                    .collect::<Vec<_>>(),
+            )
+            .field("sources", &self.sources)
+            .field("overrides", &self.overrides.len())
+            .finish()
+    }
 }
 
 impl ConfigBuilder {
-    /// `[DEFAULT] transport_url`.
-    #[must_use]
-    pub fn transport_url(mut self, url: impl Into<String>) -> Self {
-        self.conf.default.transport_url = Secret::new(url.into());
+    fn set_in_code(
+        mut self,
+        f: impl FnOnce(&mut Config) -> Result<()> + Send + Sync + 'static,
+    ) -> Self {
+        self.overrides.push(Box::new(f));
         self
     }
 
-    /// `[DEFAULT] control_exchange`.
-    #[must_use]
-    pub fn control_exchange(mut self, exchange: impl Into<String>) -> Self {
-        self.conf.default.control_exchange = exchange.into();
+    /// A service default for any option, from its text form: below the files, above the
+    /// built-in default (oslo.config's `set_default`).
+    pub fn service_default(
+        mut self,
+        group: impl Into<String>,
+        name: impl Into<String>,
+        value: impl Into<String>,
+    ) -> Self {
+        self.defaults
+            .push((group.into(), name.into(), value.into()));
         self
     }
 
-    /// `[DEFAULT] rpc_response_timeout`, in seconds.
-    #[must_use]
-    pub fn rpc_response_timeout(mut self, seconds: i64) -> Self {
-        self.conf.default.rpc_response_timeout = seconds;
+    /// The service's default `[DEFAULT] control_exchange`, below the files: Python's
+    /// `oslo_messaging.set_transport_defaults(control_exchange)`.
+    pub fn default_control_exchange(self, exchange: impl Into<String>) -> Self {
+        self.service_default("DEFAULT", "control_exchange", exchange)
+    }
+
+    /// The service's default `[DEFAULT] executor_thread_pool_size`, below the files: Python's
+    /// `oslo_messaging.opts.set_defaults(conf, executor_thread_pool_size=)`.
+    pub fn default_executor_thread_pool_size(self, size: i64) -> Self {
+        self.service_default("DEFAULT", "executor_thread_pool_size", size.to_string())
+    }
+
+    /// Loads an INI file after the sources added before (later sources override earlier
+    /// ones; multi-valued options collect every value).
+    pub fn file(mut self, path: impl AsRef<Path>) -> Self {
+        self.sources.push(Source::File(path.as_ref().to_owned()));
         self
     }
 
-    /// `[DEFAULT] executor_thread_pool_size`.
-    #[must_use]
-    pub fn executor_thread_pool_size(mut self, size: i64) -> Self {
-        self.conf.default.executor_thread_pool_size = size;
+    /// Loads INI files, in order; see [`file`](Self::file).
+    pub fn files<P: AsRef<Path>>(mut self, paths: &[P]) -> Self {
+        for p in paths {
+            self.sources.push(Source::File(p.as_ref().to_owned()));
+        }
         self
     }
 
-    /// `[DEFAULT] rpc_ping_enabled`.
-    #[must_use]
-    pub fn rpc_ping_enabled(mut self, enabled: bool) -> Self {
-        self.conf.default.rpc_ping_enabled = enabled;
+    /// Loads INI text, as a file would be.
+    pub fn ini_str(mut self, text: impl Into<String>) -> Self {
+        self.sources.push(Source::Text(text.into()));
         self
     }
 
-    /// `[oslo_messaging_notifications] driver`.
-    #[must_use]
-    pub fn notification_drivers<I, S>(mut self, drivers: I) -> Self
+    /// `[DEFAULT] transport_url`, set in code.
+    pub fn transport_url(self, url: impl Into<String>) -> Self {
+        let url = Secret::new(url.into());
+        self.set_in_code(move |c| {
+            c.default.transport_url = url;
+            Ok(())
+        })
+    }
+
+    /// `[DEFAULT] control_exchange`, set in code (above the files; see
+    /// [`default_control_exchange`](Self::default_control_exchange) for a default).
+    pub fn control_exchange(self, exchange: impl Into<String>) -> Self {
+        let exchange = exchange.into();
+        self.set_in_code(move |c| {
+            c.default.control_exchange = exchange;
+            Ok(())
+        })
+    }
+
+    /// `[DEFAULT] rpc_response_timeout`, in seconds, set in code.
+    pub fn rpc_response_timeout(self, seconds: i64) -> Self {
+        self.option("DEFAULT", "rpc_response_timeout", &seconds.to_string())
+    }
+
+    /// `[DEFAULT] executor_thread_pool_size`, set in code.
+    pub fn executor_thread_pool_size(self, size: i64) -> Self {
+        self.option("DEFAULT", "executor_thread_pool_size", &size.to_string())
+    }
+
+    /// `[DEFAULT] rpc_ping_enabled`, set in code.
+    pub fn rpc_ping_enabled(self, enabled: bool) -> Self {
+        self.set_in_code(move |c| {
+            c.default.rpc_ping_enabled = enabled;
+            Ok(())
+        })
+    }
+
+    /// `[oslo_messaging_notifications] driver`, set in code.
+    pub fn notification_drivers<I, S>(self, drivers: I) -> Self
     where
         I: IntoIterator<Item = S>,
         S: Into<String>,
     {
-        self.conf.notifications.driver = Some(drivers.into_iter().map(Into::into).collect());
-        self
+        let drivers: Vec<String> = drivers.into_iter().map(Into::into).collect();
+        self.set_in_code(move |c| {
+            c.notifications.driver = Some(drivers);
+            Ok(())
+        })
     }
 
-    /// Any option by group and name, from its text form, checked as a config file would be.
-    #[must_use]
-    pub fn option(mut self, group: &str, name: &str, value: &str) -> Self {
-        if self.error.is_none()
-            && let Err(e) = self.conf.set(group, name, value)
-        {
-            self.error = Some(e);
-        }
-        self
+    /// Any option by group and name, from its text form, set in code and checked as a config
+    /// file would be.
+    pub fn option(self, group: &str, name: &str, value: &str) -> Self {
+        let (group, name, value) = (group.to_owned(), name.to_owned(), value.to_owned());
+        self.set_in_code(move |c| c.set(&group, &name, &value))
     }
 
     /// The configuration.
     ///
     /// # Errors
     ///
-    /// The first bad [`option`](Self::option), or a conflict [`Config::validate`] finds.
+    /// [`ErrorKind::Configuration`](crate::ErrorKind::Configuration) for: a service default or
+    /// an [`option`](Self::option) naming no option or with a bad value; a file that cannot be
+    /// read or parsed, or a bad value in one (the message names file, group, option and value);
+    /// or options that conflict ([`Config::validate`]).
     pub fn build(self) -> Result<Config> {
-        if let Some(e) = self.error {
-            return Err(e);
+        let mut conf = Config::default();
+        for (group, name, value) in &self.defaults {
+            conf.set(group, name, value).map_err(|e| {
+                Error::config(format!("service default [{group}] {name}: {}", e.message()))
+            })?;
         }
-        self.conf.validate()?;
-        Ok(self.conf)
+        let mut raw = ini::Sections::new();
+        let mut names = Vec::new();
+        for source in &self.sources {
+            let (name, text) = match source {
+                Source::File(path) => {
+                    let text = std::fs::read_to_string(path).map_err(|e| {
+                        Error::with_source(
+                            crate::ErrorKind::Configuration,
+                            format!("cannot read config file {}", path.display()),
+                            e,
+                        )
+                    })?;
+                    (path.display().to_string(), text)
+                }
+                Source::Text(text) => ("<string>".to_owned(), text.clone()),
+            };
+            let sections = ini::parse(&text).map_err(|e| Error::config(format!("{name}: {e}")))?;
+            ini::merge(&mut raw, sections);
+            names.push(name);
+        }
+        conf.apply_raw(&raw, &names.join(", "))?;
+        for set in self.overrides {
+            set(&mut conf)?;
+        }
+        conf.validate()?;
+        Ok(conf)
     }
 }
 

@@ -17,6 +17,9 @@ pub struct OptionInfo {
     pub kind: &'static str,
     /// The default, as text.
     pub default: String,
+    /// The default as a sample configuration file writes it (`<None>` when unset), as
+    /// oslo-config-generator does.
+    pub sample: String,
     /// What the option does.
     pub help: &'static str,
     /// Older names still accepted.
@@ -60,6 +63,10 @@ pub(crate) trait OptValue: Sized {
     fn describe(&self) -> String;
     /// The value as a config file would write it (for `$` substitution).
     fn text(&self) -> Option<String>;
+    /// The value as oslo-config-generator writes a default in a sample file.
+    fn sample(&self) -> String {
+        self.text().unwrap_or_else(|| "<None>".to_owned())
+    }
 }
 
 fn last(values: &[String]) -> &str {
@@ -126,6 +133,10 @@ impl OptValue for f64 {
 
     fn text(&self) -> Option<String> {
         Some(self.to_string())
+    }
+
+    fn sample(&self) -> String {
+        format!("{self:?}")
     }
 }
 
@@ -235,6 +246,10 @@ impl OptValue for Option<Vec<String>> {
     fn text(&self) -> Option<String> {
         self.as_ref().map(|v| v.join(","))
     }
+
+    fn sample(&self) -> String {
+        self.as_ref().map(|v| v.join(",")).unwrap_or_default()
+    }
 }
 
 macro_rules! options {
@@ -281,16 +296,18 @@ macro_rules! options {
                         name: stringify!($field),
                         kind: $kind,
                         default: $crate::config::opts::OptValue::describe(&d.$field),
+                        sample: $crate::config::opts::OptValue::sample(&d.$field),
                         help: concat!($($doc),*).trim_ascii(),
                         deprecated_names: &[$($($dep),*)?],
                     },
                 )*]
             }
 
-            pub(crate) fn default_text(name: &str) -> Option<String> {
+            /// An option's value as a config file would write it, for `$` substitution.
+            pub(crate) fn text_of(&self, name: &str) -> Option<String> {
                 $(
                     if name == stringify!($field) {
-                        return $crate::config::opts::OptValue::text(&Self::default().$field);
+                        return $crate::config::opts::OptValue::text(&self.$field);
                     }
                 )*
                 None

@@ -232,7 +232,14 @@ fn conflicts_python_refuses() {
         ),
     ];
     for (body, want) in cases {
-        let c = Config::from_ini_str(&format!("[oslo_messaging_rabbit]\n{body}")).unwrap();
+        // Loading reports the conflict; so does validating a configuration changed in code.
+        let err = Config::from_ini_str(&format!("[oslo_messaging_rabbit]\n{body}")).unwrap_err();
+        assert!(err.to_string().contains(want), "{body:?}: {err}");
+        let mut c = Config::default();
+        for line in body.lines() {
+            let (k, v) = line.split_once(" = ").unwrap();
+            c.set("oslo_messaging_rabbit", k, v).unwrap();
+        }
         let err = c.validate().unwrap_err();
         assert!(err.to_string().contains(want), "{body:?}: {err}");
     }
@@ -295,4 +302,120 @@ fn option_listing_covers_every_group() {
         .unwrap();
     assert_eq!(url.default, "(secret)");
     assert_eq!(NotificationOptions::options().len(), 5);
+}
+
+/// oslo.config's order: built-in default < service default < files (in order) < set in code.
+#[test]
+fn service_defaults_sit_below_the_files_and_code_above() {
+    let file = "[DEFAULT]\ncontrol_exchange = cells\n";
+    let layered = |text: Option<&str>| {
+        let mut b = Config::builder()
+            .default_control_exchange("nova")
+            .default_executor_thread_pool_size(8);
+        if let Some(t) = text {
+            b = b.ini_str(t);
+        }
+        b.build().unwrap()
+    };
+    let c = layered(None);
+    assert_eq!(c.default.control_exchange, "nova");
+    assert_eq!(c.default.executor_thread_pool_size, 8);
+    let c = layered(Some(file));
+    assert_eq!(c.default.control_exchange, "cells");
+    assert_eq!(c.default.executor_thread_pool_size, 8);
+    // Set in code wins over everything, whatever the order of the calls.
+    let c = Config::builder()
+        .control_exchange("override")
+        .ini_str(file)
+        .default_control_exchange("nova")
+        .build()
+        .unwrap();
+    assert_eq!(c.default.control_exchange, "override");
+    // Later sources win; `$` substitution sees the service default.
+    let c = Config::builder()
+        .default_control_exchange("nova")
+        .ini_str("[oslo_messaging_rabbit]\nprocessname = $control_exchange-api\n")
+        .ini_str("[oslo_messaging_rabbit]\nheartbeat_rate = 4\n")
+        .build()
+        .unwrap();
+    assert_eq!(c.rabbit.processname, "nova-api");
+    assert_eq!(c.rabbit.heartbeat_rate, 4);
+    // A service default is checked as a file value would be.
+    let err = Config::builder()
+        .service_default("DEFAULT", "rpc_response_timeout", "soon")
+        .build()
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .starts_with("service default [DEFAULT] rpc_response_timeout"),
+        "{err}"
+    );
+    let err = Config::builder()
+        .service_default("DEFAULT", "no_such_option", "1")
+        .build()
+        .unwrap_err();
+    assert!(err.to_string().contains("no such option"), "{err}");
+}
+
+#[test]
+fn groups_this_library_does_not_implement_are_reported() {
+    let c = Config::from_ini_str(
+        "[oslo_messaging_tracing]\ntracing_enabled = true\n\
+         [oslo_messaging_kafka]\nconsumer_group = g\n[api]\nauth_strategy = keystone\n\
+         [oslo_messaging_tracing]\ninsecure = true\n",
+    )
+    .unwrap();
+    // A service's own groups are not ours to judge; oslo.messaging's unimplemented ones are.
+    assert_eq!(
+        c.unsupported_groups(),
+        ["oslo_messaging_tracing", "oslo_messaging_kafka"]
+    );
+    assert!(Config::default().unsupported_groups().is_empty());
+}
+
+#[test]
+fn the_sample_lists_every_option_and_loads_as_the_defaults() {
+    let sample = Config::sample_ini();
+    let mut count = 0;
+    for (group, opts) in Config::list_opts() {
+        assert!(sample.contains(&format!("[{group}]\n")), "{group}");
+        for o in opts {
+            assert!(
+                sample.contains(&format!("\n#{} = {}\n", o.name, o.sample)),
+                "{group} {}",
+                o.name
+            );
+            count += 1;
+        }
+    }
+    assert_eq!(count, 5 + 5 + 37, "every option of the three groups");
+    assert!(sample.contains("\n#kombu_reconnect_delay = 1.0\n"));
+    assert!(sample.contains("\n#kombu_compression = <None>\n"));
+    assert!(sample.contains("\n#driver = \n"));
+    assert!(sample.contains("# Deprecated group/name - [DEFAULT]/rpc_thread_pool_size\n"));
+    assert!(
+        sample
+            .lines()
+            .all(|l| l.len() <= 79 || !l.starts_with("# ")),
+        "wrapped"
+    );
+    // Uncommenting every option gives the defaults back.
+    let mut rebuilt = String::new();
+    for l in sample.lines() {
+        if l.starts_with('[') {
+            rebuilt.push_str(l);
+            rebuilt.push('\n');
+        } else if let Some(rest) = l.strip_prefix('#')
+            && rest.contains(" = ")
+            && !rest.contains("<None>")
+        {
+            rebuilt.push_str(rest);
+            rebuilt.push('\n');
+        }
+    }
+    let loaded = Config::from_ini_str(&rebuilt).unwrap();
+    let defaults = Config::default();
+    assert_eq!(loaded.default, defaults.default);
+    assert_eq!(loaded.rabbit, defaults.rabbit);
+    assert_eq!(loaded.notifications.topics, defaults.notifications.topics);
 }
