@@ -171,7 +171,7 @@ async fn a_memory_alarm_blocks_publishers_visibly_and_lets_them_resume() {
         .build()
         .unwrap();
     assert_eq!(echo(&client, json!(1)).await.unwrap(), json!(1));
-    assert_eq!(t.blocked().await, None);
+    assert_eq!(t.blocked(), None);
 
     node.ctl(&["set_vm_memory_high_watermark", "0.0000001"])
         .unwrap();
@@ -182,7 +182,7 @@ async fn a_memory_alarm_blocks_publishers_visibly_and_lets_them_resume() {
         async move { echo(&client, json!("blocked")).await }
     });
     let reason = loop {
-        if let Some(r) = t.blocked().await {
+        if let Some(r) = t.blocked() {
             break r;
         }
         assert!(
@@ -215,7 +215,7 @@ async fn a_memory_alarm_blocks_publishers_visibly_and_lets_them_resume() {
         .unwrap()
         .unwrap();
     assert_eq!(out, json!("blocked"));
-    assert_eq!(t.blocked().await, None);
+    assert_eq!(t.blocked(), None);
     stop(&server).await;
     t.cleanup().await;
 }

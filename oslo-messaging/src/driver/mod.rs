@@ -161,9 +161,9 @@ pub(crate) trait Driver: Send + Sync + fmt::Debug + 'static {
     fn cleanup(&self) -> BoxFuture<'_, ()>;
 
     /// The broker's reason while it blocks publishing (`connection.blocked`); `None` when it
-    /// does not.
-    fn blocked(&self) -> BoxFuture<'_, Option<String>> {
-        Box::pin(async { None })
+    /// does not. Answers at once: never waits for a connection.
+    fn blocked(&self) -> Option<String> {
+        None
     }
 }
 

@@ -220,10 +220,20 @@ impl Transport {
     }
 
     /// The broker's reason while it blocks this transport's publishing (RabbitMQ's
-    /// `connection.blocked`, sent on memory or disk alarms); `None` otherwise. While blocked,
-    /// publishes with a finite retry budget fail with [`ErrorKind::Blocked`](crate::ErrorKind::Blocked); the others wait.
-    pub async fn blocked(&self) -> Option<String> {
-        self.inner.driver.blocked().await
+    /// `connection.blocked`, sent on memory or disk alarms); `None` otherwise, and while there
+    /// is no connection. While blocked, publishes with a finite retry budget fail with
+    /// [`ErrorKind::Blocked`](crate::ErrorKind::Blocked); the others wait.
+    ///
+    /// Answers at once from the connection's last word: it never waits for a reconnect.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let transport = oslo_messaging::Transport::memory();
+    /// assert_eq!(transport.blocked(), None);
+    /// ```
+    pub fn blocked(&self) -> Option<String> {
+        self.inner.driver.blocked()
     }
 
     /// Closes connections and stops background work. Clients and servers built on this

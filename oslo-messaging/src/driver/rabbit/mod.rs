@@ -511,7 +511,7 @@ impl Driver for RabbitDriver {
         })
     }
 
-    fn blocked(&self) -> BoxFuture<'_, Option<String>> {
-        Box::pin(async move { self.publisher.blocked().await })
+    fn blocked(&self) -> Option<String> {
+        self.publisher.blocked()
     }
 }

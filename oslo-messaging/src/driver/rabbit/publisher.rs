@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use tokio::sync::Mutex;
+use tokio::sync::{Mutex, watch};
 
 use super::amqp::{AmqpError, Channel, Confirm, Connection, FieldValue, Properties};
 use super::link::{Link, give_up};
@@ -119,6 +119,9 @@ pub(crate) struct Publisher {
     /// exchange that is gone fails with 404, after which it is declared again.
     exchanges: std::sync::Mutex<HashSet<String>>,
     session: Mutex<Option<Arc<Session>>>,
+    /// The current connection's `connection.blocked` state, readable without waiting for
+    /// `session` (held across a reconnect).
+    blocked: std::sync::Mutex<Option<watch::Receiver<Option<String>>>>,
     closed: AtomicBool,
     compression: Option<&'static str>,
 }
@@ -169,18 +172,24 @@ impl Publisher {
             link,
             exchanges: std::sync::Mutex::new(HashSet::new()),
             session: Mutex::new(None),
+            blocked: std::sync::Mutex::new(None),
             closed: AtomicBool::new(false),
             compression,
         }
     }
 
-    /// The broker's reason while it blocks publishing on this transport's connection.
-    pub(crate) async fn blocked(&self) -> Option<String> {
-        self.session
+    fn blocked_slot(&self) -> std::sync::MutexGuard<'_, Option<watch::Receiver<Option<String>>>> {
+        self.blocked
             .lock()
-            .await
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The broker's reason while it blocks publishing on this transport's connection; answers
+    /// at once, also while a reconnect is under way (`None` then: no connection, no block).
+    pub(crate) fn blocked(&self) -> Option<String> {
+        self.blocked_slot()
             .as_ref()
-            .and_then(|s| s.conn.blocked())
+            .and_then(|rx| rx.borrow().clone())
     }
 
     async fn session(&self) -> std::result::Result<Arc<Session>, (String, AmqpError)> {
@@ -209,6 +218,7 @@ impl Publisher {
             declared: Mutex::new(HashSet::new()),
             renewing: Mutex::new(()),
         });
+        *self.blocked_slot() = Some(session.conn.watch_blocked());
         *slot = Some(session.clone());
         Ok(session)
     }
@@ -217,6 +227,7 @@ impl Publisher {
         let mut slot = self.session.lock().await;
         if slot.as_ref().is_some_and(|s| Arc::ptr_eq(s, session)) {
             *slot = None;
+            *self.blocked_slot() = None;
             self.link.lost(&session.host);
         }
         drop(slot);
