@@ -11,27 +11,24 @@ fn request(payload: usize) -> Request {
     let mut args = Map::new();
     args.insert("data".into(), Value::String("x".repeat(payload)));
     args.insert("count".into(), json!(3));
-    Request {
-        method: "echo".into(),
-        args,
-        namespace: None,
-        version: Some("1.2".into()),
-        context: Context::new()
-            .with("user", "alice")
-            .with("project_id", "p1")
-            .with("request_id", "req-123"),
-    }
+    let context = Context::new()
+        .with("user", "alice")
+        .with("project_id", "p1")
+        .with("request_id", "req-123");
+    let mut req = Request::new("echo", args, context);
+    req.version = Some("1.2".into());
+    req
 }
 
 fn codec(c: &mut Criterion) {
     let mut group = c.benchmark_group("codec");
     for size in [100usize, 1024, 64 * 1024] {
         let req = request(size);
-        let info = CallInfo {
-            msg_id: "65db6de7fdc54f00a5c3552dacfe3bb6",
-            reply_q: "reply_d4902a819fab4dbba0c08fd084044f0a",
-            call_monitor_timeout: None,
-        };
+        let info = CallInfo::new(
+            "65db6de7fdc54f00a5c3552dacfe3bb6",
+            "reply_d4902a819fab4dbba0c08fd084044f0a",
+            None,
+        );
         group.throughput(Throughput::Bytes(size as u64));
         group.bench_with_input(
             BenchmarkId::new("call_encode_decode", size),

@@ -44,11 +44,7 @@ fn reencode_request(body: &str) -> Vec<u8> {
     };
     match (&r.msg_id, &r.reply_q) {
         (Some(msg_id), Some(reply_q)) => {
-            let info = CallInfo {
-                msg_id,
-                reply_q,
-                call_monitor_timeout: timeout,
-            };
+            let info = CallInfo::new(msg_id, reply_q, timeout);
             wire::encode_request(&r.request, Some(&info), &unique_id)
         }
         _ => wire::encode_request(&r.request, None, &unique_id),
@@ -73,15 +69,11 @@ fn reencode_reply(body: &str) -> Vec<u8> {
 fn reencode_notification(body: &str) -> Vec<u8> {
     let n = wire::decode_notification(body.as_bytes()).expect("notification decodes");
     let envelope = body.starts_with("{\"oslo.version\"");
-    let message = Notification {
-        message_id: n.message_id.as_str().unwrap().to_owned(),
-        publisher_id: n.publisher_id,
-        event_type: n.event_type.unwrap(),
-        priority: n.priority.unwrap(),
-        payload: n.payload,
-        timestamp: n.timestamp.as_str().unwrap().to_owned(),
-        context: n.context,
-    };
+    let mut message = Notification::new(n.event_type.unwrap(), n.priority.unwrap(), n.payload);
+    message.message_id = n.message_id.as_str().unwrap().to_owned();
+    message.publisher_id = n.publisher_id;
+    message.timestamp = n.timestamp.as_str().unwrap().to_owned();
+    message.context = n.context;
     wire::encode_notification(&message, &n.unique_id.unwrap(), envelope)
 }
 

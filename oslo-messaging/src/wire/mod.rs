@@ -237,6 +237,7 @@ fn write_seconds(out: &mut Vec<u8>, d: Duration) {
 
 /// The content of an RPC request: what the client asks for, before transport keys are added.
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub struct Request {
     /// The method to call.
     pub method: String,
@@ -250,8 +251,37 @@ pub struct Request {
     pub context: Context,
 }
 
+impl Request {
+    /// A request for `method` with keyword arguments `args` and the caller's `context`, in no
+    /// namespace and at no version (set the fields for those).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use oslo_messaging::Context;
+    /// use oslo_messaging::wire::{self, Request};
+    ///
+    /// let args = serde_json::json!({"a": 1}).as_object().unwrap().clone();
+    /// let mut req = Request::new("add", args, Context::new().with("user", "u"));
+    /// req.version = Some("1.2".into());
+    /// let body = wire::encode_request(&req, None, &wire::new_id());
+    /// assert_eq!(wire::decode_request(&body)?.request, req);
+    /// # Ok::<(), wire::WireError>(())
+    /// ```
+    pub fn new(method: impl Into<String>, args: Map<String, Value>, context: Context) -> Self {
+        Self {
+            method: method.into(),
+            args,
+            namespace: None,
+            version: None,
+            context,
+        }
+    }
+}
+
 /// The keys a call adds to a request so the server can answer.
 #[derive(Debug, Clone, Copy)]
+#[non_exhaustive]
 pub struct CallInfo<'a> {
     /// `_msg_id`: correlates the reply.
     pub msg_id: &'a str,
@@ -259,6 +289,17 @@ pub struct CallInfo<'a> {
     pub reply_q: &'a str,
     /// `_timeout`: the call-monitor timeout; `null` when not monitoring.
     pub call_monitor_timeout: Option<Duration>,
+}
+
+impl<'a> CallInfo<'a> {
+    /// The call keys: `_msg_id`, `_reply_q` and `_timeout`.
+    pub fn new(msg_id: &'a str, reply_q: &'a str, call_monitor_timeout: Option<Duration>) -> Self {
+        Self {
+            msg_id,
+            reply_q,
+            call_monitor_timeout,
+        }
+    }
 }
 
 /// Encodes an RPC request, enveloped, exactly as Python's `_send` does.
@@ -298,6 +339,7 @@ pub fn encode_request(req: &Request, call: Option<&CallInfo<'_>>, unique_id: &st
 
 /// An RPC request as a server receives it.
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub struct IncomingRequest {
     /// The request itself.
     pub request: Request,
@@ -419,6 +461,7 @@ fn write_reply_ids(out: &mut Vec<u8>, first: &mut bool, msg_id: &str, unique_id:
 
 /// One reply message as the caller receives it.
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub struct Reply {
     /// `_msg_id` of the request it answers.
     pub msg_id: Option<String>,
@@ -469,6 +512,7 @@ fn decode_reply_general(body: &[u8]) -> Result<Reply, WireError> {
 
 /// A notification as the notifier builds it.
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub struct Notification {
     /// `message_id`: a hyphenated UUID4.
     pub message_id: String,
@@ -484,6 +528,36 @@ pub struct Notification {
     pub timestamp: String,
     /// The (already redacted) context.
     pub context: Context,
+}
+
+impl Notification {
+    /// A notification of `event_type` at `priority` (upper case, as on the wire), with a new
+    /// `message_id`, the current time, no publisher and an empty context (set the fields for
+    /// those).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use oslo_messaging::wire::{self, Notification};
+    ///
+    /// let mut n = Notification::new("compute.instance.create.end", "INFO", serde_json::json!({}));
+    /// n.publisher_id = Some("compute.host1".into());
+    /// let body = wire::encode_notification(&n, &wire::new_id(), true);
+    /// let back = wire::decode_notification(&body)?;
+    /// assert_eq!(back.publisher_id.as_deref(), Some("compute.host1"));
+    /// # Ok::<(), wire::WireError>(())
+    /// ```
+    pub fn new(event_type: impl Into<String>, priority: impl Into<String>, payload: Value) -> Self {
+        Self {
+            message_id: uuid::Uuid::new_v4().hyphenated().to_string(),
+            publisher_id: None,
+            event_type: event_type.into(),
+            priority: priority.into(),
+            payload,
+            timestamp: utc_timestamp_now(),
+            context: Context::new(),
+        }
+    }
 }
 
 /// Encodes a notification; `envelope` selects the v2 (`messagingv2`) format, else the raw v1
@@ -516,6 +590,7 @@ pub fn encode_notification(n: &Notification, unique_id: &str, envelope: bool) ->
 
 /// A notification as a listener receives it. Fields Python reads with `.get()` are optional.
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub struct IncomingNotification {
     /// `message_id`, as received.
     pub message_id: Value,
