@@ -9,43 +9,29 @@
 //! RPCs and publisher confirms are pipelined, so concurrent publishers never wait on each
 //! other's confirms.
 //!
-//! ```no_run
-//! use std::time::Duration;
-//! use oslo_messaging_amqp::{Confirm, ConnectParams, Connection, ConsumerEvent, Login, Method, Properties};
+//! The layout: [`Connection::open`] (`connect`: TCP, TLS, the handshake) starts the I/O task
+//! (`io`: the only owner of the socket) and returns a [`Connection`] handle (`connection`);
+//! [`Channel`] (`channel`) sends typed operations, publishes and consumes through it; `frame`
+//! encodes and decodes (one table entry per method); [`Error`] (`error`) and [`Login`]
+//! (`auth`) are what they say.
 //!
-//! # async fn run() -> Result<(), oslo_messaging_amqp::AmqpError> {
-//! let conn = Connection::open(&ConnectParams {
-//!     host: "127.0.0.1".into(),
-//!     port: 5672,
-//!     vhost: "/".into(),
-//!     login: Login::Plain { user: "guest".into(), password: "guest".into() },
-//!     heartbeat: 60,
-//!     heartbeat_rate: 2,
-//!     connection_name: "example".into(),
-//!     product: "example".into(),
-//!     connect_timeout: Duration::from_secs(5),
-//!     upgrade: None,
-//! })
-//! .await?;
+//! ```no_run
+//! use oslo_messaging_amqp::{
+//!     Confirm, ConnectParams, Connection, ConsumerEvent, FieldTable, Login, Properties,
+//!     QueueOptions,
+//! };
+//!
+//! # async fn run() -> Result<(), oslo_messaging_amqp::Error> {
+//! let login = Login::Plain { user: "guest".into(), password: "guest".into() };
+//! let conn = Connection::open(&ConnectParams::new("127.0.0.1", 5672, login)).await?;
 //! let ch = conn.channel().await?;
-//! ch.rpc(
-//!     &Method::QueueDeclare {
-//!         queue: "example".into(),
-//!         passive: false,
-//!         durable: false,
-//!         exclusive: false,
-//!         auto_delete: true,
-//!         no_wait: false,
-//!         arguments: vec![],
-//!     },
-//!     (50, 11),
-//! )
-//! .await?;
+//! ch.queue_declare("example", QueueOptions::default().auto_delete(true), FieldTable::new())
+//!     .await?;
 //! ch.confirm_select().await?;
 //! let props = Properties { content_type: Some("text/plain".into()), ..Properties::default() };
 //! assert_eq!(ch.publish("", "example", true, &props, b"hello").await?, Confirm::Ack);
-//! let (_tag, mut events) = ch.consume("example", "", false, vec![]).await?;
-//! if let Some(ConsumerEvent::Delivery(_, d)) = events.recv().await {
+//! let mut consumer = ch.consume("example", "", false, FieldTable::new()).await?;
+//! if let Some(ConsumerEvent::Delivery(_, d)) = consumer.recv().await {
 //!     assert_eq!(d.body, b"hello");
 //!     ch.ack(d.delivery_tag).await?;
 //! }
@@ -54,13 +40,21 @@
 //! # }
 //! ```
 
+mod auth;
+mod channel;
+mod connect;
 mod connection;
+mod error;
 mod frame;
 #[cfg(any(test, feature = "fuzzing"))]
 pub mod fuzzing;
+mod io;
 
-pub use connection::{
-    AmqpError, Channel, Confirm, ConnectParams, Connection, ConsumerEvent, Delivery, Login, Stream,
-    Upgrade,
+pub use auth::Login;
+pub use channel::{
+    Channel, Confirm, Consumer, ConsumerEvent, Delivery, ExchangeOptions, QueueOptions, QueueState,
 };
-pub use frame::{FieldTable, FieldValue, FrameError, Method, Properties, table_get};
+pub use connect::{AsyncReadWrite, ConnectParams, Upgrade};
+pub use connection::Connection;
+pub use error::Error;
+pub use frame::{FieldTable, FieldValue, FrameError, Properties};

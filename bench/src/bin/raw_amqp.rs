@@ -270,87 +270,51 @@ async fn shutdown_signal() {
 mod ours {
     use super::*;
     use oslo_messaging_amqp::{
-        Channel, Confirm, ConnectParams, Connection, ConsumerEvent, Login, Method, Properties,
+        Channel, Confirm, ConnectParams, Connection, ConsumerEvent, ExchangeOptions, FieldTable,
+        Login, Properties, QueueOptions,
     };
 
     pub(crate) async fn connect(url: &str, name: &str) -> Connection {
         let (host, port, user, password, vhost) = parse_url(url);
-        Connection::open(&ConnectParams {
-            host,
-            port,
-            vhost,
-            login: Login::Plain { user, password },
-            heartbeat: 60,
-            heartbeat_rate: 2,
-            connection_name: name.to_owned(),
-            product: "raw-amqp".into(),
-            connect_timeout: Duration::from_secs(5),
-            upgrade: None,
-        })
-        .await
-        .expect("connect")
+        let params = ConnectParams::new(host, port, Login::Plain { user, password })
+            .vhost(vhost)
+            .connection_name(name)
+            .product("raw-amqp");
+        Connection::open(&params).await.expect("connect")
     }
 
     async fn exchange(ch: &Channel, name: &str, kind: &str) {
-        ch.rpc(
-            &Method::ExchangeDeclare {
-                exchange: name.to_owned(),
-                kind: kind.to_owned(),
-                passive: false,
-                durable: false,
-                auto_delete: true,
-                internal: false,
-                no_wait: false,
-                arguments: vec![],
-            },
-            (40, 11),
+        ch.exchange_declare(
+            name,
+            kind,
+            ExchangeOptions::default().auto_delete(true),
+            FieldTable::new(),
         )
         .await
         .expect("exchange.declare");
     }
 
     async fn queue(ch: &Channel, name: &str, exclusive: bool) -> String {
-        let ok = ch
-            .rpc(
-                &Method::QueueDeclare {
-                    queue: name.to_owned(),
-                    passive: false,
-                    durable: false,
-                    exclusive,
-                    auto_delete: true,
-                    no_wait: false,
-                    arguments: vec![],
-                },
-                (50, 11),
-            )
+        let options = QueueOptions::default()
+            .exclusive(exclusive)
+            .auto_delete(true);
+        ch.queue_declare(name, options, FieldTable::new())
             .await
-            .expect("queue.declare");
-        match ok {
-            Method::QueueDeclareOk { queue, .. } => queue,
-            _ => name.to_owned(),
-        }
+            .expect("queue.declare")
+            .name
     }
 
     async fn bind(ch: &Channel, q: &str, x: &str, key: &str) {
-        ch.rpc(
-            &Method::QueueBind {
-                queue: q.to_owned(),
-                exchange: x.to_owned(),
-                routing_key: key.to_owned(),
-                no_wait: false,
-                arguments: vec![],
-            },
-            (50, 21),
-        )
-        .await
-        .expect("queue.bind");
+        ch.queue_bind(q, x, key, FieldTable::new())
+            .await
+            .expect("queue.bind");
     }
 
     fn props(reply_to: Option<&str>, correlation: Option<String>) -> Properties {
         Properties {
             content_type: Some("application/json".into()),
             content_encoding: Some("utf-8".into()),
-            headers: Some(vec![]),
+            headers: Some(FieldTable::new()),
             delivery_mode: Some(2),
             priority: Some(0),
             reply_to: reply_to.map(str::to_owned),
@@ -372,10 +336,12 @@ mod ours {
         let fq = queue(&ch, "", true).await;
         bind(&ch, &fq, &fx, "").await;
         let (tx, mut rx) = mpsc::unbounded_channel();
-        ch.consume_into(&q, "1", false, vec![], tx.clone())
+        ch.consume_into(&q, "1", false, FieldTable::new(), tx.clone())
             .await
             .unwrap();
-        ch.consume_into(&fq, "2", false, vec![], tx).await.unwrap();
+        ch.consume_into(&fq, "2", false, FieldTable::new(), tx)
+            .await
+            .unwrap();
         let pch = publish.channel().await.unwrap();
         pch.confirm_select().await.unwrap();
         let tally = Arc::new(Tally::default());
@@ -442,7 +408,10 @@ mod ours {
         let cch = consume.channel().await.unwrap();
         let reply_q = queue(&cch, "", true).await;
         if !cast {
-            let (_tag, mut rx) = cch.consume(&reply_q, "", false, vec![]).await.unwrap();
+            let mut rx = cch
+                .consume(&reply_q, "", false, FieldTable::new())
+                .await
+                .unwrap();
             let (waiters, cch) = (waiters.clone(), cch.clone());
             tokio::spawn(async move {
                 while let Some(ConsumerEvent::Delivery(_, d)) = rx.recv().await {

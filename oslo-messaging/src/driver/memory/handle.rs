@@ -43,7 +43,7 @@ impl SentMessage {
     ///
     /// # Errors
     ///
-    /// [`ErrorKind::Protocol`] when the body does not decode.
+    /// [`ErrorKind::Protocol`](crate::ErrorKind::Protocol) when the body does not decode.
     pub fn decoded(&self) -> Result<serde_json::Map<String, Value>> {
         Ok(wire::unwrap_envelope(&self.body)?)
     }

@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use tokio::sync::{mpsc, oneshot};
 
-use super::amqp::{AmqpError, Channel, Connection, ConsumerEvent, Delivery, Method};
+use super::amqp::{Channel, Connection, ConsumerEvent, Delivery, Error as AmqpError};
 use super::link::Link;
 use super::topology::{self, QueueDecl, StreamOffset};
 use crate::driver::{
@@ -119,21 +119,10 @@ pub(crate) async fn spawn(
 /// `rabbit_qos_prefetch_count` on a channel (nothing for 0 or less: no limit).
 async fn set_qos(ch: &Channel, prefetch: i64) -> std::result::Result<(), AmqpError> {
     if prefetch > 0 {
-        ch.rpc(
-            &Method::BasicQos {
-                prefetch_size: 0,
-                prefetch_count: u16::try_from(prefetch).unwrap_or(u16::MAX),
-                global: false,
-            },
-            (60, 11),
-        )
-        .await?;
+        ch.basic_qos(u16::try_from(prefetch).unwrap_or(u16::MAX))
+            .await?;
     }
     Ok(())
-}
-
-fn is_durable_mismatch(e: &AmqpError) -> bool {
-    matches!(e, AmqpError::ChannelClosed { code: 406, text, .. } if text.contains("inequivalent arg 'durable'"))
 }
 
 async fn declare_queue(
@@ -141,44 +130,24 @@ async fn declare_queue(
     ch: &mut Channel,
     q: &QueueDecl,
 ) -> std::result::Result<(), AmqpError> {
-    let once = |ch: Channel, q: QueueDecl| async move {
-        if let Some((ex, _)) = &q.binding {
-            ch.rpc(&ex.method(), (40, 11)).await?;
-        }
-        ch.rpc(&q.method(), (50, 11)).await?;
-        if let Some(bind) = q.bind_method() {
-            ch.rpc(&bind, (50, 21)).await?;
-        }
-        Ok::<(), AmqpError>(())
-    };
-    match once(ch.clone(), q.clone()).await {
+    match super::declare_queue(ch, q).await {
         Ok(()) => Ok(()),
-        Err(e) if is_durable_mismatch(&e) => {
+        Err(e) if e.is_durable_mismatch() => {
             tracing::warn!(
                 queue = q.name,
                 error = %e,
                 "queue could not be declared probably because of conflicting configurations; declaring it non-durable"
             );
             *ch = conn.channel().await?;
-            once(ch.clone(), q.non_durable_fallback()).await
+            super::declare_queue(ch, &q.non_durable_fallback()).await
         }
         // A queue whose home node is gone (bug 2068630): delete it and declare it again.
         Err(e) if e.code() == Some(404) => {
             tracing::warn!(queue = q.name, error = %e, "re-creating a queue the broker could not find");
             *ch = conn.channel().await?;
-            let _ = ch
-                .rpc(
-                    &Method::QueueDelete {
-                        queue: q.name.clone(),
-                        if_unused: false,
-                        if_empty: false,
-                        no_wait: false,
-                    },
-                    (50, 41),
-                )
-                .await;
+            let _ = ch.queue_delete(&q.name, false, false).await;
             *ch = conn.channel().await?;
-            once(ch.clone(), q.clone()).await
+            super::declare_queue(ch, q).await
         }
         Err(e) => Err(e),
     }
@@ -244,7 +213,7 @@ fn body_of(d: &Delivery) -> std::result::Result<Cow<'_, [u8]>, String> {
         .properties
         .headers
         .as_ref()
-        .and_then(|h| super::amqp::table_get(h, "compression"))
+        .and_then(|h| h.get("compression"))
         .and_then(super::amqp::FieldValue::as_str);
     let mut out = Vec::new();
     let read = match compression {
@@ -513,6 +482,8 @@ async fn run(
                         break Ended::Reconnect;
                     }
                     None => break Ended::Reconnect,
+                    // An event of a later client version: nothing to do with it here.
+                    Some(_) => {}
                 },
                 c = ctl.recv() => match c {
                     Some(Ctl::Stop(ack)) => break Ended::Stopped(ack),
@@ -583,13 +554,7 @@ async fn run(
 async fn cleanup(spec: &ConsumerSpec, conn: Option<&Connection>, ch: Option<&Channel>) {
     if let (Some(ch), false) = (ch, spec.delete_on_cleanup.is_empty()) {
         for q in &spec.delete_on_cleanup {
-            let delete = Method::QueueDelete {
-                queue: q.clone(),
-                if_unused: false,
-                if_empty: false,
-                no_wait: false,
-            };
-            if let Err(e) = ch.rpc(&delete, (50, 41)).await {
+            if let Err(e) = ch.queue_delete(q, false, false).await {
                 tracing::debug!(queue = q, error = %e, "could not delete the queue");
             }
         }

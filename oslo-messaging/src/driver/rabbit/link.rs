@@ -4,7 +4,7 @@
 use std::sync::Mutex;
 use std::time::Duration;
 
-use super::amqp::{AmqpError, ConnectParams, Connection, Login};
+use super::amqp::{ConnectParams, Connection, Error as AmqpError, Login};
 use super::tls;
 use crate::config::RabbitOptions;
 use crate::driver::Retry;
@@ -122,17 +122,17 @@ impl Link {
                 format!("{host}:{port}")
             };
             hosts.push(Host {
-                params: ConnectParams {
-                    host,
-                    port,
-                    vhost: vhost.clone(),
-                    login: login(opts, user, password)?,
-                    heartbeat,
-                    heartbeat_rate,
-                    connection_name: String::new(),
-                    product: "oslo-messaging (Rust)".into(),
-                    connect_timeout: CONNECT_TIMEOUT,
-                    upgrade,
+                params: {
+                    let params = ConnectParams::new(host, port, login(opts, user, password)?)
+                        .vhost(vhost.clone())
+                        .heartbeat(heartbeat)
+                        .heartbeat_rate(heartbeat_rate)
+                        .product("oslo-messaging (Rust)")
+                        .connect_timeout(CONNECT_TIMEOUT);
+                    match upgrade {
+                        Some(u) => params.upgrade(u),
+                        None => params,
+                    }
                 },
                 shown,
             });
@@ -335,7 +335,12 @@ mod tests {
         let e = give_up(
             "h:5672",
             Retry::Times(2),
-            &AmqpError::Connect("refused".into()),
+            &AmqpError::Connect {
+                addr: "h:5672".into(),
+                source: std::sync::Arc::new(std::io::Error::from(
+                    std::io::ErrorKind::ConnectionRefused,
+                )),
+            },
         );
         assert_eq!(e.kind(), ErrorKind::DeliveryFailure);
         assert_eq!(
@@ -345,9 +350,13 @@ mod tests {
         // The cause once, from the source.
         assert_eq!(
             e.to_string(),
-            "Unable to connect to AMQP server on h:5672 after 2 tries: cannot connect: refused"
+            "Unable to connect to AMQP server on h:5672 after 2 tries: cannot connect: connection refused"
         );
-        let e = give_up("h:5672", Retry::Forever, &AmqpError::Io("x".into()));
+        let e = give_up(
+            "h:5672",
+            Retry::Forever,
+            &AmqpError::Io(std::sync::Arc::new(std::io::Error::other("x"))),
+        );
         assert!(e.message().contains("after inf tries"));
         let e = give_up(
             "h:5672",

@@ -27,6 +27,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use tokio::sync::{OnceCell, mpsc};
 
+use self::amqp::{Channel, FieldTable};
 use self::consumer::{ConsumeQueue, ConsumerHandle, ConsumerSpec, Sink};
 use self::link::Link;
 use self::publisher::{Declare, Outgoing, Publisher};
@@ -40,6 +41,26 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::target::Target;
 use crate::url::TransportUrl;
 use crate::wire;
+
+/// Declares `ex` on `ch`, as [`topology`] describes it.
+async fn declare_exchange(ch: &Channel, ex: &topology::ExchangeDecl) -> Result<(), amqp::Error> {
+    ch.exchange_declare(&ex.name, ex.kind, ex.options(), FieldTable::new())
+        .await
+}
+
+/// Declares what `q` needs on `ch`: its exchange (when bound), the queue, the binding.
+async fn declare_queue(ch: &Channel, q: &topology::QueueDecl) -> Result<(), amqp::Error> {
+    if let Some((ex, _)) = &q.binding {
+        declare_exchange(ch, ex).await?;
+    }
+    ch.queue_declare(&q.name, q.options(), q.arguments.clone())
+        .await?;
+    if let Some((ex, key)) = &q.binding {
+        ch.queue_bind(&q.name, &ex.name, key, FieldTable::new())
+            .await?;
+    }
+    Ok(())
+}
 
 /// Reply queues given up on, for 60 s, at most 200 (Python's `ObsoleteReplyQueuesCache`).
 #[derive(Debug, Default)]

@@ -12,7 +12,9 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{Mutex, watch};
 
-use super::amqp::{AmqpError, Channel, Confirm, Connection, FieldValue, Properties};
+use super::amqp::{
+    Channel, Confirm, Connection, Error as AmqpError, FieldTable, FieldValue, Properties,
+};
 use super::link::{Link, give_up};
 use super::topology::{ExchangeDecl, QueueDecl};
 use crate::driver::{Retry, backoff};
@@ -157,10 +159,6 @@ enum Attempt {
     Nacked,
 }
 
-fn is_durable_mismatch(e: &AmqpError) -> bool {
-    matches!(e, AmqpError::ChannelClosed { code: 406, text, .. } if text.contains("inequivalent arg 'durable'"))
-}
-
 impl Publisher {
     pub(crate) fn new(link: Arc<Link>) -> Self {
         let compression = match link.opts.kombu_compression.as_deref() {
@@ -257,12 +255,16 @@ impl Publisher {
         Ok(())
     }
 
-    async fn declare_rpc(
+    /// Runs `declare` on the session's declaration channel.
+    async fn declare_on<F, Fut>(
         &self,
         session: &Session,
-        method: &super::amqp::Method,
-        expect: (u16, u16),
-    ) -> std::result::Result<(), AmqpError> {
+        declare: F,
+    ) -> std::result::Result<(), AmqpError>
+    where
+        F: FnOnce(Channel) -> Fut,
+        Fut: Future<Output = std::result::Result<(), AmqpError>>,
+    {
         let mut slot = session.declare.lock().await;
         let ch = match slot.as_ref().filter(|c| c.error().is_none()) {
             Some(c) => c.clone(),
@@ -275,8 +277,8 @@ impl Publisher {
         // Held across the declaration: a refusal closes the channel, and a concurrent
         // declaration must not be sent on it meanwhile. Bounded: a declaration can wait on a
         // frozen cluster member; then the channel is given up.
-        let result = match tokio::time::timeout(CONFIRM_TIMEOUT, ch.rpc(method, expect)).await {
-            Ok(r) => r.map(|_| ()),
+        let result = match tokio::time::timeout(CONFIRM_TIMEOUT, declare(ch.clone())).await {
+            Ok(r) => r,
             Err(_) => {
                 *slot = None;
                 tokio::spawn(async move { ch.close().await });
@@ -312,14 +314,22 @@ impl Publisher {
         match declare {
             Declare::Nothing => {}
             Declare::Exchange(ex) => {
-                match self.declare_rpc(session, &ex.method(), (40, 11)).await {
+                let declared = self
+                    .declare_on(session, |ch| async move {
+                        super::declare_exchange(&ch, ex).await
+                    })
+                    .await;
+                match declared {
                     Ok(()) => {}
-                    Err(e) if is_durable_mismatch(&e) => {
+                    Err(e) if e.is_durable_mismatch() => {
                         tracing::warn!(exchange = ex.name, error = %e, "Force creating a non durable exchange.");
                         let mut fallback = ex.clone();
                         fallback.durable = false;
-                        self.declare_rpc(session, &fallback.method(), (40, 11))
-                            .await?;
+                        let fallback = &fallback;
+                        self.declare_on(session, |ch| async move {
+                            super::declare_exchange(&ch, fallback).await
+                        })
+                        .await?;
                     }
                     Err(e) => return Err(e),
                 }
@@ -327,13 +337,11 @@ impl Publisher {
                 return Ok(());
             }
             Declare::Queue(q) => {
-                if let Some((ex, _)) = &q.binding {
-                    self.declare_rpc(session, &ex.method(), (40, 11)).await?;
-                }
-                self.declare_rpc(session, &q.method(), (50, 11)).await?;
-                if let Some(bind) = q.bind_method() {
-                    self.declare_rpc(session, &bind, (50, 21)).await?;
-                }
+                self.declare_on(
+                    session,
+                    |ch| async move { super::declare_queue(&ch, q).await },
+                )
+                .await?;
             }
         }
         session.declared.lock().await.insert(key);
@@ -347,10 +355,10 @@ impl Publisher {
     }
 
     fn properties(&self, expiration: Option<u64>) -> Properties {
-        let headers = match self.compression {
-            Some(c) => vec![("compression".to_owned(), FieldValue::str(c))],
-            None => Vec::new(),
-        };
+        let mut headers = FieldTable::new();
+        if let Some(c) = self.compression {
+            headers.insert("compression", FieldValue::str(c));
+        }
         Properties {
             content_type: Some("application/json".into()),
             content_encoding: Some("utf-8".into()),
@@ -528,7 +536,8 @@ impl Publisher {
                     msg.exchange, msg.routing_key
                 ),
             ))),
-            Confirm::Nack => Attempt::Nacked,
+            // A refusal, or a verdict of a later client version: not taken, so sent again.
+            _ => Attempt::Nacked,
         }
     }
 

@@ -12,7 +12,7 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use tokio::net::TcpStream;
 
-use super::amqp::{AmqpError, Stream, Upgrade};
+use super::amqp::{AsyncReadWrite, Error as AmqpError, Upgrade};
 use crate::config::RabbitOptions;
 use crate::error::{Error, Result};
 
@@ -116,7 +116,7 @@ pub(crate) fn upgrade(config: Arc<rustls::ClientConfig>, host: &str) -> Result<U
         let name = name.clone();
         Box::pin(async move {
             match connector.connect(name, tcp).await {
-                Ok(s) => Ok(Box::new(s) as Box<dyn Stream>),
+                Ok(s) => Ok(Box::new(s) as Box<dyn AsyncReadWrite>),
                 Err(e) => Err(AmqpError::Tls(e.to_string())),
             }
         })

@@ -14,7 +14,7 @@
 //!   integers as signed 32-bit (64-bit above `i32::MAX`), strings as long strings. A stream
 //!   fanout queue has only `x-queue-type: stream` and `x-max-age: "<ttl>s"`.
 
-use super::amqp::{FieldTable, FieldValue, Method};
+use super::amqp::{ExchangeOptions, FieldTable, FieldValue, QueueOptions};
 use crate::config::RabbitOptions;
 
 /// An exchange to declare.
@@ -27,17 +27,11 @@ pub(crate) struct ExchangeDecl {
 }
 
 impl ExchangeDecl {
-    pub(crate) fn method(&self) -> Method {
-        Method::ExchangeDeclare {
-            exchange: self.name.clone(),
-            kind: self.kind.to_owned(),
-            passive: false,
-            durable: self.durable,
-            auto_delete: self.auto_delete,
-            internal: false,
-            no_wait: false,
-            arguments: Vec::new(),
-        }
+    /// The flags of its `exchange.declare`.
+    pub(crate) fn options(&self) -> ExchangeOptions {
+        ExchangeOptions::default()
+            .durable(self.durable)
+            .auto_delete(self.auto_delete)
     }
 }
 
@@ -53,26 +47,11 @@ pub(crate) struct QueueDecl {
 }
 
 impl QueueDecl {
-    pub(crate) fn method(&self) -> Method {
-        Method::QueueDeclare {
-            queue: self.name.clone(),
-            passive: false,
-            durable: self.durable,
-            exclusive: false,
-            auto_delete: self.auto_delete,
-            no_wait: false,
-            arguments: self.arguments.clone(),
-        }
-    }
-
-    pub(crate) fn bind_method(&self) -> Option<Method> {
-        self.binding.as_ref().map(|(ex, key)| Method::QueueBind {
-            queue: self.name.clone(),
-            exchange: ex.name.clone(),
-            routing_key: key.clone(),
-            no_wait: false,
-            arguments: Vec::new(),
-        })
+    /// The flags of its `queue.declare`.
+    pub(crate) fn options(&self) -> QueueOptions {
+        QueueOptions::default()
+            .durable(self.durable)
+            .auto_delete(self.auto_delete)
     }
 
     /// The declaration Python's non-durable fallback makes after a `durable` mismatch: the
@@ -105,39 +84,40 @@ fn durable(opts: &RabbitOptions) -> bool {
 /// Queue arguments as Python's `_get_queue_arguments(ha, ttl, quorum, quorum_config, stream)`.
 fn queue_arguments(opts: &RabbitOptions, quorum: bool, ttl: i64, stream: bool) -> FieldTable {
     if stream {
-        let mut args = vec![("x-queue-type".to_owned(), FieldValue::str("stream"))];
+        let mut args = FieldTable::new();
+        args.insert("x-queue-type", FieldValue::str("stream"));
         if ttl > 0 {
-            args.push(("x-max-age".to_owned(), FieldValue::str(&format!("{ttl}s"))));
+            args.insert("x-max-age", FieldValue::str(&format!("{ttl}s")));
         }
         return args;
     }
-    let mut args = Vec::new();
+    let mut args = FieldTable::new();
     if opts.rabbit_ha_queues {
-        args.push(("x-ha-policy".to_owned(), FieldValue::str("all")));
+        args.insert("x-ha-policy", FieldValue::str("all"));
     }
     if quorum {
-        args.push(("x-queue-type".to_owned(), FieldValue::str("quorum")));
+        args.insert("x-queue-type", FieldValue::str("quorum"));
         if opts.rabbit_quorum_delivery_limit != 0 {
-            args.push((
-                "x-delivery-limit".to_owned(),
+            args.insert(
+                "x-delivery-limit",
                 int_field(opts.rabbit_quorum_delivery_limit),
-            ));
+            );
         }
         if opts.rabbit_quorum_max_memory_length != 0 {
-            args.push((
-                "x-max-in-memory-length".to_owned(),
+            args.insert(
+                "x-max-in-memory-length",
                 int_field(opts.rabbit_quorum_max_memory_length),
-            ));
+            );
         }
         if opts.rabbit_quorum_max_memory_bytes != 0 {
-            args.push((
-                "x-max-in-memory-bytes".to_owned(),
+            args.insert(
+                "x-max-in-memory-bytes",
                 int_field(opts.rabbit_quorum_max_memory_bytes),
-            ));
+            );
         }
     }
     if ttl > 0 {
-        args.push(("x-expires".to_owned(), int_field(ttl.saturating_mul(1000))));
+        args.insert("x-expires", int_field(ttl.saturating_mul(1000)));
     }
     args
 }
@@ -234,11 +214,13 @@ pub(crate) fn consumer_arguments(
     stream_offset: Option<&StreamOffset>,
 ) -> FieldTable {
     match stream_offset {
-        Some(offset) => vec![("x-stream-offset".to_owned(), offset.field())],
+        Some(offset) => [("x-stream-offset", offset.field())].into_iter().collect(),
         None if opts.enable_cancel_on_failover => {
-            vec![("x-cancel-on-ha-failover".to_owned(), FieldValue::Bool(true))]
+            [("x-cancel-on-ha-failover", FieldValue::Bool(true))]
+                .into_iter()
+                .collect()
         }
-        None => Vec::new(),
+        None => FieldTable::new(),
     }
 }
 
@@ -261,7 +243,7 @@ impl StreamOffset {
     /// Records a delivery's `x-stream-offset` header.
     pub(crate) fn seen(&mut self, headers: Option<&FieldTable>) {
         let offset = headers
-            .and_then(|h| super::amqp::table_get(h, "x-stream-offset"))
+            .and_then(|h| h.get("x-stream-offset"))
             .and_then(|v| match v {
                 FieldValue::I64(n) => Some(*n),
                 FieldValue::I32(n) => Some(i64::from(*n)),
@@ -459,10 +441,10 @@ mod tests {
             consumer_arguments(&o, Some(&off)),
             vec![("x-stream-offset".to_owned(), s("last"))]
         );
-        off.seen(Some(&vec![(
+        off.seen(Some(&FieldTable::from(vec![(
             "x-stream-offset".to_owned(),
             FieldValue::I64(2),
-        )]));
+        )])));
         assert_eq!(
             consumer_arguments(&o, Some(&off)),
             vec![("x-stream-offset".to_owned(), FieldValue::I32(3))]
