@@ -91,21 +91,7 @@ pub fn field_table(data: &[u8]) {
 
 #[cfg(test)]
 mod tests {
-    use std::path::Path;
-
-    /// Every input of a target's corpus (`fuzz/corpus/<target>/`), which must exist.
-    fn replay(target: &str, run: fn(&[u8])) {
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../fuzz/corpus")
-            .join(target);
-        let mut n = 0;
-        for entry in std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())) {
-            let path = entry.unwrap().path();
-            run(&std::fs::read(&path).unwrap());
-            n += 1;
-        }
-        assert!(n > 0, "the corpus of {target} is empty");
-    }
+    use testkit::fuzz::replay;
 
     #[test]
     fn the_fuzz_corpora_replay_without_a_panic() {

@@ -923,6 +923,7 @@ mod tests {
     use crate::channel::{Channel, Consumer};
     use crate::frame::{FieldTable, Properties};
     use crate::{ConnectParams, Connection, Login};
+    use testkit::metrics::rss_kib;
     use tokio::net::{TcpListener, TcpStream};
 
     /// The broker's side of one connection, driven by the test.
@@ -1309,15 +1310,6 @@ mod tests {
             .unwrap();
         }
         out
-    }
-
-    fn rss_kib() -> u64 {
-        let status = std::fs::read_to_string("/proc/self/status").unwrap();
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            .unwrap()
     }
 
     #[tokio::test]

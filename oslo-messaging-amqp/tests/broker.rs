@@ -4,73 +4,20 @@
 use std::time::Duration;
 
 use oslo_messaging_amqp::*;
-
-/// Host, port, vhost, user and password of `OSLO_MESSAGING_TEST_URL`
-/// (`rabbit://user:pass@host:port/vhost`, one host, no percent-encoding needed).
-fn test_broker() -> (String, u16, String, String, String) {
-    let url = std::env::var("OSLO_MESSAGING_TEST_URL")
-        .unwrap_or_else(|_| "rabbit://guest:guest@127.0.0.1:5672/".to_owned());
-    let rest = url.split_once("://").map_or(url.as_str(), |(_, r)| r);
-    let (authority, vhost) = rest.split_once('/').unwrap_or((rest, ""));
-    let (creds, hostport) = authority
-        .rsplit_once('@')
-        .unwrap_or(("guest:guest", authority));
-    let (user, password) = creds.split_once(':').unwrap_or((creds, ""));
-    let (host, port) = hostport.rsplit_once(':').unwrap_or((hostport, "5672"));
-    let vhost = if vhost.is_empty() { "/" } else { vhost };
-    (
-        host.to_owned(),
-        port.parse().expect("a port"),
-        vhost.to_owned(),
-        user.to_owned(),
-        password.to_owned(),
-    )
-}
-
-/// Whether the broker answers; skips with a message unless `CI` is set.
-fn broker_available() -> bool {
-    let (host, port, ..) = test_broker();
-    let ok = std::net::TcpStream::connect((host.as_str(), port)).is_ok();
-    if !ok {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI is set but the test broker {host}:{port} is unreachable"
-        );
-        eprintln!("SKIPPED: no RabbitMQ at {host}:{port}");
-    }
-    ok
-}
-
-macro_rules! require_broker {
-    () => {
-        if !broker_available() {
-            return;
-        }
-    };
-}
+use testkit::unique;
 
 fn params() -> ConnectParams {
-    let (host, port, vhost, user, password) = test_broker();
-    ConnectParams::new(host, port, Login::Plain { user, password })
-        .vhost(vhost)
+    let b = testkit::broker::Broker::from_env();
+    let login = Login::Plain {
+        user: b.user,
+        password: b.password,
+    };
+    ConnectParams::new(b.host, b.port, login)
+        .vhost(b.vhost)
         .heartbeat(10)
         .heartbeat_rate(3)
         .connection_name("oslo-messaging-amqp-tests")
         .product("oslo-messaging tests")
-}
-
-fn unique(prefix: &str) -> String {
-    use std::sync::atomic::{AtomicU32, Ordering};
-    static N: AtomicU32 = AtomicU32::new(0);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    format!(
-        "{prefix}_{}_{nanos:x}_{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    )
 }
 
 /// Exclusive: gone with the test's connection, so nothing is left on the broker.
@@ -96,7 +43,7 @@ fn json_props() -> Properties {
 
 #[tokio::test]
 async fn publish_confirm_consume_ack() {
-    require_broker!();
+    testkit::require_broker!();
     let conn = Connection::open(&params()).await.unwrap();
     let ch = conn.channel().await.unwrap();
     ch.confirm_select().await.unwrap();
@@ -144,7 +91,7 @@ async fn publish_confirm_consume_ack() {
 
 #[tokio::test]
 async fn mandatory_unroutable_publish_is_returned() {
-    require_broker!();
+    testkit::require_broker!();
     let conn = Connection::open(&params()).await.unwrap();
     let ch = conn.channel().await.unwrap();
     ch.confirm_select().await.unwrap();
@@ -179,7 +126,7 @@ async fn mandatory_unroutable_publish_is_returned() {
 
 #[tokio::test]
 async fn a_channel_error_kills_only_that_channel() {
-    require_broker!();
+    testkit::require_broker!();
     let conn = Connection::open(&params()).await.unwrap();
     let ch = conn.channel().await.unwrap();
     let q = unique("amqp_precondition");
@@ -225,7 +172,7 @@ async fn a_channel_error_kills_only_that_channel() {
 
 #[tokio::test]
 async fn cancelled_rpcs_leave_the_channel_usable() {
-    require_broker!();
+    testkit::require_broker!();
     let conn = Connection::open(&params()).await.unwrap();
     let ch = conn.channel().await.unwrap();
     for _ in 0..20 {
@@ -241,7 +188,7 @@ async fn cancelled_rpcs_leave_the_channel_usable() {
 
 #[tokio::test]
 async fn large_bodies_span_frames() {
-    require_broker!();
+    testkit::require_broker!();
     let conn = Connection::open(&params()).await.unwrap();
     let ch = conn.channel().await.unwrap();
     ch.confirm_select().await.unwrap();
@@ -264,7 +211,7 @@ async fn large_bodies_span_frames() {
 
 #[tokio::test]
 async fn wrong_password_is_a_typed_authentication_failure() {
-    require_broker!();
+    testkit::require_broker!();
     let mut p = params();
     p.login = Login::Plain {
         user: "guest".into(),
@@ -278,7 +225,7 @@ async fn wrong_password_is_a_typed_authentication_failure() {
 
 #[tokio::test]
 async fn amqplain_login_works() {
-    require_broker!();
+    testkit::require_broker!();
     let mut p = params();
     if let Login::Plain { user, password } = p.login.clone() {
         p.login = Login::AmqPlain { user, password };
@@ -290,7 +237,7 @@ async fn amqplain_login_works() {
 
 #[tokio::test]
 async fn unknown_vhost_is_refused() {
-    require_broker!();
+    testkit::require_broker!();
     let mut p = params();
     p.vhost = unique("no_such_vhost");
     let err = Connection::open(&p).await.unwrap_err();
@@ -299,7 +246,7 @@ async fn unknown_vhost_is_refused() {
 
 #[tokio::test]
 async fn a_peer_that_never_speaks_amqp_times_out() {
-    require_broker!();
+    testkit::require_broker!();
     // Accepts TCP connections and then says nothing, like a paused broker.
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
@@ -325,7 +272,7 @@ async fn a_peer_that_never_speaks_amqp_times_out() {
 
 #[tokio::test]
 async fn refused_connections_are_connect_errors() {
-    require_broker!();
+    testkit::require_broker!();
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     drop(listener);
@@ -343,7 +290,7 @@ async fn refused_connections_are_connect_errors() {
 
 #[tokio::test]
 async fn broker_cancel_ends_the_consumer() {
-    require_broker!();
+    testkit::require_broker!();
     let conn = Connection::open(&params()).await.unwrap();
     let ch = conn.channel().await.unwrap();
     let q = unique("amqp_cancelled");
@@ -373,7 +320,7 @@ async fn queue_counts(ch: &Channel, queue: &str) -> (u32, u32) {
 
 #[tokio::test]
 async fn dropping_the_consumer_cancels_it() {
-    require_broker!();
+    testkit::require_broker!();
     let conn = Connection::open(&params()).await.unwrap();
     let ch = conn.channel().await.unwrap();
     ch.confirm_select().await.unwrap();
@@ -433,7 +380,7 @@ async fn dropping_the_consumer_cancels_it() {
 
 #[tokio::test]
 async fn a_cancelled_confirm_select_still_waits_for_confirms() {
-    require_broker!();
+    testkit::require_broker!();
     let conn = Connection::open(&params()).await.unwrap();
     let ch = conn.channel().await.unwrap();
     // Polled once (which hands the request over) and dropped before the broker's select-ok.

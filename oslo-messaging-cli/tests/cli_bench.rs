@@ -11,7 +11,7 @@ use serde_json::Value;
 use support::{Background, Env, RABBIT_OPTIONS, broker_url, python};
 
 fn peer_script() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../interop/bench_peer.py")
+    testkit::python::interop_script("bench_peer.py")
 }
 
 /// `oslo-messaging --json bench ARGS` for this test.
@@ -54,7 +54,7 @@ fn summary(mut cmd: Command) -> Value {
 
 #[test]
 fn rpc_client_and_server_count_every_call_and_cast() {
-    require_broker!();
+    testkit::require_broker!();
     let env = Env::new("clibench", "rpc");
     let server = start_server(bench(
         &env,
@@ -111,7 +111,7 @@ fn rpc_client_and_server_count_every_call_and_cast() {
 
 #[test]
 fn fanout_casts_reach_every_bench_server() {
-    require_broker!();
+    testkit::require_broker!();
     let env = Env::new("clibench", "fanout");
     let servers: Vec<Background> = ["a", "b", "c"]
         .iter()
@@ -152,7 +152,7 @@ fn fanout_casts_reach_every_bench_server() {
 
 #[test]
 fn notify_client_and_server() {
-    require_broker!();
+    testkit::require_broker!();
     let env = Env::new("clibench", "notify");
     let server = start_server(bench(
         &env,
@@ -190,7 +190,7 @@ fn notify_client_and_server() {
 
 #[test]
 fn our_bench_client_loads_a_python_server_and_the_other_way_round() {
-    require_broker!();
+    testkit::require_broker!();
     let Some(py) = python() else { return };
     let env = Env::new("clibench", "mixed");
     let python_server = start_server(peer(

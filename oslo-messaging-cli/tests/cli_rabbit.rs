@@ -27,7 +27,7 @@ fn rpc_server(env: &Env, topic: &str, server: &str, extra: &[&str]) -> Backgroun
 
 #[test]
 fn call_prints_results_and_exits_by_outcome() {
-    require_broker!();
+    testkit::require_broker!();
     let env = Env::new("cli", "call");
     let topic = env.topic("t");
     let server = rpc_server(&env, &topic, "s1", &["--ping"]);
@@ -145,7 +145,7 @@ fn call_prints_results_and_exits_by_outcome() {
 
 #[test]
 fn cast_and_fanout_reach_their_servers() {
-    require_broker!();
+    testkit::require_broker!();
     let env = Env::new("cli", "cast");
     let topic = env.topic("t");
     let a = rpc_server(&env, &topic, "a", &[]);
@@ -184,7 +184,7 @@ fn cast_and_fanout_reach_their_servers() {
 
 #[test]
 fn notify_then_listen_prints_json_lines() {
-    require_broker!();
+    testkit::require_broker!();
     let env = Env::new("cli", "notify");
     let topic = env.topic("n");
     // The notifier declares the topic.priority queues: the notifications wait there.
@@ -275,7 +275,7 @@ fn notify_then_listen_prints_json_lines() {
 
 #[test]
 fn listen_with_a_pool_gets_its_own_copy() {
-    require_broker!();
+    testkit::require_broker!();
     let env = Env::new("cli", "pool");
     let topic = env.topic("n");
     let mut c = env.cmd();
@@ -396,7 +396,7 @@ fn bad_usage_exits_64_and_says_why() {
 
 #[test]
 fn the_demo_runs_against_rabbitmq() {
-    require_broker!();
+    testkit::require_broker!();
     let o = Command::new(env!("CARGO_BIN_EXE_oslo-messaging"))
         .args(["demo", "--url", &broker_url()])
         .output()

@@ -21,7 +21,8 @@ use oslo_messaging::{Context, ErrorKind, Retry, Target, Transport, Version};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use support::python::{Peer, PeerOpts, python_client, python_server};
-use support::rabbit::{Scope, broker_url};
+use support::rabbit::Scope;
+use testkit::broker::url as broker_url;
 
 // ---------------------------------------------------------------- our mirror of peer.py
 
@@ -393,31 +394,31 @@ async fn run_matrix(client: Side, server: Side) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn python_client_to_python_server_sets_the_expectations() {
-    require_python!();
+    testkit::require_python!();
     run_matrix(Side::Python, Side::Python).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn python_client_to_our_server() {
-    require_python!();
+    testkit::require_python!();
     run_matrix(Side::Python, Side::Rust).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn our_client_to_python_server() {
-    require_python!();
+    testkit::require_python!();
     run_matrix(Side::Rust, Side::Python).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn our_client_to_our_server() {
-    require_python!();
+    testkit::require_python!();
     run_matrix(Side::Rust, Side::Rust).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn our_errors_keep_their_class_for_python_clients_that_allow_the_module() {
-    require_python!();
+    testkit::require_python!();
     let scope = Scope::new("exmods");
     let topic = scope.topic("exmods");
     let t = scope.transport();
@@ -464,7 +465,7 @@ async fn python_exceptions_decode_into_the_rust_types_mapped_to_them() {
         const MODULE: &'static str = "peer_errors";
         const CLASS: &'static str = "ThingNotFound";
     }
-    require_python!();
+    testkit::require_python!();
     let scope = Scope::new("pyexc");
     let topic = scope.topic("pyexc");
     scope.queue(format!("{topic}.py-1"));
@@ -505,7 +506,7 @@ async fn python_exceptions_decode_into_the_rust_types_mapped_to_them() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fanout_and_round_robin_across_both_languages() {
-    require_python!();
+    testkit::require_python!();
     let scope = Scope::new("mixed");
     let topic = scope.topic("mixed");
     let url = broker_url();
@@ -597,7 +598,7 @@ async fn fanout_and_round_robin_across_both_languages() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn at_least_once_with_nobody_listening_fails_fast_in_both() {
-    require_python!();
+    testkit::require_python!();
     let scope = Scope::new("alo");
     let topic = scope.topic("alo");
     let url = broker_url();
@@ -661,7 +662,7 @@ const PRIORITIES: [(&str, &str); 8] = [
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn python_notifications_reach_our_listener() {
-    require_python!();
+    testkit::require_python!();
     let scope = Scope::new("pynote");
     let topic = scope.topic("pynote");
     let url = broker_url();
@@ -729,7 +730,7 @@ async fn python_notifications_reach_our_listener() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn our_notifications_reach_a_python_listener() {
-    require_python!();
+    testkit::require_python!();
     let scope = Scope::new("rsnote");
     let topic = scope.topic("rsnote");
     let url = broker_url();
@@ -807,7 +808,7 @@ async fn our_notifications_reach_a_python_listener() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pools_are_shared_across_languages() {
-    require_python!();
+    testkit::require_python!();
     let scope = Scope::new("mixpool");
     let topic = scope.topic("mixpool");
     let shared = format!("{topic}_shared");
@@ -885,7 +886,7 @@ async fn pools_are_shared_across_languages() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requeue_works_across_languages() {
-    require_python!();
+    testkit::require_python!();
     let scope = Scope::new("mixrq");
     let url = broker_url();
     let opts = PeerOpts::new(&url, &scope.exchange);
@@ -976,7 +977,7 @@ async fn requeue_works_across_languages() {
 /// wait it out before every batch).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn batches_are_capped_at_the_prefetch_as_in_python() {
-    require_python!();
+    testkit::require_python!();
     const BATCH_TIMEOUT: Duration = Duration::from_secs(5);
     let scope = Scope::new("batchcap");
     let url = broker_url();

@@ -56,7 +56,7 @@ fn notifier(t: &Transport, topic: &str, publisher: &str) -> Notifier {
 
 #[tokio::test]
 async fn every_priority_arrives_with_its_fields() {
-    require_broker!();
+    testkit::require_broker!();
     let scope = Scope::new("prio");
     let t = scope.transport();
     let topic = scope.topic("prio");
@@ -108,7 +108,7 @@ async fn every_priority_arrives_with_its_fields() {
 
 #[tokio::test]
 async fn notifications_sent_before_the_listener_wait_in_their_queue() {
-    require_broker!();
+    testkit::require_broker!();
     let scope = Scope::new("early");
     let t = scope.transport();
     let topic = scope.topic("early");
@@ -129,7 +129,7 @@ async fn notifications_sent_before_the_listener_wait_in_their_queue() {
 
 #[tokio::test]
 async fn pools_get_their_own_copy_and_share_it_inside() {
-    require_broker!();
+    testkit::require_broker!();
     let scope = Scope::new("pools");
     let t = scope.transport();
     let topic = scope.topic("pools");
@@ -204,7 +204,7 @@ async fn wait_for(seen: &Mutex<Vec<bool>>, n: usize) {
 
 #[tokio::test]
 async fn requeue_when_allowed_and_ack_when_not() {
-    require_broker!();
+    testkit::require_broker!();
     let scope = Scope::new("requeue");
     let t = scope.transport();
     for allow in [true, false] {
@@ -238,7 +238,7 @@ async fn requeue_when_allowed_and_ack_when_not() {
 
 #[tokio::test]
 async fn batches_fill_up_or_time_out() {
-    require_broker!();
+    testkit::require_broker!();
     let scope = Scope::new("batch");
     let t = scope.transport();
     let topic = scope.topic("batch");
@@ -282,7 +282,7 @@ async fn batches_fill_up_or_time_out() {
 
 #[tokio::test]
 async fn v1_and_v2_drivers_reach_the_same_listener() {
-    require_broker!();
+    testkit::require_broker!();
     let scope = Scope::new("v1v2");
     let t = scope.transport();
     let topic = scope.topic("v1v2");
@@ -322,7 +322,7 @@ async fn v1_and_v2_drivers_reach_the_same_listener() {
 
 #[tokio::test]
 async fn bad_notifications_are_dropped_and_the_next_one_handled() {
-    require_broker!();
+    testkit::require_broker!();
     let scope = Scope::new("badnote");
     let t = scope.transport();
     let topic = scope.topic("badnote");
@@ -372,7 +372,7 @@ async fn bad_notifications_are_dropped_and_the_next_one_handled() {
 /// routed to) fails with a typed error in seconds, with `retry` unlimited.
 #[tokio::test]
 async fn a_notification_the_broker_keeps_refusing_fails_within_seconds() {
-    require_broker!();
+    testkit::require_broker!();
     let scope = Scope::new("nacknote");
     let t = scope.transport();
     let topic = scope.topic("nacknote");

@@ -223,7 +223,7 @@ fn run(name: &str) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn faults_on_a_three_node_quorum_cluster() {
-    require_nodes!();
+    testkit::require_nodes!();
     // The driver's warnings (reconnects, nacks) go with the test's output.
     let _ = tracing_subscriber::fmt()
         .with_max_level(tracing::Level::INFO)

@@ -70,7 +70,7 @@ async fn recovers(client: &RpcClient, within: Duration) -> Duration {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_server_keeps_serving_across_a_broker_restart() {
-    require_nodes!();
+    testkit::require_nodes!();
     let node = Node::start("restart", 5791, "", &[]);
     let t = Transport::with_config(&node.url(), &config(&[])).unwrap();
     let count = Arc::new(AtomicUsize::new(0));
@@ -136,7 +136,7 @@ async fn a_server_keeps_serving_across_a_broker_restart() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connections_closed_by_the_operator_come_back() {
-    require_nodes!();
+    testkit::require_nodes!();
     let node = Node::start("forced", 5792, "", &[]);
     let t = Transport::with_config(&node.url(), &config(&[])).unwrap();
     let count = Arc::new(AtomicUsize::new(0));
@@ -161,7 +161,7 @@ async fn connections_closed_by_the_operator_come_back() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_memory_alarm_blocks_publishers_visibly_and_lets_them_resume() {
-    require_nodes!();
+    testkit::require_nodes!();
     let node = Node::start("alarm", 5793, "", &[]);
     let t = Transport::with_config(&node.url(), &config(&[])).unwrap();
     let count = Arc::new(AtomicUsize::new(0));
@@ -222,7 +222,7 @@ async fn a_memory_alarm_blocks_publishers_visibly_and_lets_them_resume() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_frozen_broker_cannot_hang_us() {
-    require_nodes!();
+    testkit::require_nodes!();
     let node = Node::start("frozen", 5794, "", &[]);
     let cfg = config(&[
         ("heartbeat_timeout_threshold", "4"),
@@ -277,7 +277,7 @@ async fn a_frozen_broker_cannot_hang_us() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_verifies_the_broker_and_logs_in_with_a_certificate() {
-    require_nodes!();
+    testkit::require_nodes!();
     let dir = tempfile::tempdir().unwrap();
     let certs = Certs::make(dir.path(), "oslo-client");
     let conf = format!(
@@ -441,7 +441,7 @@ async fn casts_beside_one_too_large(
 /// refuses fails alone while the messages on the shared channel it closed are sent again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_message_above_the_brokers_limit_fails_alone() {
-    require_nodes!();
+    testkit::require_nodes!();
     let node = Node::start("oversize", 5796, "max_message_size = 1048576", &[]);
     let t = Transport::with_config(&node.url(), &config(&[])).unwrap();
     let calls = Calls::default();
@@ -554,7 +554,7 @@ fn error_text(e: &oslo_messaging::Error) -> String {
 #[tokio::test]
 async fn passwords_never_show_in_logs_debug_or_errors() {
     use oslo_messaging::notify::{NotificationListener, Notifier, NotifyDriver, Priority};
-    require_nodes!();
+    testkit::require_nodes!();
     let logs = support::LogBuffer::default();
     let _guard = logs.capture_trace();
     let node = Node::start("secrets", 5797, "", &[]);

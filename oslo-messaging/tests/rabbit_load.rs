@@ -33,7 +33,7 @@ fn broker_counts() -> (usize, usize) {
 /// memory than after the first 50, and the broker no more connections or channels.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_thousand_connect_call_close_cycles_leak_nothing() {
-    require_broker!();
+    testkit::require_broker!();
     let scope = Scope::new("churn");
     let topic = scope.topic("churn");
     scope.queue(format!("{topic}.s1"));
@@ -149,7 +149,7 @@ async fn slow_consumer_growth(scope: &Scope, prefetch: &str) -> u64 {
 /// message size; with no bound the broker pushes the whole backlog into it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_consumer_buffers_no_more_than_its_prefetch() {
-    require_broker!();
+    testkit::require_broker!();
     let scope = Scope::new("slow");
     let bounded = slow_consumer_growth(&scope, "10").await;
     let unbounded = slow_consumer_growth(&scope, "0").await;

@@ -14,11 +14,12 @@ use oslo_messaging::rpc::{Endpoint, Request, RpcClient, RpcError, RpcServer};
 use oslo_messaging::{Context, Target, Transport};
 use serde_json::{Value, json};
 use support::proxy::Proxy;
-use support::rabbit::{Scope, broker_parts};
+use support::rabbit::Scope;
 use support::{
     Calls, alive_tasks, calls_in_flight, how_they_ended, open_fds, recording_endpoint, settles,
     stop,
 };
+use testkit::broker::Broker;
 
 /// Heartbeat of the proxied connections, in seconds.
 const HEARTBEAT: u64 = 4;
@@ -33,13 +34,18 @@ const FAST: [(&str, &str); 5] = [
 ];
 
 async fn proxy() -> Proxy {
-    let (host, port, ..) = broker_parts();
+    let Broker { host, port, .. } = Broker::from_env();
     Proxy::start(&format!("{host}:{port}")).await
 }
 
 /// A transport to the test broker through `proxy`, with `options`.
 fn through(scope: &Scope, proxy: &Proxy, options: &[(&str, &str)]) -> Transport {
-    let (_, _, user, password, vhost) = broker_parts();
+    let Broker {
+        user,
+        password,
+        vhost,
+        ..
+    } = Broker::from_env();
     let vhost = if vhost == "/" { String::new() } else { vhost };
     let url = format!("rabbit://{user}:{password}@{}/{vhost}", proxy.addr());
     Transport::with_config(&url, &scope.config(options)).unwrap()
@@ -122,7 +128,7 @@ async fn until_a_call_works(client: &RpcClient, within: Duration) -> Duration {
 /// within its timeout plus 1 s, and calls work again within 2 s of the link healing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_blackholed_link_is_detected_and_every_call_resolves() {
-    require_broker!();
+    testkit::require_broker!();
     const TIMEOUT: Duration = Duration::from_secs(30);
     let rig = Rig::start("blackhole").await;
     let proxy = &rig.proxy;
@@ -168,7 +174,7 @@ async fn a_blackholed_link_is_detected_and_every_call_resolves() {
 /// server (lost = 0); file descriptors and tasks come back to where they were.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn resets_mid_publish_lose_nothing_and_leak_nothing() {
-    require_broker!();
+    testkit::require_broker!();
     let rig = Rig::start("reset").await;
     let (proxy, calls) = (&rig.proxy, &rig.calls);
     let t = rig.client(&FAST);
@@ -244,7 +250,7 @@ async fn resets_mid_publish_lose_nothing_and_leak_nothing() {
 /// connection must survive: it is not reconnected, and the call is answered.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_handler_blocking_its_thread_for_three_heartbeats_keeps_the_connection() {
-    require_broker!();
+    testkit::require_broker!();
     let scope = Scope::new("blocking");
     let topic = scope.topic("blocking");
     scope.queue(format!("{topic}.s1"));
@@ -310,7 +316,7 @@ async fn a_handler_blocking_its_thread_for_three_heartbeats_keeps_the_connection
 /// does; before, the publish waited for the confirm forever.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_call_the_broker_never_confirms_ends_at_its_timeout() {
-    require_broker!();
+    testkit::require_broker!();
     let rig = Rig::start("noconfirm").await;
     let proxy = &rig.proxy;
     let t = rig.client(&[("heartbeat_timeout_threshold", "0")]);

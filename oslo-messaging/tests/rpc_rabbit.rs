@@ -11,8 +11,9 @@ use std::time::{Duration, Instant};
 use oslo_messaging::rpc::{Endpoint, NoArgs, Request, RpcClient, RpcError, RpcServer};
 use oslo_messaging::{Config, Context, ErrorKind, Retry, Target, Transport, Version};
 use serde_json::{Value, json};
-use support::rabbit::{Raw, Scope, broker_parts};
+use support::rabbit::{Raw, Scope};
 use support::{Calls, LogBuffer, counting_endpoint, recording_endpoint, stop};
+use testkit::broker::Broker;
 
 fn ctx() -> Context {
     Context::new()
@@ -33,7 +34,7 @@ async fn serve(scope: &Scope, t: &Transport, topic: &str, server: &str, ep: Endp
 
 #[tokio::test]
 async fn call_and_cast_carry_every_json_type() {
-    require_broker!();
+    testkit::require_broker!();
     let scope = Scope::new("json");
     let t = scope.transport();
     let topic = scope.topic("json");
@@ -73,7 +74,7 @@ async fn call_and_cast_carry_every_json_type() {
 
 #[tokio::test]
 async fn topic_calls_round_robin_and_server_calls_reach_one_server() {
-    require_broker!();
+    testkit::require_broker!();
     let scope = Scope::new("rr");
     let t = scope.transport();
     let topic = scope.topic("rr");
@@ -117,7 +118,7 @@ async fn topic_calls_round_robin_and_server_calls_reach_one_server() {
 
 #[tokio::test]
 async fn fanout_cast_reaches_every_server() {
-    require_broker!();
+    testkit::require_broker!();
     let scope = Scope::new("fan");
     let t = scope.transport();
     let topic = scope.topic("fan");
@@ -151,7 +152,7 @@ async fn fanout_cast_reaches_every_server() {
 
 #[tokio::test]
 async fn namespaces_versions_and_remote_errors() {
-    require_broker!();
+    testkit::require_broker!();
     let scope = Scope::new("ns");
     let t = scope.transport();
     let topic = scope.topic("ns");
@@ -225,7 +226,7 @@ async fn namespaces_versions_and_remote_errors() {
 
 #[tokio::test]
 async fn a_call_nobody_serves_times_out_and_at_least_once_fails_fast() {
-    require_broker!();
+    testkit::require_broker!();
     let scope = Scope::new("nobody");
     let t = scope.transport();
     let topic = scope.topic("nobody");
@@ -263,7 +264,7 @@ async fn a_call_nobody_serves_times_out_and_at_least_once_fails_fast() {
 
 #[tokio::test]
 async fn the_call_monitor_keeps_a_slow_call_alive() {
-    require_broker!();
+    testkit::require_broker!();
     let scope = Scope::new("monitor");
     let t = scope.transport();
     let topic = scope.topic("monitor");
@@ -305,7 +306,7 @@ async fn the_call_monitor_keeps_a_slow_call_alive() {
 
 #[tokio::test]
 async fn messages_carry_the_properties_python_sets() {
-    require_broker!();
+    testkit::require_broker!();
     let scope = Scope::new("props");
     let t = scope.transport();
     let topic = scope.topic("props");
@@ -392,7 +393,7 @@ async fn messages_carry_the_properties_python_sets() {
 
 #[tokio::test]
 async fn compressed_messages_are_sent_and_understood() {
-    require_broker!();
+    testkit::require_broker!();
     for (algorithm, header) in [("gzip", "application/x-gzip"), ("bz2", "application/x-bz2")] {
         let scope = Scope::new(algorithm);
         let t = scope.transport_with(&[("kombu_compression", algorithm)]);
@@ -444,7 +445,7 @@ async fn compressed_messages_are_sent_and_understood() {
 
 #[tokio::test]
 async fn bad_messages_are_dropped_and_the_next_one_is_served() {
-    require_broker!();
+    testkit::require_broker!();
     let scope = Scope::new("bad");
     let t = scope.transport();
     let topic = scope.topic("bad");
@@ -490,7 +491,7 @@ async fn bad_messages_are_dropped_and_the_next_one_is_served() {
 
 #[tokio::test]
 async fn a_reply_to_a_missing_queue_does_not_stall_the_server() {
-    require_broker!();
+    testkit::require_broker!();
     let scope = Scope::new("noreply");
     let t = scope.transport_with(&[("kombu_missing_consumer_retry_timeout", "2")]);
     let topic = scope.topic("noreply");
@@ -522,9 +523,15 @@ async fn a_reply_to_a_missing_queue_does_not_stall_the_server() {
 
 #[tokio::test]
 async fn a_dead_first_host_fails_over_to_the_next() {
-    require_broker!();
+    testkit::require_broker!();
     let scope = Scope::new("failover");
-    let (host, port, user, pass, _) = broker_parts();
+    let Broker {
+        host,
+        port,
+        user,
+        password: pass,
+        ..
+    } = Broker::from_env();
     // Port 1 refuses connections; round-robin then reaches the real broker.
     let url = format!("rabbit://{user}:{pass}@{host}:1,{user}:{pass}@{host}:{port}/");
     let config = scope.config(&[
@@ -588,7 +595,7 @@ async fn a_call_to_an_unreachable_broker_gives_up_as_its_retry_says() {
 
 #[tokio::test]
 async fn a_non_durable_exchange_from_elsewhere_makes_durable_servers_fall_back() {
-    require_broker!();
+    testkit::require_broker!();
     let scope = Scope::new("durable");
     let raw = Raw::connect().await.unwrap();
     // Another deployment declared the control exchange non-durable; we are configured for
@@ -622,12 +629,14 @@ async fn a_non_durable_exchange_from_elsewhere_makes_durable_servers_fall_back()
 
 #[tokio::test]
 async fn a_wrong_password_is_refused_without_showing_it() {
-    require_broker!();
+    testkit::require_broker!();
     let logs = LogBuffer::default();
     let _guard = logs.capture_trace();
 
     let scope = Scope::new("auth");
-    let (host, port, user, _, _) = broker_parts();
+    let Broker {
+        host, port, user, ..
+    } = Broker::from_env();
     let secret = format!("S3cr3t-{}", std::process::id());
     let url = format!("rabbit://{user}:{secret}@{host}:{port}/");
     let t = Transport::with_config(&url, &scope.config(&[])).unwrap();
@@ -674,10 +683,16 @@ async fn a_wrong_password_is_refused_without_showing_it() {
 
 #[tokio::test]
 async fn transports_for_config_files_reach_the_broker_with_plain_login() {
-    require_broker!();
+    testkit::require_broker!();
     let scope = Scope::new("ini");
     let topic = scope.topic("ini");
-    let (host, port, user, pass, _) = broker_parts();
+    let Broker {
+        host,
+        port,
+        user,
+        password: pass,
+        ..
+    } = Broker::from_env();
     let ini = format!(
         "[DEFAULT]\ntransport_url = rabbit://{user}:{pass}@{host}:{port}/\ncontrol_exchange = {}\n\
          [oslo_messaging_rabbit]\nrabbit_qos_prefetch_count = 5\nrabbit_transient_queues_ttl = 60\n\
@@ -710,7 +725,7 @@ async fn transports_for_config_files_reach_the_broker_with_plain_login() {
 /// leader) is published again and goes through.
 #[tokio::test]
 async fn nacked_casts_are_sent_again_briefly_then_fail() {
-    require_broker!();
+    testkit::require_broker!();
     let scope = Scope::new("nack");
     let t = scope.transport();
     let topic = scope.topic("nack");
@@ -786,7 +801,7 @@ async fn nacked_casts_are_sent_again_briefly_then_fail() {
 /// at-most-once: it is dropped.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_call_made_before_its_server_exists_is_answered_once_it_does() {
-    require_broker!();
+    testkit::require_broker!();
     let scope = Scope::new("early");
     let t = scope.transport();
     let topic = scope.topic("early");

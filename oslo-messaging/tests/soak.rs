@@ -188,7 +188,7 @@ async fn unit(client: &RpcClient, notifier: &Notifier, tally: &Tally, i: u64) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn soak() {
-    require_nodes!();
+    testkit::require_nodes!();
     let _ = tracing_subscriber::fmt()
         .with_max_level(tracing::Level::WARN)
         .with_writer(std::io::stderr)

@@ -21,7 +21,7 @@ use oslo_messaging::rpc::{Endpoint, Request, RpcClient, RpcError, RpcServer};
 use oslo_messaging::{Config, Context, Notifier, Target, Transport};
 use serde_json::{Value, json};
 use support::python::{Peer, PeerOpts, python_client, python_server};
-use support::rabbit::broker_parts;
+use testkit::broker::Broker;
 
 const EXCHANGE: &str = "topo";
 const TOPIC: &str = "topo_t";
@@ -55,7 +55,7 @@ struct Vhost(String);
 impl Vhost {
     fn new(name: &str) -> Self {
         let v = format!("oslo_topo_{name}_{}", std::process::id());
-        let (.., user, _, _) = broker_parts();
+        let Broker { user, .. } = Broker::from_env();
         assert!(
             rabbitmqctl(&["-q", "add_vhost", &v]).is_some(),
             "add_vhost {v}"
@@ -67,7 +67,13 @@ impl Vhost {
     }
 
     fn url(&self) -> String {
-        let (host, port, user, pass, _) = broker_parts();
+        let Broker {
+            host,
+            port,
+            user,
+            password: pass,
+            ..
+        } = Broker::from_env();
         format!("rabbit://{user}:{pass}@{host}:{port}/{}", self.0)
     }
 
@@ -297,7 +303,7 @@ macro_rules! topology_test {
     ($name:ident, $options:expr) => {
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
         async fn $name() {
-            require_python!();
+            testkit::require_python!();
             if !rabbitmqctl_available() {
                 return;
             }

@@ -1,5 +1,6 @@
 //! Helpers shared by the integration tests.
-#![allow(dead_code, unreachable_pub)]
+// Each test binary uses a part of this module; the re-exports are there for those that do.
+#![allow(dead_code, unreachable_pub, unused_imports)]
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -10,24 +11,6 @@ use oslo_messaging::rpc::{Endpoint, Request, RpcError, RpcServer};
 use oslo_messaging::{Target, Transport};
 use serde_json::Value;
 use tokio::sync::mpsc;
-
-/// A name no other test uses, for topics and exchanges on shared brokers.
-pub fn unique(prefix: &str) -> String {
-    format!("{prefix}_{}", uuid_hex())
-}
-
-fn uuid_hex() -> String {
-    static N: AtomicUsize = AtomicUsize::new(0);
-    format!(
-        "{:x}{:x}{}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos(),
-        N.fetch_add(1, Ordering::Relaxed)
-    )
-}
 
 /// Counts calls per server name.
 #[derive(Clone, Default)]
@@ -145,40 +128,10 @@ pub async fn stop(server: &RpcServer) {
 }
 
 pub mod cluster;
-pub mod node;
-pub mod proxy;
-pub mod python;
 pub mod rabbit;
 
-/// File descriptors open in this process.
-pub fn open_fds() -> usize {
-    std::fs::read_dir("/proc/self/fd").map_or(0, Iterator::count)
-}
-
-/// Tasks alive on the current Tokio runtime.
-pub fn alive_tasks() -> usize {
-    tokio::runtime::Handle::current()
-        .metrics()
-        .num_alive_tasks()
-}
-
-/// Waits up to `within` for `now()` to come back to `baseline` (± `slack`); returns the last
-/// value seen.
-pub async fn settles(
-    now: impl Fn() -> usize,
-    baseline: usize,
-    slack: usize,
-    within: Duration,
-) -> usize {
-    let deadline = tokio::time::Instant::now() + within;
-    loop {
-        let v = now();
-        if v <= baseline + slack || tokio::time::Instant::now() >= deadline {
-            return v;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
+pub use testkit::metrics::{alive_tasks, open_fds, rss_anon_kib, rss_kib, settles};
+pub use testkit::{node, proxy, python, unique};
 
 /// Log output collected in memory (a `tracing_subscriber` writer).
 #[derive(Clone, Default)]
@@ -255,24 +208,4 @@ pub async fn how_they_ended(pending: InFlight, within: Duration) -> (usize, usiz
         longest = longest.max(took);
     }
     (ok, timed_out, longest)
-}
-
-/// Resident memory of this process, in KiB.
-pub fn rss_kib() -> u64 {
-    status_kib("VmRSS:")
-}
-
-/// Resident anonymous memory of this process (its heap, stacks and other private memory, but
-/// not the pages of its executable and libraries), in KiB.
-pub fn rss_anon_kib() -> u64 {
-    status_kib("RssAnon:")
-}
-
-fn status_kib(field: &str) -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix(field))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap()
 }

@@ -1,8 +1,7 @@
 //! The real broker for the RabbitMQ tests.
 //!
-//! * [`broker`] gives the broker of `OSLO_MESSAGING_TEST_URL` (default
-//!   `rabbit://guest:guest@127.0.0.1:5672/`). When it cannot be reached the test is skipped
-//!   with a message, unless `CI` is set: then the test fails, so CI never skips silently.
+//! * The broker is `testkit::broker`'s (`OSLO_MESSAGING_TEST_URL`); a test starts with
+//!   `testkit::require_broker!()`.
 //! * A [`Scope`] gives a test its own control exchange and topic names and deletes what the
 //!   test declared when it is dropped (even when the test panics). Transient queues with
 //!   random names (fanout and reply queues) expire on their own: scoped transports set
@@ -19,57 +18,8 @@ use amqprs::channel::{
     QueueDeclareArguments, QueueDeleteArguments,
 };
 use amqprs::connection::{Connection, OpenConnectionArguments};
-use oslo_messaging::{Config, Transport, TransportUrl};
-
-/// The broker URL the tests use.
-pub fn broker_url() -> String {
-    std::env::var("OSLO_MESSAGING_TEST_URL")
-        .unwrap_or_else(|_| "rabbit://guest:guest@127.0.0.1:5672/".to_owned())
-}
-
-/// Host, port, user, password and vhost of the first host of [`broker_url`].
-pub fn broker_parts() -> (String, u16, String, String, String) {
-    let url = TransportUrl::parse(&broker_url()).expect("OSLO_MESSAGING_TEST_URL parses");
-    let h = url.hosts().first().cloned().expect("a host");
-    (
-        h.hostname().unwrap_or("127.0.0.1").to_owned(),
-        h.port().unwrap_or(5672),
-        h.username().unwrap_or("guest").to_owned(),
-        h.password().map_or("guest", |p| p.expose()).to_owned(),
-        match url.virtual_host() {
-            None | Some("") => "/".to_owned(),
-            Some(v) => v.to_owned(),
-        },
-    )
-}
-
-/// Whether the test broker answers; skips (returns false) or fails as the module explains.
-pub fn broker_available() -> bool {
-    let (host, port, ..) = broker_parts();
-    let reachable = std::net::TcpStream::connect_timeout(
-        &format!("{host}:{port}").parse().expect("an IP test broker"),
-        Duration::from_secs(2),
-    )
-    .is_ok();
-    if !reachable {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI is set but the test broker {host}:{port} is unreachable"
-        );
-        eprintln!("SKIPPED: no RabbitMQ at {host}:{port} (set OSLO_MESSAGING_TEST_URL)");
-    }
-    reachable
-}
-
-/// Returns from the test when there is no broker (and CI is unset).
-#[macro_export]
-macro_rules! require_broker {
-    () => {
-        if !$crate::support::rabbit::broker_available() {
-            return;
-        }
-    };
-}
+use oslo_messaging::{Config, Transport};
+use testkit::broker::{Broker, url as broker_url};
 
 /// A test's names on the shared broker, deleted on drop.
 pub struct Scope {
@@ -87,7 +37,7 @@ const PRIORITIES: [&str; 7] = [
 impl Scope {
     /// A scope whose names start with `name`.
     pub fn new(name: &str) -> Self {
-        let exchange = super::unique(&format!("rt_{name}"));
+        let exchange = testkit::unique(&format!("rt_{name}"));
         Self {
             exchanges: Mutex::new(vec![exchange.clone()]),
             exchange,
@@ -97,7 +47,7 @@ impl Scope {
 
     /// A new topic; its topic queue, fanout exchange and notification queues are deleted on drop.
     pub fn topic(&self, name: &str) -> String {
-        let topic = super::unique(name);
+        let topic = testkit::unique(name);
         let mut q = self.queues.lock().unwrap();
         q.push(topic.clone());
         q.extend(PRIORITIES.iter().map(|p| format!("{topic}.{p}")));
@@ -208,7 +158,14 @@ pub struct Raw {
 impl Raw {
     /// Connects to the test broker.
     pub async fn connect() -> Result<Self, amqprs::error::Error> {
-        let (host, port, user, pass, vhost) = broker_parts();
+        let Broker {
+            host,
+            port,
+            user,
+            password: pass,
+            vhost,
+            ..
+        } = Broker::from_env();
         let conn = tokio::time::timeout(
             Duration::from_secs(10),
             Connection::open(

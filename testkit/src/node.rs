@@ -39,7 +39,7 @@ pub fn nodes_available() -> bool {
 #[macro_export]
 macro_rules! require_nodes {
     () => {
-        if !$crate::support::node::nodes_available() {
+        if !$crate::node::nodes_available() {
             return;
         }
     };

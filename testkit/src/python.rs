@@ -37,17 +37,22 @@ pub fn python() -> Option<PathBuf> {
 #[macro_export]
 macro_rules! require_python {
     () => {
-        if !$crate::support::rabbit::broker_available()
-            || $crate::support::python::python().is_none()
-        {
+        if !$crate::broker::available() || $crate::python::python().is_none() {
             return;
         }
     };
 }
 
+/// A script of the workspace's `interop/` folder, such as `peer.py`.
+pub fn interop_script(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../interop")
+        .join(name)
+}
+
 /// `interop/peer.py`.
 fn script() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../interop/peer.py")
+    interop_script("peer.py")
 }
 
 /// A running peer: JSON lines in on stdin, out on stdout. Killed on drop.
