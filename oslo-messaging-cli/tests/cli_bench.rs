@@ -37,7 +37,11 @@ fn peer(env: &Env, py: &PathBuf, args: &[&str]) -> Command {
 /// A bench server, once it said it is ready.
 fn start_server(cmd: Command) -> Background {
     let s = Background::spawn(cmd);
-    assert_eq!(s.wait_for("ready")["event"], "ready");
+    let ready = s.wait_for("ready");
+    // The bench crate's server line, as bench-compare reads it.
+    let line: oslo_messaging_bench::ServerLine =
+        serde_json::from_value(ready).expect("the bench protocol");
+    assert_eq!(line.event, "ready");
     s
 }
 
@@ -49,7 +53,12 @@ fn summary(mut cmd: Command) -> Value {
         "client failed: {text}{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    serde_json::from_str(text.lines().last().expect("a summary")).expect("JSON")
+    let line = text.lines().last().expect("a summary");
+    // The line protocol is the bench crate's: bench-compare reads it with these types.
+    let typed: oslo_messaging_bench::Summary = serde_json::from_str(line)
+        .unwrap_or_else(|e| panic!("not the bench protocol: {e}: {line}"));
+    assert!(typed.ok + typed.errors > 0 || typed.calls == 0, "{line}");
+    serde_json::from_str(line).expect("JSON")
 }
 
 #[test]

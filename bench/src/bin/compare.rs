@@ -11,6 +11,7 @@
 //! Servers and clients are separate processes speaking the line protocol of
 //! `oslo-messaging bench` (ready, done, stopped, one summary per client).
 
+use oslo_messaging_bench::{ServerLine, Summary};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -294,7 +295,7 @@ impl Env {
 /// A running server process and its stdout lines.
 struct Server {
     child: Child,
-    lines: mpsc::UnboundedReceiver<Value>,
+    lines: mpsc::UnboundedReceiver<ServerLine>,
     pid: u32,
 }
 
@@ -313,7 +314,7 @@ impl Server {
         tokio::spawn(async move {
             let mut r = BufReader::new(stdout).lines();
             while let Ok(Some(line)) = r.next_line().await {
-                if let Ok(v) = serde_json::from_str::<Value>(&line) {
+                if let Ok(v) = serde_json::from_str::<ServerLine>(&line) {
                     let _ = tx.send(v);
                 }
             }
@@ -323,11 +324,11 @@ impl Server {
         Ok(s)
     }
 
-    async fn wait_for(&mut self, event: &str, within: Duration) -> Result<Value, String> {
+    async fn wait_for(&mut self, event: &str, within: Duration) -> Result<ServerLine, String> {
         let deadline = tokio::time::Instant::now() + within;
         loop {
             match tokio::time::timeout_at(deadline, self.lines.recv()).await {
-                Ok(Some(v)) if v["event"] == event => return Ok(v),
+                Ok(Some(v)) if v.event == event => return Ok(v),
                 Ok(Some(_)) => {}
                 Ok(None) => return Err(format!("the server exited before {event:?}")),
                 Err(_) => return Err(format!("no {event:?} from the server within {within:?}")),
@@ -364,7 +365,7 @@ impl Server {
     }
 }
 
-async fn run_client(mut cmd: Command, within: Duration) -> Result<Value, String> {
+async fn run_client(mut cmd: Command, within: Duration) -> Result<Summary, String> {
     let child = cmd
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -379,11 +380,7 @@ async fn run_client(mut cmd: Command, within: Duration) -> Result<Value, String>
     let text = String::from_utf8_lossy(&out.stdout);
     text.lines()
         .rev()
-        .find_map(|l| {
-            serde_json::from_str::<Value>(l)
-                .ok()
-                .filter(|v| v.get("mode").is_some())
-        })
+        .find_map(|l| serde_json::from_str::<Summary>(l).ok())
         .ok_or_else(|| {
             format!(
                 "no summary from the client (exit {:?}): {}",
@@ -450,29 +447,29 @@ async fn measure(
             return Err(e);
         }
     };
-    let errors = summary["errors"].as_u64().unwrap_or(0);
+    let errors = summary.errors;
     let mut result = if w.kind == Kind::Call {
-        Ok(summary["throughput"].as_f64().unwrap_or(0.0))
+        Ok(summary.throughput)
     } else {
         // End to end: until the last server received the last message.
         let mut last = 0.0_f64;
         let mut failed = None;
         for s in &mut running {
             match s.wait_for("done", Duration::from_secs(120)).await {
-                Ok(done) => last = last.max(done["last_ts"].as_f64().unwrap_or(0.0)),
+                Ok(done) => last = last.max(done.last_ts.unwrap_or(0.0)),
                 Err(e) => failed = Some(e),
             }
         }
         match failed {
             Some(e) => Err(e),
             None => {
-                let start = summary["start_ts"].as_f64().unwrap_or(0.0);
+                let start = summary.start_ts;
                 Ok(n_client as f64 / (last - start).max(1e-6))
             }
         }
     };
     if errors > 0 {
-        result = Err(format!("{errors} errors: {}", summary["error_kinds"]));
+        result = Err(format!("{errors} errors: {}", summary.error_kinds));
     }
     let peak = running[0].memory().1;
     for s in running {
@@ -482,8 +479,8 @@ async fn measure(
     let throughput = result?;
     Ok(Measure {
         throughput,
-        p50_ms: summary["latency_ms"]["p50"].as_f64(),
-        p99_ms: summary["latency_ms"]["p99"].as_f64(),
+        p50_ms: summary.latency_ms.p50,
+        p99_ms: summary.latency_ms.p99,
         idle_rss_kib: Some(idle),
         peak_rss_kib: Some(peak),
     })

@@ -16,10 +16,11 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand, ValueEnum};
+use oslo_messaging_bench::{AmqpUrl, Latency, Summary, Tally, now};
 use serde_json::{Value, json};
 use tokio::sync::{mpsc, oneshot};
 
@@ -82,75 +83,15 @@ enum Mode {
     },
 }
 
-fn now() -> f64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0.0, |d| d.as_secs_f64())
-}
-
-fn out(v: &Value) {
-    use std::io::Write;
-    let mut o = std::io::stdout().lock();
-    let _ = writeln!(o, "{v}");
-    let _ = o.flush();
-}
-
-/// Host, port, user, password, vhost of a one-host `rabbit://` URL.
-fn parse_url(url: &str) -> (String, u16, String, String, String) {
-    let rest = url.split_once("://").map_or(url, |(_, r)| r);
-    let (authority, vhost) = rest.split_once('/').unwrap_or((rest, ""));
-    let (creds, hostport) = authority
-        .rsplit_once('@')
-        .unwrap_or(("guest:guest", authority));
-    let (user, pass) = creds.split_once(':').unwrap_or((creds, ""));
-    let (host, port) = hostport.rsplit_once(':').unwrap_or((hostport, "5672"));
-    (
-        host.to_owned(),
-        port.parse().unwrap_or(5672),
-        user.to_owned(),
-        pass.to_owned(),
-        if vhost.is_empty() { "/" } else { vhost }.to_owned(),
-    )
-}
-
-/// A server's count of requests and the epoch times of the first and last.
-#[derive(Default)]
-struct Tally {
-    count: AtomicU64,
-    first: OnceLock<f64>,
-    last: AtomicU64,
-}
-
-impl Tally {
-    /// Counts one; true when `target` was just reached.
-    fn hit(&self, target: Option<u64>) -> bool {
-        let t = now();
-        self.first.get_or_init(|| t);
-        self.last.fetch_max(t.to_bits(), Ordering::Relaxed);
-        let n = self.count.fetch_add(1, Ordering::Relaxed) + 1;
-        target == Some(n)
-    }
-
-    fn line(&self, event: &str, client: Client) -> Value {
-        json!({
-            "event": event,
-            "impl": format!("raw-{}", match client { Client::Ours => "ours", Client::Amqprs => "amqprs" }),
-            "received": self.count.load(Ordering::Relaxed),
-            "first_ts": self.first.get(),
-            "last_ts": self.first.get().map(|_| f64::from_bits(self.last.load(Ordering::Relaxed))),
-        })
+/// The implementation's name in the bench protocol.
+fn implementation(client: Client) -> &'static str {
+    match client {
+        Client::Ours => "raw-ours",
+        Client::Amqprs => "raw-amqprs",
     }
 }
 
-/// Nearest-rank percentile of sorted values.
-fn percentile(sorted: &[f64], p: f64) -> Option<f64> {
-    if sorted.is_empty() {
-        return None;
-    }
-    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
-    Some(sorted[rank.clamp(1, sorted.len()) - 1])
-}
-
+/// A client's summary line.
 #[allow(clippy::too_many_arguments)]
 fn summary(
     client: Client,
@@ -163,20 +104,32 @@ fn summary(
     errors: u64,
     start_ts: f64,
     wall: Duration,
-) -> Value {
-    lat.sort_by(|a, b| a.total_cmp(b));
+) -> Summary {
     let secs = wall.as_secs_f64();
-    let mean = (!lat.is_empty()).then(|| lat.iter().sum::<f64>() / lat.len() as f64);
-    json!({
-        "mode": "rpc-client",
-        "impl": match client { Client::Ours => "raw-ours", Client::Amqprs => "raw-amqprs" },
-        "cast": cast, "fanout": fanout, "calls": calls, "ok": lat.len(), "errors": errors,
-        "concurrency": concurrency, "payload_size": payload,
-        "start_ts": start_ts, "end_ts": start_ts + secs, "duration_s": secs,
-        "throughput": lat.len() as f64 / secs.max(1e-9),
-        "latency_ms": {"p50": percentile(&lat, 50.0), "p90": percentile(&lat, 90.0),
-            "p99": percentile(&lat, 99.0), "max": lat.last(), "mean": mean},
-    })
+    Summary {
+        mode: "rpc-client".to_owned(),
+        implementation: implementation(client).to_owned(),
+        cast,
+        fanout,
+        calls,
+        ok: lat.len() as u64,
+        errors,
+        error_kinds: Value::Null,
+        concurrency,
+        payload_size: json!(payload),
+        start_ts,
+        end_ts: start_ts + secs,
+        duration_s: secs,
+        throughput: lat.len() as f64 / secs.max(1e-9),
+        latency_ms: Latency::of(&mut lat),
+    }
+}
+
+fn out(v: &impl serde::Serialize) {
+    use std::io::Write;
+    let mut o = std::io::stdout().lock();
+    let _ = writeln!(o, "{}", serde_json::to_string(v).unwrap_or_default());
+    let _ = o.flush();
 }
 
 /// Calls waiting for their reply, by correlation id.
@@ -275,7 +228,13 @@ mod ours {
     };
 
     pub(crate) async fn connect(url: &str, name: &str) -> Connection {
-        let (host, port, user, password, vhost) = parse_url(url);
+        let AmqpUrl {
+            host,
+            port,
+            user,
+            password,
+            vhost,
+        } = AmqpUrl::parse(url);
         let params = ConnectParams::new(host, port, Login::Plain { user, password })
             .vhost(vhost)
             .connection_name(name)
@@ -350,7 +309,7 @@ mod ours {
             while let Some(ConsumerEvent::Delivery(_, d)) = rx.recv().await {
                 ch.ack(d.delivery_tag).await.unwrap();
                 if tally.hit(count) {
-                    out(&tally.line("done", Client::Ours));
+                    out(&tally.line("done", implementation(Client::Ours)));
                 }
                 if let Some(reply_to) = d.properties.reply_to.clone() {
                     let (pch, corr) = (pch.clone(), d.properties.correlation_id.clone());
@@ -374,7 +333,7 @@ mod ours {
             () = work => {}
             () = shutdown_signal() => {}
         }
-        out(&tally.line("stopped", Client::Ours));
+        out(&tally.line("stopped", implementation(Client::Ours)));
         consume.close().await;
         publish.close().await;
     }
@@ -559,7 +518,13 @@ mod with_amqprs {
     }
 
     async fn connect(url: &str, name: &str) -> Connection {
-        let (host, port, user, pass, vhost) = parse_url(url);
+        let AmqpUrl {
+            host,
+            port,
+            user,
+            password: pass,
+            vhost,
+        } = AmqpUrl::parse(url);
         Connection::open(
             &OpenConnectionArguments::new(&host, port, &user, &pass)
                 .virtual_host(&vhost)
@@ -644,7 +609,7 @@ mod with_amqprs {
                     .basic_ack(BasicAckArguments::new(deliver.delivery_tag(), false))
                     .await;
                 if tally.hit(count) {
-                    out(&tally.line("done", Client::Amqprs));
+                    out(&tally.line("done", implementation(Client::Amqprs)));
                 }
                 if let Some(reply_to) = p.reply_to().cloned() {
                     let corr = p.correlation_id().cloned().unwrap_or_default();
@@ -661,7 +626,7 @@ mod with_amqprs {
             () = work => {}
             () = shutdown_signal() => {}
         }
-        out(&tally.line("stopped", Client::Amqprs));
+        out(&tally.line("stopped", implementation(Client::Amqprs)));
         let _ = consume.close().await;
         let _ = publish.close().await;
     }
