@@ -79,6 +79,19 @@ pub trait Serializer: Send + Sync + fmt::Debug + 'static {
 }
 
 /// The identity serializer (oslo's `NoOpSerializer`).
+///
+/// # Examples
+///
+/// ```
+/// use std::sync::Arc;
+/// use oslo_messaging::{NoOpSerializer, RpcClient, Target, Transport};
+///
+/// let transport = Transport::memory();
+/// let client = RpcClient::builder(&transport, Target::new("t"))
+///     .serializer(Arc::new(NoOpSerializer))
+///     .build()?;
+/// # Ok::<(), oslo_messaging::Error>(())
+/// ```
 #[derive(Debug, Default, Clone, Copy)]
 pub struct NoOpSerializer;
 

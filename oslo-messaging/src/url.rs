@@ -11,6 +11,17 @@ use crate::secret::Secret;
 pub(crate) const KNOWN_SCHEMES: &[&str] = &["rabbit", "kombu", "memory", "fake"];
 
 /// Which driver a URL selects.
+///
+/// # Examples
+///
+/// ```
+/// use oslo_messaging::TransportUrl;
+/// use oslo_messaging::transport::DriverKind;
+///
+/// assert_eq!(TransportUrl::parse("kombu://h/")?.driver_kind()?, DriverKind::Rabbit);
+/// assert_eq!(TransportUrl::parse("fake://")?.driver_kind()?, DriverKind::Memory);
+/// # Ok::<(), oslo_messaging::Error>(())
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum DriverKind {
@@ -21,6 +32,18 @@ pub enum DriverKind {
 }
 
 /// One host of a [`TransportUrl`].
+///
+/// # Examples
+///
+/// ```
+/// use oslo_messaging::TransportUrl;
+///
+/// let url = TransportUrl::parse("rabbit://u:p@rmq1:5672,u:p@rmq2/")?;
+/// let hosts: Vec<_> = url.hosts().iter().map(|h| (h.hostname(), h.port())).collect();
+/// assert_eq!(hosts, [(Some("rmq1"), Some(5672)), (Some("rmq2"), None)]);
+/// assert_eq!(url.hosts()[0].password().map(|p| p.expose()), Some("p"));
+/// # Ok::<(), oslo_messaging::Error>(())
+/// ```
 #[derive(Clone, PartialEq, Eq)]
 pub struct TransportHost {
     hostname: Option<String>,

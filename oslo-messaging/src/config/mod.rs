@@ -193,6 +193,17 @@ const UNSUPPORTED_GROUPS: &[&str] = &[
 ];
 
 /// All the options oslo.messaging reads, by group.
+///
+/// # Examples
+///
+/// ```
+/// use oslo_messaging::Config;
+///
+/// let conf = Config::from_ini_str("[DEFAULT]\ncontrol_exchange = nova\n")?;
+/// assert_eq!(conf.default.control_exchange, "nova");
+/// assert_eq!(conf.rabbit.heartbeat_timeout_threshold, 60, "Python's default");
+/// # Ok::<(), oslo_messaging::Error>(())
+/// ```
 #[derive(Debug, Clone, Default)]
 #[non_exhaustive]
 pub struct Config {

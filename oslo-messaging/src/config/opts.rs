@@ -6,6 +6,19 @@ use super::SetError;
 use crate::secret::Secret;
 
 /// Describes one option, for listings and documentation.
+///
+/// # Examples
+///
+/// ```
+/// use oslo_messaging::Config;
+///
+/// let rabbit = Config::list_opts()
+///     .into_iter()
+///     .find(|(group, _)| *group == "oslo_messaging_rabbit")
+///     .unwrap();
+/// let heartbeat = rabbit.1.iter().find(|o| o.name == "heartbeat_timeout_threshold").unwrap();
+/// assert_eq!((heartbeat.kind, heartbeat.sample.as_str()), ("integer", "60"));
+/// ```
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub struct OptionInfo {

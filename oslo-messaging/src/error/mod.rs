@@ -35,11 +35,33 @@ pub(crate) use remote::DISPATCHER_MODULE;
 pub use remote::{RemoteError, RemoteException};
 
 /// A `Result` whose error defaults to [`Error`].
+///
+/// # Examples
+///
+/// ```
+/// fn exchange(url: &str) -> oslo_messaging::Result<String> {
+///     Ok(oslo_messaging::Transport::from_url(url)?.control_exchange().to_owned())
+/// }
+/// assert_eq!(exchange("memory://").unwrap(), "openstack");
+/// assert!(exchange("nosuch://").is_err());
+/// ```
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// The kinds of [`Error`].
 ///
 /// New kinds may be added in minor releases, so a `match` needs a wildcard arm.
+///
+/// # Examples
+///
+/// ```
+/// use oslo_messaging::{ErrorKind, Transport};
+///
+/// let err = Transport::from_url("rabbit://host/?heartbeat_rate=often").unwrap_err();
+/// match err.kind() {
+///     ErrorKind::Configuration => {}
+///     other => panic!("unexpected {other}"),
+/// }
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum ErrorKind {

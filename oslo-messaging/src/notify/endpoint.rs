@@ -77,6 +77,28 @@ pub(crate) use sealed::{BatchOutcome, Erased};
 /// acknowledged), and the handler is not called with it.
 ///
 /// This trait is sealed: the shapes above are all there are.
+///
+/// # Examples
+///
+/// ```
+/// use oslo_messaging::notify::{Notification, NotificationEndpoint, Priority};
+///
+/// #[derive(serde::Deserialize)]
+/// struct Sample {
+///     counter_volume: f64,
+/// }
+///
+/// // One at a time, typed; and in batches, raw.
+/// let endpoint = NotificationEndpoint::builder()
+///     .on(Priority::Info, |n: Notification<Sample>| async move {
+///         let _ = n.payload.counter_volume;
+///     })
+///     .on(Priority::Sample, |batch: Vec<Notification>| async move {
+///         let _ = batch.len();
+///     })
+///     .build()?;
+/// # Ok::<(), oslo_messaging::Error>(())
+/// ```
 #[diagnostic::on_unimplemented(
     message = "`{Self}` cannot handle notifications",
     note = "handlers are `async fn(Notification<T>) -> R`, `async fn(Vec<Notification<T>>) -> R`, or either with a `State<S>` first, with T: DeserializeOwned and R: (), NotificationResult, or a Result of either"
@@ -278,6 +300,18 @@ impl NotificationEndpoint {
 }
 
 /// Builds a [`NotificationEndpoint`]; `S` is the state handed to handlers.
+///
+/// # Examples
+///
+/// ```
+/// use oslo_messaging::notify::{Notification, NotificationEndpoint, Priority};
+///
+/// let endpoint = NotificationEndpoint::builder()
+///     .on(Priority::Error, |n: Notification| async move { println!("{:?}", n.event_type) })
+///     .build()?;
+/// assert_eq!(endpoint.priorities().collect::<Vec<_>>(), [Priority::Error]);
+/// # Ok::<(), oslo_messaging::Error>(())
+/// ```
 #[must_use]
 pub struct NotificationEndpointBuilder<S> {
     filter: Option<NotificationFilter>,

@@ -87,6 +87,15 @@ impl NotificationFilter {
 }
 
 /// Builds a [`NotificationFilter`]; the patterns are checked by [`build`](Self::build).
+///
+/// # Examples
+///
+/// ```
+/// use oslo_messaging::notify::NotificationFilter;
+///
+/// let err = NotificationFilter::builder().event_type("(unclosed").build().unwrap_err();
+/// assert!(err.to_string().contains("invalid notification filter pattern"));
+/// ```
 #[derive(Debug, Clone, Default)]
 #[must_use]
 pub struct NotificationFilterBuilder {

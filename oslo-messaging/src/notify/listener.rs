@@ -260,6 +260,26 @@ async fn run(
 }
 
 /// Builds a [`NotificationListener`], or a [`NotificationStream`].
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use oslo_messaging::notify::{Notification, NotificationEndpoint, NotificationListener, Priority};
+/// use oslo_messaging::{Target, Transport};
+///
+/// let transport = Transport::memory();
+/// let endpoint = NotificationEndpoint::builder()
+///     .on(Priority::Sample, |batch: Vec<Notification>| async move { let _ = batch; })
+///     .build()?;
+/// let listener = NotificationListener::builder(&transport, vec![Target::new("metering")])
+///     .endpoint(endpoint)
+///     .pool("ceilometer")
+///     .batch_size(100)
+///     .batch_timeout(Duration::from_secs(5))
+///     .build()?;
+/// # Ok::<(), oslo_messaging::Error>(())
+/// ```
 #[must_use]
 pub struct NotificationListenerBuilder {
     transport: Transport,

@@ -155,6 +155,20 @@ fn payload_error<T>(event_type: Option<&str>, e: &Mismatch) -> Error {
 }
 
 /// What a handler decided (oslo's `NotificationResult`).
+///
+/// # Examples
+///
+/// ```
+/// use oslo_messaging::notify::{Notification, NotificationEndpoint, NotificationResult, Priority};
+///
+/// // Put back what cannot be handled now (when the listener allows requeue).
+/// let endpoint = NotificationEndpoint::builder()
+///     .on(Priority::Info, |n: Notification| async move {
+///         if n.payload.is_null() { NotificationResult::Requeue } else { NotificationResult::Handled }
+///     })
+///     .build()?;
+/// # Ok::<(), oslo_messaging::Error>(())
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub enum NotificationResult {
@@ -170,6 +184,16 @@ pub enum NotificationResult {
 ///
 /// `()` and `Handled` acknowledge; `Requeue` requeues; an `Err` is logged and counts as
 /// `Requeue`, as an exception does in Python.
+///
+/// # Examples
+///
+/// ```
+/// use oslo_messaging::notify::{IntoNotificationResult, NotificationResult};
+///
+/// assert_eq!(().into_notification_result(), NotificationResult::Handled);
+/// let failed: Result<(), &str> = Err("database is down");
+/// assert_eq!(failed.into_notification_result(), NotificationResult::Requeue);
+/// ```
 pub trait IntoNotificationResult {
     /// The decision.
     fn into_notification_result(self) -> NotificationResult;

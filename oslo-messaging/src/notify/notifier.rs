@@ -17,6 +17,24 @@ use crate::transport::Transport;
 use crate::wire;
 
 /// A notification the `test` driver captured (oslo's `_impl_test.NOTIFICATIONS` entry).
+///
+/// # Examples
+///
+/// ```
+/// use oslo_messaging::notify::{Notifier, NotifyDriver};
+/// use oslo_messaging::{Context, Transport};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> oslo_messaging::Result<()> {
+/// let transport = Transport::memory();
+/// let notifier = Notifier::builder(&transport).driver(NotifyDriver::Test).build()?;
+/// notifier.error(&Context::new(), "volume.attach.error", &serde_json::json!({"id": 3})).await?;
+/// let captured = &Notifier::captured(&transport)[0];
+/// assert_eq!(captured.message.event_type, "volume.attach.error");
+/// assert_eq!(captured.message.priority, "ERROR");
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub struct CapturedNotification {
@@ -31,6 +49,18 @@ pub struct CapturedNotification {
 }
 
 /// The notification drivers (oslo's `oslo.messaging.notify.drivers`).
+///
+/// # Examples
+///
+/// ```
+/// use oslo_messaging::notify::NotifyDriver;
+///
+/// let d: NotifyDriver = "messagingv2".parse()?;
+/// assert_eq!(d, NotifyDriver::MessagingV2);
+/// assert_eq!(NotifyDriver::Log.name(), "log");
+/// assert!("kafka".parse::<NotifyDriver>().is_err());
+/// # Ok::<(), oslo_messaging::Error>(())
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum NotifyDriver {
@@ -435,6 +465,23 @@ fn log_notification(message: &wire::Notification, priority: Priority) {
 
 /// Builds a [`Notifier`]: from the configuration ([`Notifier::builder`]) or from another
 /// notifier ([`Notifier::prepare`]).
+///
+/// # Examples
+///
+/// ```
+/// use oslo_messaging::notify::{Notifier, NotifyDriver};
+/// use oslo_messaging::{Retry, Transport};
+///
+/// let transport = Transport::memory();
+/// let notifier = Notifier::builder(&transport)
+///     .driver(NotifyDriver::MessagingV2)
+///     .topics(["notifications", "audit"])
+///     .publisher_id("volume.host2")
+///     .retry(Retry::Times(3))
+///     .build()?;
+/// assert!(notifier.is_enabled());
+/// # Ok::<(), oslo_messaging::Error>(())
+/// ```
 #[must_use]
 pub struct NotifierBuilder {
     transport: Transport,

@@ -11,6 +11,16 @@ use crate::error::{Error, Result};
 /// On the wire the priority is upper case (`INFO`) in the message and lower case in the routing
 /// key (`notifications.info`). `warning` is an alias of [`Warn`](Self::Warn) when parsing user
 /// input; a message whose priority is `WARNING` is unknown to listeners, as in Python.
+///
+/// # Examples
+///
+/// ```
+/// use oslo_messaging::Priority;
+///
+/// let p: Priority = "warning".parse()?;
+/// assert_eq!((p, p.as_str(), p.as_wire()), (Priority::Warn, "warn", "WARN"));
+/// # Ok::<(), oslo_messaging::Error>(())
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Priority {
     /// `AUDIT`.

@@ -162,6 +162,27 @@ impl Drop for NotificationStream {
 ///
 /// Call [`ack`](Self::ack) once it is handled, or [`requeue`](Self::requeue) to have it
 /// delivered again; dropping it without either requeues it.
+///
+/// # Examples
+///
+/// ```
+/// use oslo_messaging::notify::{NotificationListener, Notifier, NotifyDriver, Priority};
+/// use oslo_messaging::{Context, Target, Transport};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> oslo_messaging::Result<()> {
+/// let transport = Transport::memory();
+/// let mut stream = NotificationListener::builder(&transport, vec![Target::new("notifications")])
+///     .subscribe([Priority::Error])
+///     .await?;
+/// let notifier = Notifier::builder(&transport).driver(NotifyDriver::MessagingV2).build()?;
+/// notifier.error(&Context::new(), "compute.instance.delete.error", &1).await?;
+/// let delivery = stream.recv().await.unwrap();
+/// assert_eq!(delivery.notification().payload, 1);
+/// delivery.requeue().await?; // or ack(); dropping it requeues too
+/// # Ok(())
+/// # }
+/// ```
 pub struct Delivery {
     notification: Notification,
     received: Received,

@@ -353,6 +353,23 @@ async fn wait_for_reply(
 
 /// Builds an [`RpcClient`]: from defaults ([`RpcClient::builder`]) or from another client
 /// ([`RpcClient::prepare`]).
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use oslo_messaging::{Retry, RpcClient, Target, Transport};
+///
+/// let transport = Transport::memory();
+/// let client = RpcClient::builder(&transport, Target::new("compute"))
+///     .timeout(Duration::from_secs(30))
+///     .call_monitor_timeout(Duration::from_secs(10))
+///     .retry(Retry::Times(2))
+///     .version_cap("5.1".parse()?)
+///     .build()?;
+/// assert_eq!(client.timeout(), Duration::from_secs(30));
+/// # Ok::<(), oslo_messaging::Error>(())
+/// ```
 #[derive(Debug)]
 #[must_use]
 pub struct RpcClientBuilder {

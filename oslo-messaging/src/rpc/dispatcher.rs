@@ -17,6 +17,32 @@ use crate::version::Version;
 use crate::wire;
 
 /// The method name of the optional health-check endpoint.
+///
+/// # Examples
+///
+/// ```
+/// use oslo_messaging::rpc::{Endpoint, NoArgs, PING_METHOD, Request, RpcClient, RpcError, RpcServer};
+/// use oslo_messaging::{Context, Target, Transport};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> oslo_messaging::Result<()> {
+/// let transport = Transport::memory();
+/// let endpoint = Endpoint::builder()
+///     .method("noop", |_r: Request<NoArgs>| async { Ok::<_, RpcError>(()) })
+///     .build()?;
+/// let server = RpcServer::builder(&transport, Target::new("health").with_server("h1"))
+///     .endpoint(endpoint)
+///     .ping(true)
+///     .build()?;
+/// server.start().await?;
+/// let pong: String = RpcClient::new(&transport, Target::new("health"))
+///     .call(&Context::new(), PING_METHOD, &())
+///     .await?;
+/// assert_eq!(pong, "pong");
+/// # server.stop().await;
+/// # Ok(())
+/// # }
+/// ```
 pub const PING_METHOD: &str = "oslo_rpc_server_ping";
 
 /// Picks the endpoint method for each request.

@@ -21,6 +21,19 @@ use crate::version::Version;
 /// as `T`.
 ///
 /// The context holds the caller's keys plus `client_timeout`, as in Python endpoints.
+///
+/// # Examples
+///
+/// ```
+/// use oslo_messaging::Context;
+/// use oslo_messaging::rpc::Request;
+///
+/// let req = Request::new(Context::new().with("user", "u"), "resize", serde_json::json!({"flavor": 2}));
+/// assert_eq!(req.method(), "resize");
+/// assert_eq!(req.context().get_str("user"), Some("u"));
+/// let (_ctx, args) = req.into_parts();
+/// assert_eq!(args["flavor"], 2);
+/// ```
 #[derive(Debug, Clone)]
 pub struct Request<T> {
     context: Context,
@@ -154,6 +167,23 @@ pub(crate) type HandlerFuture =
 /// Python's does: `resize() missing 1 required positional argument: 'flavor'`. Fields of `T`
 /// that are optional (`Option`, `#[serde(default)]`) may be left out by callers; unknown
 /// arguments are ignored unless `T` uses `#[serde(deny_unknown_fields)]`.
+///
+/// # Examples
+///
+/// ```
+/// use oslo_messaging::State;
+/// use oslo_messaging::rpc::{Endpoint, Request, RpcError};
+///
+/// async fn stop(State(host): State<String>, req: Request<serde_json::Value>) -> Result<String, RpcError> {
+///     Ok(format!("{host} stops {}", req.args()["instance"]))
+/// }
+///
+/// let endpoint = Endpoint::builder()
+///     .state("host-1".to_owned())
+///     .method("stop", stop)
+///     .build()?;
+/// # Ok::<(), oslo_messaging::Error>(())
+/// ```
 #[diagnostic::on_unimplemented(
     message = "`{Self}` cannot serve an RPC method",
     note = "handlers are `async fn(Request<T>) -> Result<R, E>` or `async fn(State<S>, Request<T>) -> Result<R, E>` with T: DeserializeOwned, R: Serialize, E: Into<RpcError>"
@@ -368,6 +398,18 @@ impl Endpoint {
 }
 
 /// Builds an [`Endpoint`]; `S` is the state handed to handlers.
+///
+/// # Examples
+///
+/// ```
+/// use oslo_messaging::rpc::{Endpoint, NoArgs, Request, RpcError};
+///
+/// let err = Endpoint::builder()
+///     .method("_hidden", |_r: Request<NoArgs>| async { Ok::<_, RpcError>(()) })
+///     .build()
+///     .unwrap_err();
+/// assert!(err.to_string().contains("starts with '_'"));
+/// ```
 #[must_use]
 pub struct EndpointBuilder<S> {
     target: Target,

@@ -312,6 +312,25 @@ fn spawn_heartbeats(
 }
 
 /// Builds an [`RpcServer`].
+///
+/// # Examples
+///
+/// ```
+/// use oslo_messaging::rpc::{Endpoint, NoArgs, Request, RpcError, RpcServer};
+/// use oslo_messaging::{Target, Transport};
+///
+/// let transport = Transport::memory();
+/// let endpoint = Endpoint::builder()
+///     .method("ping", |_r: Request<NoArgs>| async { Ok::<_, RpcError>("pong") })
+///     .build()?;
+/// let server = RpcServer::builder(&transport, Target::new("compute").with_server("host-1"))
+///     .endpoint(endpoint)
+///     .executor_pool_size(16)
+///     .build()?;
+/// // A target without a server is refused.
+/// assert!(RpcServer::builder(&transport, Target::new("compute")).build().is_err());
+/// # Ok::<(), oslo_messaging::Error>(())
+/// ```
 #[must_use]
 pub struct RpcServerBuilder {
     transport: Transport,

@@ -35,6 +35,20 @@ pub use crate::url::{DriverKind, TransportHost, TransportUrl};
 /// The URL scheme picks the driver: `rabbit://` (or `kombu://`) for RabbitMQ, `memory://` (or
 /// `fake://`) for the in-process broker. Connections are opened lazily, when first needed, so
 /// building a transport never blocks.
+///
+/// # Examples
+///
+/// ```
+/// use oslo_messaging::Transport;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> oslo_messaging::Result<()> {
+/// let transport = Transport::from_url("rabbit://nova:secret@rmq1:5672/nova")?;
+/// assert_eq!(transport.url().to_string(), "rabbit://nova:***@rmq1:5672/nova");
+/// transport.cleanup().await; // nothing was connected: building a transport never blocks
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Clone)]
 pub struct Transport {
     inner: Arc<Inner>,

@@ -18,6 +18,18 @@ use serde_json::Value;
 use serde_json::ser::{CharEscape, Formatter};
 
 /// A `serde_json` formatter producing Python `json.dumps` output.
+///
+/// # Examples
+///
+/// ```
+/// use oslo_messaging::wire::json::PythonFormatter;
+/// use serde::Serialize;
+///
+/// let mut out = Vec::new();
+/// let mut ser = serde_json::Serializer::with_formatter(&mut out, PythonFormatter);
+/// serde_json::json!({"a": [1, 2.5], "é": 1e20}).serialize(&mut ser).unwrap();
+/// assert_eq!(String::from_utf8(out).unwrap(), r#"{"a": [1, 2.5], "\u00e9": 1e+20}"#);
+/// ```
 #[derive(Debug, Default, Clone, Copy)]
 pub struct PythonFormatter;
 
@@ -203,6 +215,14 @@ fn write_python_float<W: ?Sized + Write>(writer: &mut W, ryu_text: &str) -> io::
 /// # Errors
 ///
 /// Fails when `value`'s `Serialize` implementation fails (a map with non-string keys, say).
+///
+/// # Examples
+///
+/// ```
+/// use oslo_messaging::wire::json;
+///
+/// assert_eq!(json::to_string(&serde_json::json!({"k": [true, null]})).unwrap(), r#"{"k": [true, null]}"#);
+/// ```
 pub fn to_string<T: Serialize + ?Sized>(value: &T) -> Result<String, serde_json::Error> {
     let mut out = Vec::with_capacity(128);
     write(&mut out, value)?;
@@ -215,6 +235,16 @@ pub fn to_string<T: Serialize + ?Sized>(value: &T) -> Result<String, serde_json:
 /// # Errors
 ///
 /// Fails when `value`'s `Serialize` implementation fails.
+///
+/// # Examples
+///
+/// ```
+/// use oslo_messaging::wire::json;
+///
+/// let mut out = b"x=".to_vec();
+/// json::write(&mut out, &vec![1.0_f64, 0.1]).unwrap();
+/// assert_eq!(out, b"x=[1.0, 0.1]");
+/// ```
 pub fn write<T: Serialize + ?Sized>(out: &mut Vec<u8>, value: &T) -> Result<(), serde_json::Error> {
     let mut ser = serde_json::Serializer::with_formatter(out, PythonFormatter);
     value.serialize(&mut ser)
@@ -355,6 +385,15 @@ pub(crate) fn write_object(out: &mut Vec<u8>, map: &serde_json::Map<String, Valu
 /// # Errors
 ///
 /// Fails on anything else that is not JSON.
+///
+/// # Examples
+///
+/// ```
+/// use oslo_messaging::wire::json;
+///
+/// let v = json::from_slice(br#"{"n": NaN, "big": 1e400}"#).unwrap();
+/// assert!(v["n"].is_null() && v["big"].is_null(), "read as Python reads them: {v}");
+/// ```
 pub fn from_slice(bytes: &[u8]) -> Result<Value, serde_json::Error> {
     let err = match serde_json::from_slice(bytes) {
         Ok(v) => return Ok(v),

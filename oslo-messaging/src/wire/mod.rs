@@ -32,11 +32,29 @@ mod remote;
 use crate::error::RemoteError;
 
 /// The envelope version this library writes and accepts.
+///
+/// # Examples
+///
+/// ```
+/// use oslo_messaging::wire::{self, ENVELOPE_VERSION};
+///
+/// let body = wire::wrap_envelope(b"{}");
+/// assert!(String::from_utf8(body).unwrap().contains(ENVELOPE_VERSION));
+/// ```
 pub const ENVELOPE_VERSION: &str = "2.0";
 
 const CONTEXT_PREFIX: &str = "_context_";
 
 /// A message from the wire that could not be understood.
+///
+/// # Examples
+///
+/// ```
+/// use oslo_messaging::wire::{self, WireError};
+///
+/// assert!(matches!(wire::decode_request(b"not json"), Err(WireError::NotJson(_))));
+/// assert_eq!(wire::decode_request(b"{}").unwrap_err(), WireError::MissingField("method"));
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum WireError {
@@ -88,6 +106,14 @@ impl From<WireError> for crate::Error {
 }
 
 /// A new `_unique_id` / `_msg_id`: a UUID4 as 32 lowercase hex digits, as Python's `uuid4().hex`.
+///
+/// # Examples
+///
+/// ```
+/// let id = oslo_messaging::wire::new_id();
+/// assert_eq!(id.len(), 32);
+/// assert!(id.bytes().all(|b| b.is_ascii_hexdigit()));
+/// ```
 pub fn new_id() -> String {
     uuid::Uuid::new_v4().simple().to_string()
 }
@@ -95,6 +121,16 @@ pub fn new_id() -> String {
 // ===== envelope =====
 
 /// Wraps an inner JSON text (as written by [`json::to_string`]) in the 2.0 envelope.
+///
+/// # Examples
+///
+/// ```
+/// use oslo_messaging::wire;
+///
+/// let body = wire::wrap_envelope(br#"{"a": 1}"#);
+/// assert_eq!(body, br#"{"oslo.version": "2.0", "oslo.message": "{\"a\": 1}"}"#);
+/// assert_eq!(wire::unwrap_envelope(&body).unwrap()["a"], 1);
+/// ```
 pub fn wrap_envelope(inner: &[u8]) -> Vec<u8> {
     if inner.iter().any(|&b| !(0x20..0x7f).contains(&b)) {
         let mut out = Vec::with_capacity(inner.len() + inner.len() / 8 + 48);
@@ -130,6 +166,16 @@ fn wrap_printable(inner: &[u8]) -> Vec<u8> {
 ///
 /// Non-JSON, a non-object, an envelope version other than 2.0, or an inner message that is not
 /// a JSON object.
+///
+/// # Examples
+///
+/// ```
+/// use oslo_messaging::wire;
+///
+/// // Enveloped or not, the inner object comes out.
+/// assert_eq!(wire::unwrap_envelope(br#"{"a": 1}"#).unwrap()["a"], 1);
+/// assert!(wire::unwrap_envelope(br#"{"oslo.version": "3.0", "oslo.message": "{}"}"#).is_err());
+/// ```
 pub fn unwrap_envelope(body: &[u8]) -> Result<Map<String, Value>, WireError> {
     let value = json::from_slice(body).map_err(|e| WireError::NotJson(e.to_string()))?;
     let Value::Object(mut outer) = value else {
@@ -236,6 +282,17 @@ fn write_seconds(out: &mut Vec<u8>, d: Duration) {
 // ===== RPC request =====
 
 /// The content of an RPC request: what the client asks for, before transport keys are added.
+///
+/// # Examples
+///
+/// ```
+/// use oslo_messaging::Context;
+/// use oslo_messaging::wire::Request;
+///
+/// let mut req = Request::new("resize", serde_json::Map::new(), Context::new());
+/// req.namespace = Some("compute".into());
+/// assert_eq!(req.method, "resize");
+/// ```
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub struct Request {
@@ -280,6 +337,16 @@ impl Request {
 }
 
 /// The keys a call adds to a request so the server can answer.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use oslo_messaging::wire::CallInfo;
+///
+/// let info = CallInfo::new("msg-1", "reply_abc", Some(Duration::from_secs(30)));
+/// assert_eq!(info.reply_q, "reply_abc");
+/// ```
 #[derive(Debug, Clone, Copy)]
 #[non_exhaustive]
 pub struct CallInfo<'a> {
@@ -303,6 +370,19 @@ impl<'a> CallInfo<'a> {
 }
 
 /// Encodes an RPC request, enveloped, exactly as Python's `_send` does.
+///
+/// # Examples
+///
+/// ```
+/// use oslo_messaging::Context;
+/// use oslo_messaging::wire::{self, CallInfo, Request};
+///
+/// let req = Request::new("ping", serde_json::Map::new(), Context::new());
+/// let body = wire::encode_request(&req, Some(&CallInfo::new("m1", "reply_q1", None)), "u1");
+/// let back = wire::decode_request(&body)?;
+/// assert_eq!((back.msg_id.as_deref(), back.reply_q.as_deref()), (Some("m1"), Some("reply_q1")));
+/// # Ok::<(), wire::WireError>(())
+/// ```
 pub fn encode_request(req: &Request, call: Option<&CallInfo<'_>>, unique_id: &str) -> Vec<u8> {
     let mut out = Vec::with_capacity(256);
     out.push(b'{');
@@ -338,6 +418,19 @@ pub fn encode_request(req: &Request, call: Option<&CallInfo<'_>>, unique_id: &st
 }
 
 /// An RPC request as a server receives it.
+///
+/// # Examples
+///
+/// ```
+/// use oslo_messaging::Context;
+/// use oslo_messaging::wire::{self, Request};
+///
+/// let req = Request::new("cast_me", serde_json::Map::new(), Context::new());
+/// let incoming = wire::decode_request(&wire::encode_request(&req, None, "u1"))?;
+/// assert!(!incoming.wants_reply());
+/// assert_eq!(incoming.unique_id.as_deref(), Some("u1"));
+/// # Ok::<(), wire::WireError>(())
+/// ```
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub struct IncomingRequest {
@@ -365,6 +458,17 @@ impl IncomingRequest {
 /// # Errors
 ///
 /// Any [`WireError`]: not JSON, bad envelope, no `method`, fields of the wrong type.
+///
+/// # Examples
+///
+/// ```
+/// use oslo_messaging::wire;
+///
+/// let body = br#"{"method": "echo", "args": {"x": 1}, "_context_user": "u", "_unique_id": "a"}"#;
+/// let r = wire::decode_request(body)?;
+/// assert_eq!((r.request.method.as_str(), r.request.context.get_str("user")), ("echo", Some("u")));
+/// # Ok::<(), wire::WireError>(())
+/// ```
 pub fn decode_request(body: &[u8]) -> Result<IncomingRequest, WireError> {
     fast::request(body).map_or_else(|| decode_request_general(body), Ok)
 }
@@ -407,6 +511,17 @@ fn decode_request_general(body: &[u8]) -> Result<IncomingRequest, WireError> {
 
 /// Reads `_msg_id` and `_reply_q` from a body that may not decode as a request, so a server
 /// can still send the caller a failure.
+///
+/// # Examples
+///
+/// ```
+/// use oslo_messaging::wire;
+///
+/// // A request whose args are broken still says where its caller waits.
+/// let body = br#"{"method": 7, "_msg_id": "m", "_reply_q": "reply_1"}"#;
+/// assert!(wire::decode_request(body).is_err());
+/// assert_eq!(wire::reply_address(body), Some(("m".into(), "reply_1".into())));
+/// ```
 pub fn reply_address(body: &[u8]) -> Option<(String, String)> {
     let map = unwrap_envelope(body).ok()?;
     let msg_id = map.get("_msg_id")?.as_str()?.to_owned();
@@ -417,6 +532,19 @@ pub fn reply_address(body: &[u8]) -> Option<(String, String)> {
 // ===== replies =====
 
 /// Encodes the final reply to a call: a result or a failure, with `"ending": true`.
+///
+/// # Examples
+///
+/// ```
+/// use oslo_messaging::{RemoteError, wire};
+///
+/// let ok = wire::decode_reply(&wire::encode_reply("m", "u", &Ok(serde_json::json!(42))))?;
+/// assert_eq!((ok.result, ok.ending), (serde_json::json!(42), true));
+/// let failure = RemoteError::new("builtins", "ValueError", "bad");
+/// let err = wire::decode_reply(&wire::encode_reply("m", "u2", &Err(failure)))?;
+/// assert_eq!(err.failure.unwrap().class(), "ValueError");
+/// # Ok::<(), wire::WireError>(())
+/// ```
 pub fn encode_reply(
     msg_id: &str,
     unique_id: &str,
@@ -443,6 +571,16 @@ pub fn encode_reply(
 }
 
 /// Encodes a call-monitor heartbeat: `{"result": null, "failure": null, "ending": false, ...}`.
+///
+/// # Examples
+///
+/// ```
+/// use oslo_messaging::wire;
+///
+/// let hb = wire::decode_reply(&wire::encode_heartbeat("m", "u"))?;
+/// assert!(!hb.ending && hb.result.is_null() && hb.failure.is_none());
+/// # Ok::<(), wire::WireError>(())
+/// ```
 pub fn encode_heartbeat(msg_id: &str, unique_id: &str) -> Vec<u8> {
     let mut out = Vec::with_capacity(128);
     out.extend_from_slice(b"{\"result\": null, \"failure\": null, \"ending\": false");
@@ -460,6 +598,16 @@ fn write_reply_ids(out: &mut Vec<u8>, first: &mut bool, msg_id: &str, unique_id:
 }
 
 /// One reply message as the caller receives it.
+///
+/// # Examples
+///
+/// ```
+/// use oslo_messaging::wire;
+///
+/// let reply = wire::decode_reply(br#"{"result": "ok", "failure": null, "ending": true, "_msg_id": "m"}"#)?;
+/// assert_eq!((reply.msg_id.as_deref(), reply.result.as_str()), (Some("m"), Some("ok")));
+/// # Ok::<(), wire::WireError>(())
+/// ```
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub struct Reply {
@@ -481,6 +629,17 @@ pub struct Reply {
 ///
 /// Any [`WireError`]; a `failure` that is not valid failure JSON is reported as a failure
 /// carrying the raw text, not as an error.
+///
+/// # Examples
+///
+/// ```
+/// use oslo_messaging::wire;
+///
+/// // Python's legacy two-message reply: the result first, then `ending`.
+/// let first = wire::decode_reply(br#"{"result": 1, "ending": false, "_msg_id": "m"}"#)?;
+/// assert!(!first.ending);
+/// # Ok::<(), wire::WireError>(())
+/// ```
 pub fn decode_reply(body: &[u8]) -> Result<Reply, WireError> {
     fast::reply(body).map_or_else(|| decode_reply_general(body), Ok)
 }
@@ -511,6 +670,15 @@ fn decode_reply_general(body: &[u8]) -> Result<Reply, WireError> {
 // ===== notifications =====
 
 /// A notification as the notifier builds it.
+///
+/// # Examples
+///
+/// ```
+/// use oslo_messaging::wire::Notification;
+///
+/// let n = Notification::new("compute.instance.exists", "INFO", serde_json::json!({}));
+/// assert_eq!(n.message_id.len(), 36, "a hyphenated UUID4");
+/// ```
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub struct Notification {
@@ -562,6 +730,18 @@ impl Notification {
 
 /// Encodes a notification; `envelope` selects the v2 (`messagingv2`) format, else the raw v1
 /// (`messaging`) body.
+///
+/// # Examples
+///
+/// ```
+/// use oslo_messaging::wire::{self, Notification};
+///
+/// let n = Notification::new("image.update", "INFO", serde_json::json!({"id": 1}));
+/// let v1 = wire::encode_notification(&n, "u", false);
+/// assert!(v1.starts_with(b"{\"message_id\""), "messaging (v1): no envelope");
+/// let v2 = wire::encode_notification(&n, "u", true);
+/// assert!(v2.starts_with(b"{\"oslo.version\""), "messagingv2: the envelope");
+/// ```
 pub fn encode_notification(n: &Notification, unique_id: &str, envelope: bool) -> Vec<u8> {
     let mut out = Vec::with_capacity(256);
     out.push(b'{');
@@ -589,6 +769,17 @@ pub fn encode_notification(n: &Notification, unique_id: &str, envelope: bool) ->
 }
 
 /// A notification as a listener receives it. Fields Python reads with `.get()` are optional.
+///
+/// # Examples
+///
+/// ```
+/// use oslo_messaging::wire;
+///
+/// let n = wire::decode_notification(br#"{"event_type": "x", "priority": "INFO", "payload": 1}"#)?;
+/// assert_eq!((n.event_type.as_deref(), n.priority.as_deref()), (Some("x"), Some("INFO")));
+/// assert!(n.publisher_id.is_none(), "what Python reads with .get() may be missing");
+/// # Ok::<(), wire::WireError>(())
+/// ```
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub struct IncomingNotification {
@@ -615,6 +806,15 @@ pub struct IncomingNotification {
 /// # Errors
 ///
 /// Any [`WireError`].
+///
+/// # Examples
+///
+/// ```
+/// use oslo_messaging::wire;
+///
+/// assert!(wire::decode_notification(b"[1]").is_err());
+/// # Ok::<(), wire::WireError>(())
+/// ```
 pub fn decode_notification(body: &[u8]) -> Result<IncomingNotification, WireError> {
     fast::notification(body).map_or_else(|| decode_notification_general(body), Ok)
 }
@@ -640,6 +840,15 @@ fn decode_notification_general(body: &[u8]) -> Result<IncomingNotification, Wire
 
 /// Python's `str(datetime.utcnow())` for the current time: `YYYY-MM-DD HH:MM:SS.ffffff`, the
 /// fraction left out when the microseconds are zero.
+///
+/// # Examples
+///
+/// ```
+/// let ts = oslo_messaging::wire::utc_timestamp_now();
+/// // Python's str(datetime.utcnow()): 2026-12-04 21:30:00.123456
+/// assert_eq!(&ts[4..5], "-");
+/// assert_eq!(&ts[10..11], " ");
+/// ```
 pub fn utc_timestamp_now() -> String {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

@@ -11,6 +11,23 @@ use crate::error::Result;
 use crate::wire;
 
 /// What kind of message a [`SentMessage`] is.
+///
+/// # Examples
+///
+/// ```
+/// use oslo_messaging::transport::SentKind;
+/// use oslo_messaging::{Context, RpcClient, Target, Transport};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> oslo_messaging::Result<()> {
+/// let transport = Transport::memory();
+/// let handle = transport.memory_handle().unwrap();
+/// handle.record_sent(true);
+/// RpcClient::new(&transport, Target::new("t")).cast(&Context::new(), "m", &()).await?;
+/// assert_eq!(handle.sent()[0].kind, SentKind::Request);
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum SentKind {
@@ -23,6 +40,24 @@ pub enum SentKind {
 }
 
 /// A message the memory broker accepted, as it would have gone on the wire.
+///
+/// # Examples
+///
+/// ```
+/// use oslo_messaging::{Context, RpcClient, Target, Transport};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> oslo_messaging::Result<()> {
+/// let transport = Transport::memory();
+/// let handle = transport.memory_handle().unwrap();
+/// handle.record_sent(true);
+/// RpcClient::new(&transport, Target::new("compute")).cast(&Context::new(), "reboot", &()).await?;
+/// let sent = &handle.sent()[0];
+/// assert_eq!((sent.exchange.as_str(), sent.routing_key.as_str()), ("openstack", "compute"));
+/// assert!(sent.body.starts_with(b"{\"oslo.version\": \"2.0\""));
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub struct SentMessage {
