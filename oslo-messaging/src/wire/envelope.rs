@@ -1,0 +1,96 @@
+//! The 2.0 envelope: `{"oslo.version": "2.0", "oslo.message": "<inner JSON>"}`.
+
+use serde_json::{Map, Value};
+
+use super::{WireError, json};
+
+/// Wraps an inner JSON text (as written by [`json::to_string`]) in the 2.0 envelope.
+///
+/// # Examples
+///
+/// ```
+/// use oslo_messaging::wire;
+///
+/// let body = wire::wrap_envelope(br#"{"a": 1}"#);
+/// assert_eq!(body, br#"{"oslo.version": "2.0", "oslo.message": "{\"a\": 1}"}"#);
+/// assert_eq!(wire::unwrap_envelope(&body).unwrap()["a"], 1);
+/// ```
+pub fn wrap_envelope(inner: &[u8]) -> Vec<u8> {
+    if inner.iter().any(|&b| !(0x20..0x7f).contains(&b)) {
+        let mut out = Vec::with_capacity(inner.len() + inner.len() / 8 + 48);
+        out.extend_from_slice(b"{\"oslo.version\": \"2.0\", \"oslo.message\": ");
+        json::write_str(&mut out, &String::from_utf8_lossy(inner));
+        out.push(b'}');
+        return out;
+    }
+    wrap_printable(inner)
+}
+
+/// [`wrap_envelope`] for inner text known to be printable ASCII (everything our encoders
+/// write): only quotes and backslashes need escaping.
+pub(crate) fn wrap_printable(inner: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(inner.len() + inner.len() / 8 + 48);
+    out.extend_from_slice(b"{\"oslo.version\": \"2.0\", \"oslo.message\": \"");
+    let mut start = 0;
+    for i in memchr::memchr2_iter(b'"', b'\\', inner) {
+        out.extend_from_slice(&inner[start..i]);
+        out.push(b'\\');
+        out.push(inner[i]);
+        start = i + 1;
+    }
+    out.extend_from_slice(&inner[start..]);
+    out.extend_from_slice(b"\"}");
+    out
+}
+
+/// Parses a body and unwraps the envelope when there is one, as Python's `deserialize_msg`:
+/// a JSON object without both envelope keys is returned as it is (v1 notifications).
+///
+/// # Errors
+///
+/// Non-JSON, a non-object, an envelope version other than 2.0, or an inner message that is not
+/// a JSON object.
+///
+/// # Examples
+///
+/// ```
+/// use oslo_messaging::wire;
+///
+/// // Enveloped or not, the inner object comes out.
+/// assert_eq!(wire::unwrap_envelope(br#"{"a": 1}"#).unwrap()["a"], 1);
+/// assert!(wire::unwrap_envelope(br#"{"oslo.version": "3.0", "oslo.message": "{}"}"#).is_err());
+/// ```
+pub fn unwrap_envelope(body: &[u8]) -> Result<Map<String, Value>, WireError> {
+    let value = json::from_slice(body).map_err(|e| WireError::NotJson(e.to_string()))?;
+    let Value::Object(mut outer) = value else {
+        return Err(WireError::NotAnObject("message body"));
+    };
+    if !(outer.contains_key("oslo.version") && outer.contains_key("oslo.message")) {
+        return Ok(outer);
+    }
+    match outer.get("oslo.version") {
+        Some(Value::String(v)) if envelope_version_ok(v) => {}
+        Some(other) => {
+            let shown = match other {
+                Value::String(s) => s.clone(),
+                v => v.to_string(),
+            };
+            return Err(WireError::UnsupportedEnvelopeVersion(shown));
+        }
+        None => unreachable!("checked above"),
+    }
+    let Some(Value::String(inner)) = outer.remove("oslo.message") else {
+        return Err(WireError::BadEnvelope);
+    };
+    match json::from_slice(inner.as_bytes()) {
+        Ok(Value::Object(map)) => Ok(map),
+        Ok(_) => Err(WireError::NotAnObject("envelope's oslo.message")),
+        Err(e) => Err(WireError::NotJson(e.to_string())),
+    }
+}
+
+/// Python accepts an envelope version compatible with 2.0: major 2, minor and revision 0.
+pub(crate) fn envelope_version_ok(v: &str) -> bool {
+    crate::version::Version::parse_lenient(v)
+        .is_some_and(|got| crate::version::Version::new(2, 0).is_compatible_with(Some(&got)))
+}
