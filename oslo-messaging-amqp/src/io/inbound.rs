@@ -216,11 +216,25 @@ impl IoTask {
                     }
                     _ => {}
                 }
-                if let Some(open) = pending.open.take() {
-                    let _ = open.send(Ok((channel, ch.shared.clone())));
-                }
                 if let Some(r) = pending.reply.take() {
                     let _ = r.send(Ok(reply));
+                }
+                if let Some(open) = pending.open.take()
+                    && open.send(Ok((channel, ch.shared.clone()))).is_err()
+                {
+                    // Whoever asked for the channel stopped waiting (its future was dropped):
+                    // nobody can ever use or close it, so close it now rather than hold its
+                    // number until the connection ends.
+                    ch.closing = true;
+                    self.write_method(
+                        channel,
+                        &Method::ChannelClose {
+                            code: 200,
+                            text: "Goodbye".into(),
+                            class_id: 0,
+                            method_id: 0,
+                        },
+                    );
                 }
             }
         }

@@ -259,6 +259,28 @@ async fn channel_numbers_go_round_and_run_out_cleanly() {
 }
 
 #[tokio::test]
+async fn a_channel_whose_opener_gave_up_is_closed_when_it_opens() {
+    let (mut peer, conn) = Peer::start(2, 0).await;
+    let opening = tokio::spawn({
+        let conn = conn.clone();
+        async move { conn.channel().await }
+    });
+    let (id, m) = peer.method().await;
+    assert_eq!(m, Method::ChannelOpen {});
+    opening.abort();
+    let _ = opening.await;
+    peer.send(id, &Method::ChannelOpenOk {}).await;
+    let (closed, m) = peer.method().await;
+    assert_eq!(closed, id);
+    assert!(matches!(m, Method::ChannelClose { code: 200, .. }), "{m:?}");
+    peer.send(id, &Method::ChannelCloseOk {}).await;
+    // Its number is free again: with channel_max 2 both numbers can be opened and used.
+    let a = channel(&mut peer, &conn).await;
+    let b = channel(&mut peer, &conn).await;
+    assert_eq!((a.id(), b.id()), (2, 1));
+}
+
+#[tokio::test]
 async fn a_dropped_consumer_is_cancelled_and_a_late_delivery_requeued() {
     let (mut peer, conn) = Peer::start(10, 0).await;
     let ch = channel(&mut peer, &conn).await;
