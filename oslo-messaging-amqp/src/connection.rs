@@ -79,6 +79,16 @@ impl Connection {
     }
 
     /// Opens a channel.
+    ///
+    /// # Errors
+    ///
+    /// The connection's error when it has ended; [`Error::Protocol`] when every channel number
+    /// the broker allows is in use; the broker's refusal of `channel.open`.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel-safe: a channel whose opening nobody waits for any more is closed as soon as the
+    /// broker confirms it, so its number is not held.
     pub async fn channel(&self) -> Result<Channel, Error> {
         let (tx, rx) = oneshot::channel();
         self.send(Command::OpenChannel { reply: tx }).await?;
@@ -92,6 +102,10 @@ impl Connection {
     }
 
     /// Completes when the connection ends, with the reason.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel-safe: it only watches.
     pub async fn closed(&self) -> Error {
         let mut rx = self.shared.closed.subscribe();
         let _ = rx.wait_for(|c| *c).await;
@@ -123,6 +137,11 @@ impl Connection {
     }
 
     /// Closes the connection politely (waits a moment for `close-ok`).
+    ///
+    /// # Cancel safety
+    ///
+    /// Once the close is handed to the I/O task it goes ahead whether or not the future is
+    /// still there; dropping the future only stops the wait for `close-ok`.
     pub async fn close(&self) {
         let (tx, rx) = oneshot::channel();
         if self.cmd.send(Command::Close { reply: tx }).await.is_ok() {

@@ -40,6 +40,9 @@
 //! # }
 //! ```
 
+// Every public fallible function says when it fails.
+#![warn(clippy::missing_errors_doc)]
+
 mod auth;
 mod channel;
 mod connect;

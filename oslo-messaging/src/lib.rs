@@ -80,6 +80,9 @@
 //! ([`wire`], [`context`], [`version`]), which sits on a private driver contract with two
 //! drivers: memory and RabbitMQ. Nothing above the RabbitMQ driver sees the AMQP client.
 
+// Every public fallible function says when it fails.
+#![warn(clippy::missing_errors_doc)]
+
 pub mod config;
 pub mod context;
 mod driver;

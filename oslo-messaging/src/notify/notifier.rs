@@ -184,6 +184,10 @@ macro_rules! priority_methods {
             /// # Errors
             ///
             /// As [`notify`](Self::notify).
+            ///
+            /// # Cancel safety
+            ///
+            /// As [`notify`](Self::notify).
             pub async fn $name(&self, ctx: &Context, event_type: &str, payload: &(impl Serialize + ?Sized)) -> Result<()> {
                 self.notify(ctx, event_type, Priority::$prio, payload).await
             }

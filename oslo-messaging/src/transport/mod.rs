@@ -252,6 +252,28 @@ impl Transport {
 
     /// Closes connections and stops background work. Clients and servers built on this
     /// transport fail with [`ErrorKind::ShutDown`](crate::ErrorKind::ShutDown) afterwards.
+    ///
+    /// # Cancel safety
+    ///
+    /// The transport is shut from the first poll: dropping the future part-way leaves it shut,
+    /// and only skips the polite close of what was still open (those connections close when
+    /// their last handle is dropped).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use oslo_messaging::{Context, ErrorKind, Target, Transport};
+    /// use oslo_messaging::rpc::RpcClient;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let transport = Transport::memory();
+    /// let client = RpcClient::new(&transport, Target::new("demo"));
+    /// transport.cleanup().await;
+    /// let err = client.cast(&Context::new(), "ping", &serde_json::json!({})).await.unwrap_err();
+    /// assert_eq!(err.kind(), ErrorKind::ShutDown);
+    /// # }
+    /// ```
     pub async fn cleanup(&self) {
         self.inner.driver.cleanup().await;
     }
