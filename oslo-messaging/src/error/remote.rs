@@ -117,10 +117,12 @@ impl RemoteError {
         self
     }
 
-    /// Replaces the keyword arguments (`kwargs`; Nova-style exceptions carry them).
+    /// Replaces the keyword arguments (`kwargs`; Nova-style exceptions carry them): anything
+    /// that serializes to a JSON object, such as a struct or `json!({...})`. A value that
+    /// serializes to something else leaves them empty, and says so in the log.
     #[must_use]
-    pub fn with_kwargs(mut self, kwargs: Map<String, Value>) -> Self {
-        self.kwargs = kwargs;
+    pub fn with_kwargs(mut self, kwargs: impl Serialize) -> Self {
+        self.kwargs = kwargs_map(&kwargs);
         self
     }
 
@@ -227,3 +229,22 @@ impl fmt::Debug for RemoteError {
 }
 
 impl std::error::Error for RemoteError {}
+
+/// `kwargs` as a JSON object; anything else is logged and becomes `{}`.
+fn kwargs_map(kwargs: &impl Serialize) -> Map<String, Value> {
+    match serde_json::to_value(kwargs) {
+        Ok(Value::Object(map)) => map,
+        Ok(Value::Null) => Map::new(),
+        Ok(other) => {
+            tracing::warn!(
+                kwargs = %other,
+                "exception kwargs must serialize to a JSON object; sending none"
+            );
+            Map::new()
+        }
+        Err(error) => {
+            tracing::warn!(%error, "exception kwargs do not serialize; sending none");
+            Map::new()
+        }
+    }
+}

@@ -3,7 +3,7 @@
 use std::fmt;
 
 use serde::Serialize;
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use crate::error::{DISPATCHER_MODULE, RemoteError, RemoteException};
 use crate::error::{Error, ErrorKind};
@@ -108,7 +108,7 @@ impl RpcError {
     /// something else leaves them empty, and says so in the log.
     #[must_use]
     pub fn with_kwargs(mut self, kwargs: impl Serialize) -> Self {
-        self.remote = Box::new((*self.remote).with_kwargs(kwargs_map(&kwargs)));
+        self.remote = Box::new((*self.remote).with_kwargs(kwargs));
         self
     }
 
@@ -215,25 +215,6 @@ impl RpcError {
     /// requested version or namespace).
     pub fn is_unsupported_version(&self) -> bool {
         self.remote.is_unsupported_version()
-    }
-}
-
-/// `kwargs` as a JSON object; anything else is logged and becomes `{}`.
-fn kwargs_map(kwargs: &impl Serialize) -> Map<String, Value> {
-    match serde_json::to_value(kwargs) {
-        Ok(Value::Object(map)) => map,
-        Ok(Value::Null) => Map::new(),
-        Ok(other) => {
-            tracing::warn!(
-                kwargs = %other,
-                "exception kwargs must serialize to a JSON object; sending none"
-            );
-            Map::new()
-        }
-        Err(error) => {
-            tracing::warn!(%error, "exception kwargs do not serialize; sending none");
-            Map::new()
-        }
     }
 }
 
@@ -407,15 +388,11 @@ mod tests {
         let other = RemoteError::new("nova.exception", "InstanceNotFound", "x");
         assert_eq!(other.to_exception::<QuotaExceeded>(), None);
         let bad = RemoteError::new("nova.exception", "QuotaExceeded", "x")
-            .with_kwargs(serde_json::json!({"overs": 3}).as_object().unwrap().clone());
+            .with_kwargs(serde_json::json!({"overs": 3}));
         assert_eq!(bad.to_exception::<QuotaExceeded>(), None);
         // `message` comes from the failure when kwargs lack it.
-        let plain = RemoteError::new("nova.exception", "QuotaExceeded", "over").with_kwargs(
-            serde_json::json!({"overs": []})
-                .as_object()
-                .unwrap()
-                .clone(),
-        );
+        let plain = RemoteError::new("nova.exception", "QuotaExceeded", "over")
+            .with_kwargs(serde_json::json!({"overs": []}));
         assert_eq!(
             plain.to_exception::<QuotaExceeded>().unwrap().message,
             "over"
