@@ -68,6 +68,19 @@
 //! # }
 //! ```
 //!
+//! # Conventions
+//!
+//! * Things with options are made by a builder: `X::builder(..)`, bare setters
+//!   (`.timeout(..)`, `.version(..)`), then `build()`, which is where every mistake is
+//!   reported, as an [`Error`]. `prepare()` on a client or notifier returns the same builder,
+//!   seeded with its settings.
+//! * Values ([`Target`], [`Context`], [`notify::Notification`], [`RpcError`]) are changed by
+//!   `with_*` methods that return the changed value; they cannot fail.
+//! * A version is a [`Version`] (`"1.3".parse()?`); anything that is a map on the wire (call
+//!   arguments, payloads, exception kwargs, contexts) is taken as `impl Serialize`.
+//! * Every async method says in its docs what dropping its future leaves behind (cancel
+//!   safety); every fallible one says when it fails.
+//!
 //! # Wire compatibility
 //!
 //! Requests, replies, call-monitor heartbeats, failures and notifications (v1 and v2) are
