@@ -43,9 +43,11 @@ pub use crate::url::{DriverKind, TransportHost, TransportUrl};
 ///
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() -> oslo_messaging::Result<()> {
+/// # #[cfg(feature = "rabbit")] {
 /// let transport = Transport::from_url("rabbit://nova:secret@rmq1:5672/nova")?;
 /// assert_eq!(transport.url().to_string(), "rabbit://nova:***@rmq1:5672/nova");
 /// transport.cleanup().await; // nothing was connected: building a transport never blocks
+/// # }
 /// # Ok(())
 /// # }
 /// ```
@@ -255,9 +257,9 @@ impl Transport {
     ///
     /// # Cancel safety
     ///
-    /// The transport is shut from the first poll: dropping the future part-way leaves it shut,
-    /// and only skips the polite close of what was still open (those connections close when
-    /// their last handle is dropped).
+    /// The transport is shut, and calls in flight fail, from the first poll: dropping the future
+    /// part-way leaves it so, and only skips closing its connections now (they close when the
+    /// transport's last handle is dropped).
     ///
     /// # Examples
     ///
