@@ -239,18 +239,12 @@ impl Drop for Consumer {
             return;
         }
         // Without waiting: the I/O task also cancels a consumer whose receiver is gone at its
-        // next delivery, so a full command queue here loses nothing.
-        let method = Method::BasicCancel {
+        // next tick, so a full command queue here loses nothing.
+        let _ = self.channel.conn.cmd.try_send(Command::CancelConsumer {
+            channel: self.channel.id,
+            shared: self.channel.shared.clone(),
             consumer_tag: std::mem::take(&mut self.tag),
-            no_wait: true,
-        };
-        let mut frame = Vec::new();
-        if frame::write_method(&mut frame, self.channel.id, &method).is_ok() {
-            let _ = self.channel.conn.cmd.try_send(Command::Send {
-                channel: self.channel.id,
-                frame,
-            });
-        }
+        });
     }
 }
 

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::channel::Channel;
+use crate::channel::{ChanShared, Channel};
 use crate::error::Error;
 use crate::frame::{FieldTable, FieldValue};
 use crate::io::Command;
@@ -69,6 +69,34 @@ impl fmt::Debug for Connection {
     }
 }
 
+/// A `channel.open` in flight. Dropped before its answer was read, it closes the channel: the
+/// I/O task does when the answer cannot be delivered any more, and this does when the answer
+/// was already there.
+struct Opening<'a> {
+    rx: oneshot::Receiver<Result<(u16, Arc<ChanShared>), Error>>,
+    cmd: &'a mpsc::Sender<Command>,
+    answered: bool,
+}
+
+impl Drop for Opening<'_> {
+    fn drop(&mut self) {
+        if self.answered {
+            return;
+        }
+        self.rx.close();
+        if let Ok(Ok((channel, shared))) = self.rx.try_recv() {
+            let (reply, _) = oneshot::channel();
+            // A full command queue leaves the channel open until the connection closes: rare,
+            // and bounded by the number of abandoned opens.
+            let _ = self.cmd.try_send(Command::CloseChannel {
+                channel,
+                shared,
+                reply,
+            });
+        }
+    }
+}
+
 impl Connection {
     pub(crate) fn from_parts(cmd: mpsc::Sender<Command>, shared: Arc<Shared>) -> Self {
         Self { cmd, shared }
@@ -87,12 +115,19 @@ impl Connection {
     ///
     /// # Cancel safety
     ///
-    /// Cancel-safe: a channel whose opening nobody waits for any more is closed as soon as the
-    /// broker confirms it, so its number is not held.
+    /// Cancel-safe: a channel whose opening nobody waits for any more is closed (as soon as the
+    /// broker confirms it, if it has not yet), so its number is not held.
     pub async fn channel(&self) -> Result<Channel, Error> {
         let (tx, rx) = oneshot::channel();
         self.send(Command::OpenChannel { reply: tx }).await?;
-        let (id, shared) = rx.await.map_err(|_| self.shared.error())??;
+        let mut opening = Opening {
+            rx,
+            cmd: &self.cmd,
+            answered: false,
+        };
+        let answer = (&mut opening.rx).await;
+        opening.answered = true;
+        let (id, shared) = answer.map_err(|_| self.shared.error())??;
         Ok(Channel::new(id, self.clone(), shared))
     }
 

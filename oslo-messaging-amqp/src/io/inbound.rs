@@ -221,6 +221,7 @@ impl IoTask {
                 }
                 if let Some(open) = pending.open.take()
                     && open.send(Ok((channel, ch.shared.clone()))).is_err()
+                    && self.closing.is_none()
                 {
                     // Whoever asked for the channel stopped waiting (its future was dropped):
                     // nobody can ever use or close it, so close it now rather than hold its

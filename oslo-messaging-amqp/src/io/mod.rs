@@ -53,6 +53,13 @@ pub(crate) enum Command {
     Close {
         reply: oneshot::Sender<()>,
     },
+    /// A dropped consumer: forget it and send `basic.cancel` without waiting for the answer.
+    CancelConsumer {
+        channel: u16,
+        /// The channel's identity: its number may already belong to a newer channel.
+        shared: Arc<ChanShared>,
+        consumer_tag: String,
+    },
     CloseChannel {
         channel: u16,
         /// The channel's identity: its number may already belong to a newer channel.
@@ -79,7 +86,6 @@ async fn write_or_flush<W: AsyncWrite + Unpin>(
     }
 }
 
-/// Where a new channel's number and shared state go once the broker opened it.
 mod inbound;
 mod state;
 #[cfg(test)]
@@ -428,6 +434,27 @@ impl IoTask {
                 }
             }
             Command::Close { reply } => return self.start_close(Some(reply)),
+            Command::CancelConsumer {
+                channel,
+                shared,
+                consumer_tag,
+            } => {
+                // Absent when the tick already cancelled it (its receiver was gone first).
+                if let Some(ch) = self
+                    .channels
+                    .get_mut(&channel)
+                    .filter(|ch| !ch.closing && Arc::ptr_eq(&ch.shared, &shared))
+                    && ch.consumers.remove(&consumer_tag).is_some()
+                {
+                    self.write_method(
+                        channel,
+                        &Method::BasicCancel {
+                            consumer_tag,
+                            no_wait: true,
+                        },
+                    );
+                }
+            }
             Command::CloseChannel {
                 channel,
                 shared,
@@ -472,6 +499,6 @@ fn reject_command(cmd: Command, e: &Error) {
         Command::Close { reply } | Command::CloseChannel { reply, .. } => {
             let _ = reply.send(());
         }
-        Command::Publish { .. } | Command::Send { .. } => {}
+        Command::Publish { .. } | Command::Send { .. } | Command::CancelConsumer { .. } => {}
     }
 }

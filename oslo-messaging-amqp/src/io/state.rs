@@ -11,6 +11,7 @@ use crate::connection::FirstError;
 use crate::error::Error;
 use crate::frame::{ContentHeader, Method};
 
+/// Where a new channel's number and shared state go once the broker opened it.
 pub(super) type ChannelOpened = oneshot::Sender<Result<(u16, Arc<ChanShared>), Error>>;
 
 pub(super) struct PendingRpc {
