@@ -130,7 +130,11 @@ impl NotificationStream {
                         );
                     }
                     let seen = self.seen.clone();
-                    tokio::spawn(async move { settle(received, false, &seen).await });
+                    // Polled outside a Tokio runtime (an executor of its own), the message is
+                    // dropped unsettled: the broker gives it back when the channel closes.
+                    if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                        rt.spawn(async move { settle(received, false, &seen).await });
+                    }
                 }
             }
         }
@@ -222,8 +226,8 @@ impl Delivery {
     ///
     /// # Cancel safety
     ///
-    /// Not cancel-safe: dropped after its first poll, the acknowledgement may or may not have
-    /// been sent.
+    /// Dropped before the acknowledgement reached the connection, the notification is
+    /// requeued instead (as dropping a delivery does); dropped after, it is acknowledged.
     pub async fn ack(self) -> Result<()> {
         let Self { received, seen, .. } = self;
         let id = received.unique_id.clone();

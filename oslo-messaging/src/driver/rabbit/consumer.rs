@@ -257,16 +257,28 @@ fn settle_error(e: AmqpError) -> Error {
 }
 
 impl NotificationAcker for RabbitAcker {
+    // The acker moves into the future and counts as settled only once the frame is handed to
+    // the connection: a future dropped before that requeues the message on drop, as an
+    // unsettled delivery does. (When sending fails the channel is gone, and the broker
+    // requeues what it had delivered on it.)
     fn ack(mut self: Box<Self>) -> BoxFuture<'static, Result<()>> {
-        self.settled = true;
-        let (ch, tag) = (self.channel.clone(), self.tag);
-        Box::pin(async move { ch.ack(tag).await.map_err(settle_error) })
+        Box::pin(async move {
+            let sent = self.channel.ack(self.tag).await.map_err(settle_error);
+            self.settled = true;
+            sent
+        })
     }
 
     fn requeue(mut self: Box<Self>) -> BoxFuture<'static, Result<()>> {
-        self.settled = true;
-        let (ch, tag) = (self.channel.clone(), self.tag);
-        Box::pin(async move { ch.reject(tag, true).await.map_err(settle_error) })
+        Box::pin(async move {
+            let sent = self
+                .channel
+                .reject(self.tag, true)
+                .await
+                .map_err(settle_error);
+            self.settled = true;
+            sent
+        })
     }
 }
 
