@@ -522,12 +522,14 @@ impl Driver for RabbitDriver {
 
     fn cleanup(&self) -> BoxFuture<'_, ()> {
         Box::pin(async move {
+            // Everything that must hold even if this future is dropped happens before the first
+            // await: the transport is shut and calls in flight fail at once.
             self.closed.store(true, Ordering::Release);
+            self.waiters.clear();
             if let Some(reply) = self.reply.get() {
                 reply.consumer.stop().await;
                 reply.consumer.cleanup().await;
             }
-            self.waiters.clear();
             self.publisher.close().await;
         })
     }
