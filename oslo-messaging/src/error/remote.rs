@@ -236,8 +236,15 @@ fn kwargs_map(kwargs: &impl Serialize) -> Map<String, Value> {
         Ok(Value::Object(map)) => map,
         Ok(Value::Null) => Map::new(),
         Ok(other) => {
+            // Only the type: the value may be user data.
+            let kwargs_type = match other {
+                Value::Array(_) => "array",
+                Value::String(_) => "string",
+                Value::Number(_) => "number",
+                _ => "boolean",
+            };
             tracing::warn!(
-                kwargs = %other,
+                kwargs_type,
                 "exception kwargs must serialize to a JSON object; sending none"
             );
             Map::new()
