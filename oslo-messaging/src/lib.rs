@@ -74,10 +74,12 @@
 //!   (`.timeout(..)`, `.version(..)`), then `build()`, which is where every mistake is
 //!   reported, as an [`Error`]. `prepare()` on a client or notifier returns the same builder,
 //!   seeded with its settings.
-//! * Values ([`Target`], [`Context`], [`notify::Notification`], [`RpcError`]) are changed by
-//!   `with_*` methods that return the changed value; they cannot fail.
-//! * A version is a [`Version`] (`"1.3".parse()?`); anything that is a map on the wire (call
-//!   arguments, payloads, exception kwargs, contexts) is taken as `impl Serialize`.
+//! * Values ([`Target`], [`notify::Notification`], [`RpcError`], [`RemoteError`]) are changed by
+//!   `with_*` methods that return the changed value (a [`Context`] by `with(key, value)`);
+//!   they cannot fail.
+//! * A version you pass is a [`Version`] (`"1.3".parse()?`). What is a JSON object on the
+//!   wire (call arguments, payloads, exception kwargs) is taken as `impl Serialize`; a context
+//!   is a [`Context`], which [`Context::from_serialize`] makes from any serializable map.
 //! * Every async method says in its docs what dropping its future leaves behind (cancel
 //!   safety); every fallible one says when it fails.
 //!
