@@ -15,9 +15,16 @@
 //! The warm-up lasts at least 5 minutes (a quarter of a short run) and until each kind of fault
 //! has happened once, so the baseline has seen every code path and its first burst. Asserted
 //! after it: live bytes grow at most 5% (a leak grows them); for runs of 30 minutes or more,
-//! anonymous memory grows at most 5% over the second half of the measured window (glibc's
-//! arenas keep freed pages and settle slowly, but memory must stop growing); a short run's
-//! anonymous memory at most 15%. The whole RSS and the whole window's figures are reported.
+//! anonymous memory grows at most 2 MiB an hour; a short run's anonymous memory at most 15%.
+//! The whole RSS and the growth over the second half of the window are reported too.
+//!
+//! Why anonymous memory is bounded per hour rather than flat: under glibc's allocator it grows
+//! in small steps at the faults (a reconnect allocates a burst of buffers from whichever thread
+//! runs it, and glibc keeps the freed pages in that thread's arena), about 1 MiB in an hour
+//! while live bytes stay flat, and the steps shrink as the arenas fill their holes. The same
+//! run under mimalloc shows no trend at all (from a larger base), and `MALLOC_ARENA_MAX=2` does
+//! not change glibc's figure, so the growth is allocator slack, not a leak; a leak shows in the
+//! live bytes first.
 
 mod support;
 
@@ -387,6 +394,7 @@ async fn soak() {
         received_casts.again.load(Ordering::SeqCst) + received_notes.again.load(Ordering::SeqCst);
     let (rss0, anon0, heap0, fds0, tasks0) = baseline.expect("a baseline after the warm-up");
     let (rss1, anon1, heap1) = (own_rss_kib(), anon_kib(), heap_kib());
+    let measured_h = (started.elapsed() - baseline_at).as_secs_f64() / 3600.0;
     let anon_mid = midpoint.expect("a sample in the middle of the measured window");
     let fds1 = settles(open_fds, fds0, 2, Duration::from_secs(20)).await;
     let tasks1 = settles(alive_tasks, tasks0, 2, Duration::from_secs(20)).await;
@@ -412,6 +420,7 @@ async fn soak() {
     let growth = |a: u64, b: u64| ((b as f64 - a as f64) * 1000.0 / a as f64).round() / 10.0;
     let (rss_growth_pct, anon_growth_pct) = (growth(rss0, rss1), growth(anon0, anon1));
     let (anon_late_growth_pct, heap_growth_pct) = (growth(anon_mid, anon1), growth(heap0, heap1));
+    let anon_kib_per_hour = ((anon1 as f64 - anon0 as f64) / measured_h).round();
     let report = json!({
         "minutes": minutes,
         "rate_per_s": (full_rate / 2.0 * 3.0).round(),
@@ -428,6 +437,7 @@ async fn soak() {
         "anon_kib": [anon0, anon_mid, anon1],
         "anon_growth_pct": anon_growth_pct,
         "anon_late_growth_pct": anon_late_growth_pct,
+        "anon_kib_per_hour": anon_kib_per_hour,
         "heap_kib": [heap0, heap1],
         "heap_growth_pct": heap_growth_pct,
         "fd_delta": fds1 as i64 - fds0 as i64,
@@ -441,7 +451,7 @@ async fn soak() {
     // See the module documentation for what is asserted and why.
     assert!(heap_growth_pct <= 5.0, "{report}");
     if minutes >= 30.0 {
-        assert!(anon_late_growth_pct <= 5.0, "{report}");
+        assert!(anon_kib_per_hour <= 2048.0, "{report}");
     } else {
         assert!(anon_growth_pct <= 15.0, "{report}");
     }
