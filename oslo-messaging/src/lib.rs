@@ -101,6 +101,9 @@
 pub mod config;
 pub mod context;
 mod driver;
+#[cfg(feature = "driver-api")]
+#[doc(hidden)]
+pub mod driver_api;
 pub mod error;
 pub mod notify;
 pub mod rpc;

@@ -30,6 +30,8 @@ const LAYERS: &[(&str, u32)] = &[
     // The user API: RPC and notifications.
     ("rpc", 5),
     ("notify", 5),
+    // The driver contract one level up, for the Python binding.
+    ("driver_api", 6),
 ];
 
 fn src() -> PathBuf {

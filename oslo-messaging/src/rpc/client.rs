@@ -305,7 +305,7 @@ impl RpcClient {
 /// A reply with a failure ends the call with that failure; a reply with a non-null result is
 /// kept (the legacy two-message protocol sends the result first, then `ending`); `ending: true`
 /// ends the call; a null, non-ending reply is a heartbeat and restarts the monitor timer.
-async fn wait_for_reply(
+pub(crate) async fn wait_for_reply(
     mut receiver: ReplyReceiver,
     timeout: Duration,
     call_monitor_timeout: Option<Duration>,

@@ -12,6 +12,8 @@ mod error;
 mod server;
 
 pub use crate::serve::State;
+#[cfg(feature = "driver-api")]
+pub(crate) use client::wait_for_reply;
 pub use client::{RpcClient, RpcClientBuilder};
 pub use dispatcher::PING_METHOD;
 pub use endpoint::{Endpoint, EndpointBuilder, Handler, NoArgs, Request};
