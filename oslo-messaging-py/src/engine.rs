@@ -1,0 +1,173 @@
+//! The engine: one Tokio runtime per process, and the operations Python waits on.
+//!
+//! Every blocking entry point of the driver starts its work on the runtime and returns a
+//! [`Pending`] at once. Python then waits for it the way its thread model allows: a plain
+//! thread waits on a condition variable with the GIL released, in slices so that signal
+//! handlers run; an eventlet green thread waits for a pipe to become readable through the hub
+//! (`eventlet.hubs.trampoline`), so the hub never blocks. The result is converted to Python
+//! objects on the Python thread that takes it: runtime threads never touch Python.
+//!
+//! Fork safety: the runtime belongs to the process that built it. A child process (after
+//! `os.fork()`) gets a fresh runtime the first time it uses the engine; the parent's is
+//! forgotten, not dropped, since its threads do not exist in the child.
+
+use std::future::Future;
+use std::io::{PipeReader, PipeWriter, Write};
+use std::os::fd::AsRawFd;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use pyo3::exceptions::PyRuntimeError;
+use pyo3::prelude::*;
+use tokio::runtime::Runtime;
+
+/// The runtime, and the process it belongs to.
+static ENGINE: Mutex<Option<(u32, Arc<Runtime>)>> = Mutex::new(None);
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// This process's runtime, built on first use (and again in a forked child).
+pub(crate) fn runtime() -> PyResult<Arc<Runtime>> {
+    let pid = std::process::id();
+    let mut engine = lock(&ENGINE);
+    if let Some((owner, rt)) = engine.as_ref()
+        && *owner == pid
+    {
+        return Ok(rt.clone());
+    }
+    if let Some(inherited) = engine.take() {
+        // Its worker threads stayed in the parent: dropping it here could wait for them.
+        std::mem::forget(inherited);
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("oslo-messaging-rs")
+        .enable_all()
+        .build()
+        .map_err(|e| PyRuntimeError::new_err(format!("cannot start the messaging engine: {e}")))?;
+    let rt = Arc::new(rt);
+    *engine = Some((pid, rt.clone()));
+    Ok(rt)
+}
+
+/// Converts a finished operation's output to Python, on the thread that takes it.
+type Convert = Box<dyn FnOnce(Python<'_>) -> PyResult<Py<PyAny>> + Send>;
+
+#[derive(Default)]
+struct State {
+    outcome: Option<Convert>,
+    done: bool,
+    /// Made when an eventlet waiter asks for a file descriptor: readable once done.
+    pipe: Option<(PipeReader, PipeWriter)>,
+}
+
+#[derive(Default)]
+struct Slot {
+    state: Mutex<State>,
+    done: Condvar,
+}
+
+impl Slot {
+    fn complete(&self, outcome: Convert) {
+        let mut state = lock(&self.state);
+        state.outcome = Some(outcome);
+        state.done = true;
+        if let Some((_, w)) = state.pipe.as_mut() {
+            let _ = w.write_all(b"x");
+        }
+        drop(state);
+        self.done.notify_all();
+    }
+}
+
+/// An operation running on the engine. Python waits for it with [`wait`](Self::wait) (threads)
+/// or on [`fileno`](Self::fileno) (eventlet), then takes its [`result`](Self::result).
+#[pyclass(module = "oslo_messaging_rs._engine", frozen)]
+pub(crate) struct Pending {
+    slot: Arc<Slot>,
+}
+
+/// Starts `work` on the engine; `convert` turns its output into Python objects when taken.
+pub(crate) fn submit<F, T>(
+    work: F,
+    convert: impl FnOnce(Python<'_>, T) -> PyResult<Py<PyAny>> + Send + 'static,
+) -> PyResult<Pending>
+where
+    F: Future<Output = T> + Send + 'static,
+    T: Send + 'static,
+{
+    let slot = Arc::new(Slot::default());
+    let done = slot.clone();
+    runtime()?.spawn(async move {
+        let out = work.await;
+        done.complete(Box::new(move |py| convert(py, out)));
+    });
+    Ok(Pending { slot })
+}
+
+/// Runs `f` inside the engine's runtime context (for constructors that may spawn).
+pub(crate) fn enter<T>(f: impl FnOnce() -> T) -> PyResult<T> {
+    let rt = runtime()?;
+    let _guard = rt.enter();
+    Ok(f())
+}
+
+/// Spawns fire-and-forget work on the engine (acknowledgements).
+pub(crate) fn spawn(work: impl Future<Output = ()> + Send + 'static) -> PyResult<()> {
+    runtime()?.spawn(work);
+    Ok(())
+}
+
+#[pymethods]
+impl Pending {
+    /// Whether the operation finished.
+    fn done(&self) -> bool {
+        lock(&self.slot.state).done
+    }
+
+    /// Waits up to `timeout` seconds, with the GIL released; whether it finished.
+    fn wait(&self, py: Python<'_>, timeout: f64) -> bool {
+        let slot = self.slot.clone();
+        let timeout = Duration::try_from_secs_f64(timeout.max(0.0)).unwrap_or(Duration::MAX);
+        py.detach(move || {
+            let state = lock(&slot.state);
+            let (state, _) = slot
+                .done
+                .wait_timeout_while(state, timeout, |s| !s.done)
+                .unwrap_or_else(PoisonError::into_inner);
+            state.done
+        })
+    }
+
+    /// A file descriptor that becomes readable when the operation finished, for eventlet's
+    /// hub. Owned by this object: do not close it.
+    fn fileno(&self) -> PyResult<i32> {
+        let mut state = lock(&self.slot.state);
+        if state.pipe.is_none() {
+            let (r, mut w) = std::io::pipe()
+                .map_err(|e| PyRuntimeError::new_err(format!("cannot make a pipe: {e}")))?;
+            if state.done {
+                let _ = w.write_all(b"x");
+            }
+            state.pipe = Some((r, w));
+        }
+        Ok(state.pipe.as_ref().map_or(-1, |(r, _)| r.as_raw_fd()))
+    }
+
+    /// The operation's result, or its exception. Only once, and only when done.
+    fn result(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        let convert = {
+            let mut state = lock(&self.slot.state);
+            if !state.done {
+                return Err(PyRuntimeError::new_err("the operation has not finished"));
+            }
+            state.outcome.take()
+        };
+        match convert {
+            Some(convert) => convert(py),
+            None => Err(PyRuntimeError::new_err("the result was already taken")),
+        }
+    }
+}
