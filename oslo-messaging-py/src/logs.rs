@@ -8,14 +8,13 @@
 
 use std::collections::VecDeque;
 use std::fmt::Write as _;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::sync::{Mutex, PoisonError};
 
 use pyo3::prelude::*;
 use tracing::field::{Field, Visit};
-use tracing::level_filters::LevelFilter;
-use tracing::{Event, Level, Subscriber};
-use tracing_subscriber::Layer as _;
+use tracing::subscriber::Interest;
+use tracing::{Event, Level, Metadata, Subscriber};
 use tracing_subscriber::layer::{Context, SubscriberExt};
 
 const CAPACITY: usize = 10_000;
@@ -25,6 +24,19 @@ type Record = (u8, String, String);
 
 static QUEUE: Mutex<VecDeque<Record>> = Mutex::new(VecDeque::new());
 static DROPPED: AtomicU64 = AtomicU64::new(0);
+/// The lowest Python level number collected (the logger's effective level when the last
+/// driver was made).
+static THRESHOLD: AtomicU8 = AtomicU8::new(30);
+
+fn python_level(level: Level) -> u8 {
+    match level {
+        Level::ERROR => 40,
+        Level::WARN => 30,
+        Level::INFO => 20,
+        Level::DEBUG => 10,
+        Level::TRACE => 5,
+    }
+}
 
 struct Queue;
 
@@ -54,16 +66,19 @@ impl Visit for Text {
 }
 
 impl<S: Subscriber> tracing_subscriber::Layer<S> for Queue {
+    // The threshold can change: ask every time instead of caching per call site.
+    fn register_callsite(&self, _: &'static Metadata<'static>) -> Interest {
+        Interest::sometimes()
+    }
+
+    fn enabled(&self, metadata: &Metadata<'_>, _ctx: Context<'_, S>) -> bool {
+        python_level(*metadata.level()) >= THRESHOLD.load(Ordering::Relaxed)
+    }
+
     fn on_event(&self, event: &Event<'_>, _ctx: Context<'_, S>) {
         let mut text = Text::default();
         event.record(&mut text);
-        let level = match *event.metadata().level() {
-            Level::ERROR => 40,
-            Level::WARN => 30,
-            Level::INFO => 20,
-            Level::DEBUG => 10,
-            Level::TRACE => 5,
-        };
+        let level = python_level(*event.metadata().level());
         let mut queue = QUEUE.lock().unwrap_or_else(PoisonError::into_inner);
         if queue.len() >= CAPACITY {
             DROPPED.fetch_add(1, Ordering::Relaxed);
@@ -74,19 +89,13 @@ impl<S: Subscriber> tracing_subscriber::Layer<S> for Queue {
     }
 }
 
-/// Starts collecting the engine's events at `level` (a Python level number) and above. Only
-/// the first call in a process installs the collector; later calls change nothing.
+/// Collects the engine's events at `level` (a Python level number) and above from now on.
+/// The first call in a process installs the collector (unless the process has a `tracing`
+/// subscriber already); later calls change the level.
 #[pyfunction]
 pub(crate) fn install_logging(level: u32) {
-    let filter = match level {
-        0..=5 => LevelFilter::TRACE,
-        6..=10 => LevelFilter::DEBUG,
-        11..=20 => LevelFilter::INFO,
-        21..=30 => LevelFilter::WARN,
-        _ => LevelFilter::ERROR,
-    };
-    let subscriber = tracing_subscriber::registry().with(Queue.with_filter(filter));
-    let _ = tracing::subscriber::set_global_default(subscriber);
+    THRESHOLD.store(u8::try_from(level).unwrap_or(u8::MAX), Ordering::Relaxed);
+    let _ = tracing::subscriber::set_global_default(tracing_subscriber::registry().with(Queue));
 }
 
 /// The events waited so far, oldest first, as `(level, target, message)`, and how many were
