@@ -53,3 +53,34 @@ ensure_python_venv() {
     "$venv/bin/python" -c 'import importlib.metadata as m; v = m.version("oslo.messaging"); assert v == "18.3.1", v; print("oslo.messaging", v)'
     export OSLO_MESSAGING_PYTHON="$venv/bin/python"
 }
+
+# The Python driver (oslo-messaging-py): builds its wheel with maturin (from the virtualenv of
+# ensure_python_venv, which must run first) and installs it there; exports
+# OSLO_MESSAGING_RS_WHEEL. Extra arguments go to maturin (--release for benchmarks).
+ensure_python_driver() {
+    step "Python driver wheel (oslo-messaging-rs)"
+    local bin out wheel
+    bin="$(dirname "$OSLO_MESSAGING_PYTHON")"
+    out="$CARGO_TARGET_DIR/wheels"
+    rm -f "$out"/oslo_messaging_rs-*.whl
+    "$bin/maturin" build --locked -m oslo-messaging-py/Cargo.toml -o "$out" "$@"
+    wheel="$(ls "$out"/oslo_messaging_rs-*.whl)"
+    "$bin/pip" install -q --disable-pip-version-check --no-deps --force-reinstall "$wheel"
+    export OSLO_MESSAGING_RS_WHEEL="$wheel"
+}
+
+# A throw-away copy of the virtualenv where the Python driver is registered as `rabbit` (and
+# oslo.messaging's own rabbit and kombu drivers are not), for the functional tests that only
+# run on a `rabbit://` URL. Prints the copy's python.
+rabbit_as_rs_python() {
+    local venv copy site
+    venv="$(dirname "$(dirname "$OSLO_MESSAGING_PYTHON")")"
+    copy="${TMPDIR:-/tmp}/oslo-venv-rabbit-as-rs"
+    rm -rf "$copy"
+    cp -a "$venv" "$copy"
+    site="$(echo "$copy"/lib/python3*/site-packages)"
+    sed -i '/^\(rabbit\|kombu\) *= */d' "$site"/oslo_messaging-*.dist-info/entry_points.txt
+    sed -i 's/^rabbitrs *= *\(.*\)$/rabbitrs = \1\nrabbit = \1/' \
+        "$site"/oslo_messaging_rs-*.dist-info/entry_points.txt
+    echo "$copy/bin/python"
+}
