@@ -315,8 +315,22 @@ fn matrix() -> Vec<(Value, Value)> {
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum Side {
+    /// Python oslo.messaging on its own RabbitMQ driver (kombu).
     Python,
+    /// Python oslo.messaging on the Rust engine (`rabbitrs://`, the `oslo-messaging-py` wheel).
+    PythonRs,
     Rust,
+}
+
+/// The URL a Python peer of `side` uses for the broker at `url`.
+fn peer_url(side: Side, url: &str) -> String {
+    match side {
+        Side::PythonRs => format!(
+            "rabbitrs://{}",
+            url.split_once("://").map_or(url, |(_, r)| r)
+        ),
+        _ => url.to_owned(),
+    }
 }
 
 /// Runs the matrix from `client` to `server` and checks every outcome, then the cast.
@@ -325,11 +339,16 @@ async fn run_matrix(client: Side, server: Side) {
     let topic = scope.topic("mx");
     scope.queue(format!("{topic}.server-1"));
     let url = broker_url();
-    let opts = PeerOpts::new(&url, &scope.exchange);
+    let (client_url, server_url) = (peer_url(client, &url), peer_url(server, &url));
+    let client_opts = PeerOpts::new(&client_url, &scope.exchange);
+    let server_opts = PeerOpts::new(&server_url, &scope.exchange);
     let t = scope.transport();
     let records = Records::default();
     let (mut py_server, rust_srv) = match server {
-        Side::Python => (Some(python_server(&topic, "server-1", &opts).await), None),
+        Side::Python | Side::PythonRs => (
+            Some(python_server(&topic, "server-1", &server_opts).await),
+            None,
+        ),
         Side::Rust => (
             None,
             Some(rust_server(&scope, &t, &topic, "server-1", &records).await),
@@ -338,7 +357,7 @@ async fn run_matrix(client: Side, server: Side) {
     let cases = matrix();
     let ops: Vec<Value> = cases.iter().map(|(op, _)| op.clone()).collect();
     let got: Vec<Value> = match client {
-        Side::Python => python_client(&topic, &ops, &opts)
+        Side::Python | Side::PythonRs => python_client(&topic, &ops, &client_opts)
             .await
             .iter()
             .map(python_outcome)
@@ -414,6 +433,38 @@ async fn our_client_to_python_server() {
 async fn our_client_to_our_server() {
     testkit::require_python!();
     run_matrix(Side::Rust, Side::Rust).await;
+}
+
+// Python on the Rust engine, against Python on kombu and against Rust, both ways.
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_on_rabbitrs_to_python_on_kombu() {
+    testkit::require_python!();
+    run_matrix(Side::PythonRs, Side::Python).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_on_kombu_to_python_on_rabbitrs() {
+    testkit::require_python!();
+    run_matrix(Side::Python, Side::PythonRs).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_on_rabbitrs_to_our_server() {
+    testkit::require_python!();
+    run_matrix(Side::PythonRs, Side::Rust).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn our_client_to_python_on_rabbitrs() {
+    testkit::require_python!();
+    run_matrix(Side::Rust, Side::PythonRs).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_on_rabbitrs_to_python_on_rabbitrs() {
+    testkit::require_python!();
+    run_matrix(Side::PythonRs, Side::PythonRs).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -663,9 +714,21 @@ const PRIORITIES: [(&str, &str); 8] = [
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn python_notifications_reach_our_listener() {
     testkit::require_python!();
-    let scope = Scope::new("pynote");
+    python_notifications_to_rust(Side::Python).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_on_rabbitrs_notifications_reach_our_listener() {
+    testkit::require_python!();
+    python_notifications_to_rust(Side::PythonRs).await;
+}
+
+/// A Python notifier of `side`, with both notification drivers at every priority, to a Rust
+/// listener.
+async fn python_notifications_to_rust(side: Side) {
+    let scope = Scope::new(&format!("pynote_{side:?}").to_lowercase());
     let topic = scope.topic("pynote");
-    let url = broker_url();
+    let url = peer_url(side, &broker_url());
     let opts = PeerOpts::new(&url, &scope.exchange);
     let t = scope.transport();
     let (ep, mut rx) = forwarding();
@@ -731,9 +794,20 @@ async fn python_notifications_reach_our_listener() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn our_notifications_reach_a_python_listener() {
     testkit::require_python!();
-    let scope = Scope::new("rsnote");
+    rust_notifications_to_python(Side::Python).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn our_notifications_reach_a_python_listener_on_rabbitrs() {
+    testkit::require_python!();
+    rust_notifications_to_python(Side::PythonRs).await;
+}
+
+/// Rust notifications, with both drivers at every priority, to a Python listener of `side`.
+async fn rust_notifications_to_python(side: Side) {
+    let scope = Scope::new(&format!("rsnote_{side:?}").to_lowercase());
     let topic = scope.topic("rsnote");
-    let url = broker_url();
+    let url = peer_url(side, &broker_url());
     let opts = PeerOpts::new(&url, &scope.exchange);
     let t = scope.transport();
     let total = 2 * PRIORITIES.len();
@@ -804,6 +878,88 @@ async fn our_notifications_reach_a_python_listener() {
     let stopped = listener.finish().await;
     assert_eq!(stopped.last().unwrap()["reason"], "count");
     t.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_on_rabbitrs_notifications_reach_python_on_kombu() {
+    testkit::require_python!();
+    python_notifications_to_python(Side::PythonRs, Side::Python).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_on_kombu_notifications_reach_python_on_rabbitrs() {
+    testkit::require_python!();
+    python_notifications_to_python(Side::Python, Side::PythonRs).await;
+}
+
+/// A Python notifier of side `from` to a Python listener of side `to`: both notification
+/// drivers, every priority, context and payload as sent.
+async fn python_notifications_to_python(from: Side, to: Side) {
+    let scope = Scope::new(&format!("pypy_{from:?}_{to:?}").to_lowercase());
+    let topic = scope.topic("pypy");
+    let url = broker_url();
+    let (from_url, to_url) = (peer_url(from, &url), peer_url(to, &url));
+    let total = 2 * PRIORITIES.len();
+    let mut listener = Peer::spawn(
+        "listen",
+        &[
+            "--topic",
+            &topic,
+            "--count",
+            &total.to_string(),
+            "--timeout",
+            "60",
+        ],
+        &PeerOpts::new(&to_url, &scope.exchange),
+    );
+    listener.wait_event("ready", 60).await;
+    let mut want = Vec::new();
+    for driver in ["messaging", "messagingv2"] {
+        let mut peer = Peer::spawn(
+            "notify",
+            &[
+                "--topic",
+                &topic,
+                "--publisher-id",
+                &format!("py.{driver}"),
+                "--driver",
+                driver,
+            ],
+            &PeerOpts::new(&from_url, &scope.exchange),
+        );
+        for (method, priority) in PRIORITIES {
+            peer.send(&json!({
+                "priority": method,
+                "event_type": format!("test.{method}"),
+                "payload": {"method": method, "list": [1, "ü"]},
+                "context": {"user": "u1"},
+            }))
+            .await;
+            assert_eq!(peer.next(30).await, json!({"ok": true}));
+            want.push((
+                format!("py.{driver}"),
+                format!("test.{method}"),
+                (*priority).to_owned(),
+            ));
+        }
+        peer.finish().await;
+    }
+    let mut got = Vec::new();
+    for _ in 0..total {
+        let n = listener.wait_event("notification", 30).await;
+        assert_eq!(n["ctxt"]["user"], "u1");
+        assert_eq!(n["payload"]["list"], json!([1, "ü"]));
+        got.push((
+            n["publisher_id"].as_str().unwrap().to_owned(),
+            n["event_type"].as_str().unwrap().to_owned(),
+            n["priority"].as_str().unwrap().to_owned(),
+        ));
+    }
+    got.sort();
+    want.sort();
+    assert_eq!(got, want, "{from:?} -> {to:?}");
+    let stopped = listener.finish().await;
+    assert_eq!(stopped.last().unwrap()["reason"], "count");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
