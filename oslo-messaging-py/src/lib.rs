@@ -4,7 +4,7 @@
 //! The Python package `oslo_messaging_rs` (in `python/`) registers the `rabbitrs` driver with
 //! oslo.messaging and subclasses oslo's driver classes; each of them holds one of the objects
 //! below and does its work through it. Everything that talks to RabbitMQ runs on the engine's
-//! runtime (see [`engine`]), off the GIL and off eventlet's hub.
+//! runtime (see the `engine` module), off the GIL and off eventlet's hub.
 //!
 //! Errors cross as `EngineError(kind, message, detail)`; the shim raises oslo's own exception
 //! classes from them.

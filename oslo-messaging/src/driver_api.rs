@@ -411,7 +411,7 @@ impl NotificationListener {
     }
 }
 
-/// One notification; dropped without [`ack`](Self::ack) or [`requeue`](Self::requeue), it is
+/// One notification; dropped without [`Acker::ack`] or [`Acker::requeue`], it is
 /// requeued.
 #[derive(Debug)]
 pub struct IncomingNotification {
