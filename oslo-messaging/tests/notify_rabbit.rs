@@ -391,7 +391,8 @@ async fn a_notification_the_broker_keeps_refusing_fails_within_seconds() {
     let took = started.elapsed();
     println!("persistently nacked notification failed after {took:.2?}: {err}");
     assert_eq!(err.kind(), oslo_messaging::ErrorKind::DeliveryFailure);
-    assert!(took < Duration::from_secs(4), "{took:?}");
+    // The nack window (5 s) and a second of slack.
+    assert!(took < Duration::from_secs(6), "{took:?}");
     raw.close().await;
     t.cleanup().await;
 }
