@@ -242,6 +242,9 @@ struct RabbitAcker {
     channel: Channel,
     tag: u64,
     settled: bool,
+    /// The runtime the delivery came from: an acker dropped on a thread outside it (a Python
+    /// thread, for the Python driver) still requeues its message there.
+    runtime: tokio::runtime::Handle,
 }
 
 impl std::fmt::Debug for RabbitAcker {
@@ -284,11 +287,11 @@ impl NotificationAcker for RabbitAcker {
 
 impl Drop for RabbitAcker {
     fn drop(&mut self) {
-        if !self.settled
-            && let Ok(rt) = tokio::runtime::Handle::try_current()
-        {
+        if !self.settled {
             let (ch, tag) = (self.channel.clone(), self.tag);
-            rt.spawn(async move {
+            // A runtime that has shut down drops the task: its connection, and with it the
+            // delivery, is gone too, and the broker requeues it.
+            self.runtime.spawn(async move {
                 let _ = ch.reject(tag, true).await;
             });
         }
@@ -326,6 +329,7 @@ async fn deliver(sink: &Sink, ch: &Channel, what: &str, d: Delivery) {
                     channel: ch.clone(),
                     tag: d.delivery_tag,
                     settled: false,
+                    runtime: tokio::runtime::Handle::current(),
                 };
                 let _ = tx.send(IncomingNotification {
                     message,
