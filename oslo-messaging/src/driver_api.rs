@@ -172,7 +172,7 @@ pub async fn listen_for_notifications(
         incoming: stream.incoming,
         control: Arc::from(stream.control),
         prefetch: stream.prefetch,
-        seen: DedupCache::new(),
+        seen: SeenIds::default(),
     })
 }
 
@@ -257,29 +257,6 @@ impl RpcListener {
             }
         }
     }
-
-    /// A request received now, without waiting; `None` when there is none yet (or the
-    /// listener ended).
-    pub fn try_next(&mut self) -> Option<IncomingRequest> {
-        loop {
-            match self.incoming.try_recv().ok()? {
-                IncomingRpc::Request(request) => {
-                    if let Some(id) = request.unique_id.as_deref()
-                        && !self.seen.insert(id)
-                    {
-                        continue;
-                    }
-                    return Some(IncomingRequest {
-                        request,
-                        replies: self.replies.clone(),
-                    });
-                }
-                IncomingRpc::Malformed { error, .. } => {
-                    tracing::error!(error = %error, "rejected a malformed RPC request");
-                }
-            }
-        }
-    }
 }
 
 /// One RPC request and the way to answer it.
@@ -345,7 +322,30 @@ pub struct NotificationListener {
     incoming: mpsc::UnboundedReceiver<crate::driver::IncomingNotification>,
     control: Arc<dyn ListenerControl>,
     prefetch: Option<usize>,
-    seen: DedupCache,
+    seen: SeenIds,
+}
+
+/// The `_unique_id`s of the last 16 notifications a listener acknowledged (oslo's duplicate
+/// filter); cheap to clone, shared with whoever acknowledges them.
+#[derive(Debug, Clone, Default)]
+pub struct SeenIds(Arc<std::sync::Mutex<DedupCache>>);
+
+impl SeenIds {
+    fn lock(&self) -> std::sync::MutexGuard<'_, DedupCache> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Records an acknowledged notification's id (oslo adds it when the handler acknowledges
+    /// the message, whether or not the broker then gets the ack).
+    pub fn insert(&self, unique_id: &str) {
+        self.lock().insert(unique_id);
+    }
+
+    fn contains(&self, unique_id: &str) -> bool {
+        self.lock().contains(unique_id)
+    }
 }
 
 impl NotificationListener {
@@ -375,17 +375,7 @@ impl NotificationListener {
         }
     }
 
-    /// A notification received now, without waiting.
-    pub fn try_next(&mut self) -> Option<IncomingNotification> {
-        loop {
-            let n = self.incoming.try_recv().ok()?;
-            if let Some(n) = self.fresh(n) {
-                return Some(n);
-            }
-        }
-    }
-
-    fn fresh(&mut self, n: crate::driver::IncomingNotification) -> Option<IncomingNotification> {
+    fn fresh(&self, n: crate::driver::IncomingNotification) -> Option<IncomingNotification> {
         if let Some(id) = n.message.unique_id.as_deref()
             && self.seen.contains(id)
         {
@@ -404,10 +394,9 @@ impl NotificationListener {
         })
     }
 
-    /// Records that a notification was handled, for the duplicate filter (oslo adds the id
-    /// when the message is acknowledged).
-    pub fn mark_seen(&mut self, unique_id: &str) {
-        self.seen.insert(unique_id);
+    /// The duplicate filter, for whoever acknowledges this listener's notifications.
+    pub fn seen_ids(&self) -> SeenIds {
+        self.seen.clone()
     }
 }
 
