@@ -20,6 +20,7 @@ use std::time::Duration;
 use pyo3::exceptions::PyRuntimeError;
 use pyo3::prelude::*;
 use tokio::runtime::Runtime;
+use tokio::task::AbortHandle;
 
 /// The runtime, and the process it belongs to.
 static ENGINE: Mutex<Option<(u32, Arc<Runtime>)>> = Mutex::new(None);
@@ -87,9 +88,63 @@ impl Slot {
 #[pyclass(module = "oslo_messaging_rs._engine", frozen)]
 pub(crate) struct Pending {
     slot: Arc<Slot>,
+    /// Set for operations that must stop when nobody waits for them any more (a poll whose
+    /// waiter was interrupted must not take the next message and drop it).
+    abort_on_drop: Option<AbortHandle>,
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        if let Some(task) = &self.abort_on_drop {
+            task.abort();
+        }
+    }
+}
+
+/// Completes its slot with an error if the task ends without a result: it panicked, or was
+/// aborted. Without it the Python waiter would wait forever.
+struct Completion {
+    slot: Arc<Slot>,
+    completed: bool,
+}
+
+impl Drop for Completion {
+    fn drop(&mut self) {
+        if !self.completed {
+            self.slot.complete(Box::new(|_| {
+                Err(PyRuntimeError::new_err(
+                    "the engine's task ended without a result (it failed or was cancelled)",
+                ))
+            }));
+        }
+    }
+}
+
+fn start<F, T>(
+    work: F,
+    convert: impl FnOnce(Python<'_>, T) -> PyResult<Py<PyAny>> + Send + 'static,
+) -> PyResult<(Arc<Slot>, AbortHandle)>
+where
+    F: Future<Output = T> + Send + 'static,
+    T: Send + 'static,
+{
+    let slot = Arc::new(Slot::default());
+    let mut completion = Completion {
+        slot: slot.clone(),
+        completed: false,
+    };
+    let task = runtime()?.spawn(async move {
+        let out = work.await;
+        completion.completed = true;
+        completion
+            .slot
+            .complete(Box::new(move |py| convert(py, out)));
+    });
+    Ok((slot, task.abort_handle()))
 }
 
 /// Starts `work` on the engine; `convert` turns its output into Python objects when taken.
+/// The work runs to its end even if nobody waits for it.
 pub(crate) fn submit<F, T>(
     work: F,
     convert: impl FnOnce(Python<'_>, T) -> PyResult<Py<PyAny>> + Send + 'static,
@@ -98,13 +153,28 @@ where
     F: Future<Output = T> + Send + 'static,
     T: Send + 'static,
 {
-    let slot = Arc::new(Slot::default());
-    let done = slot.clone();
-    runtime()?.spawn(async move {
-        let out = work.await;
-        done.complete(Box::new(move |py| convert(py, out)));
-    });
-    Ok(Pending { slot })
+    let (slot, _) = start(work, convert)?;
+    Ok(Pending {
+        slot,
+        abort_on_drop: None,
+    })
+}
+
+/// As [`submit`], but the work is cancelled when the `Pending` is dropped: for waits whose
+/// result only matters to their waiter (polls, which are cancel-safe).
+pub(crate) fn submit_abortable<F, T>(
+    work: F,
+    convert: impl FnOnce(Python<'_>, T) -> PyResult<Py<PyAny>> + Send + 'static,
+) -> PyResult<Pending>
+where
+    F: Future<Output = T> + Send + 'static,
+    T: Send + 'static,
+{
+    let (slot, task) = start(work, convert)?;
+    Ok(Pending {
+        slot,
+        abort_on_drop: Some(task),
+    })
 }
 
 /// Runs `f` inside the engine's runtime context (for constructors that may spawn).
@@ -112,12 +182,6 @@ pub(crate) fn enter<T>(f: impl FnOnce() -> T) -> PyResult<T> {
     let rt = runtime()?;
     let _guard = rt.enter();
     Ok(f())
-}
-
-/// Spawns fire-and-forget work on the engine (acknowledgements).
-pub(crate) fn spawn(work: impl Future<Output = ()> + Send + 'static) -> PyResult<()> {
-    runtime()?.spawn(work);
-    Ok(())
 }
 
 #[pymethods]

@@ -16,7 +16,7 @@ mod logs;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use oslo_messaging::driver_api::{self, Acker, Control, Replier};
+use oslo_messaging::driver_api::{self, Acker, Control, Replier, SeenIds};
 use oslo_messaging::wire;
 use oslo_messaging::{Config, Context, ErrorKind, RemoteError, Retry, Target};
 use pyo3::exceptions::{PyException, PyTypeError};
@@ -25,7 +25,7 @@ use pyo3::types::{PyDict, PyList};
 use serde_json::Value;
 
 use convert::{to_json, to_json_object, to_py, to_py_dict};
-use engine::{Pending, submit};
+use engine::{Pending, submit, submit_abortable};
 
 pyo3::create_exception!(
     _engine,
@@ -191,7 +191,9 @@ impl Transport {
     ) -> PyResult<Pending> {
         let request = request(ctxt, message)?;
         let timeout = seconds(timeout, "timeout")?;
+        // oslo treats any falsy call_monitor_timeout as no call monitoring.
         let monitor = call_monitor_timeout
+            .filter(|s| *s > 0.0)
             .map(|s| seconds(s, "call_monitor_timeout"))
             .transpose()?;
         let transport = self.get(py)?;
@@ -323,6 +325,7 @@ impl Transport {
                     let listener = NotificationListener {
                         control: l.control(),
                         prefetch: l.prefetch(),
+                        seen: l.seen_ids(),
                         inner: Arc::new(tokio::sync::Mutex::new(l)),
                     };
                     Ok(Py::new(py, listener)?.into_any())
@@ -373,33 +376,28 @@ impl Source for driver_api::NotificationListener {
     }
 }
 
-/// Collects up to `batch_size` items, as oslo's `batch_poll_helper` does: waits for the
-/// first up to `timeout` (forever when `None`), then for more until `batch_timeout` after the
-/// poll started (until the batch is full when `None`). Ends early when the source ends.
+/// Collects up to `batch_size` items as oslo's `batch_poll_helper` does: the whole poll is
+/// bounded by `batch_timeout`, or else `timeout`, from its start (unbounded when both are
+/// `None`), and it ends at the first wait that times out or finds the source ended.
 async fn batch<S: Source>(
     source: &mut S,
     batch_size: usize,
     batch_timeout: Option<Duration>,
     timeout: Option<Duration>,
 ) -> Vec<S::Item> {
-    let started = tokio::time::Instant::now();
-    let first = match timeout {
-        Some(t) => tokio::time::timeout(t, source.next()).await.ok().flatten(),
-        None => source.next().await,
-    };
-    let Some(first) = first else {
-        return Vec::new();
-    };
-    let mut out = vec![first];
+    let deadline = batch_timeout
+        .or(timeout)
+        .and_then(|limit| tokio::time::Instant::now().checked_add(limit));
+    let mut out = Vec::new();
     while out.len() < batch_size.max(1) {
-        let more = match batch_timeout {
-            Some(b) => tokio::time::timeout_at(started + b, source.next())
+        let next = match deadline {
+            Some(d) => tokio::time::timeout_at(d, source.next())
                 .await
                 .ok()
                 .flatten(),
             None => source.next().await,
         };
-        match more {
+        match next {
             Some(x) => out.push(x),
             None => break,
         }
@@ -430,7 +428,8 @@ impl RpcListener {
             .transpose()?;
         let timeout = timeout.map(|s| seconds(s, "timeout")).transpose()?;
         let inner = self.inner.clone();
-        submit(
+        // Cancelled if its waiter goes away: it must not take the next requests and drop them.
+        submit_abortable(
             async move {
                 let mut l = inner.lock().await;
                 batch(&mut *l, batch_size, batch_timeout, timeout).await
@@ -554,6 +553,7 @@ struct NotificationListener {
     inner: Arc<tokio::sync::Mutex<driver_api::NotificationListener>>,
     control: Control,
     prefetch: Option<usize>,
+    seen: SeenIds,
 }
 
 #[pymethods]
@@ -578,8 +578,9 @@ impl NotificationListener {
             .transpose()?;
         let timeout = timeout.map(|s| seconds(s, "timeout")).transpose()?;
         let inner = self.inner.clone();
-        let listener = self.inner.clone();
-        submit(
+        let seen = self.seen.clone();
+        // Cancelled if its waiter goes away: it must not take the next notifications.
+        submit_abortable(
             async move {
                 let mut l = inner.lock().await;
                 batch(&mut *l, batch_size, batch_timeout, timeout).await
@@ -587,7 +588,7 @@ impl NotificationListener {
             move |py, notes| {
                 let list = PyList::empty(py);
                 for n in notes {
-                    list.append(Py::new(py, NotificationIncoming::new(py, n, &listener)?)?)?;
+                    list.append(Py::new(py, NotificationIncoming::new(py, n, &seen)?)?)?;
                 }
                 Ok(list.into_any().unbind())
             },
@@ -610,7 +611,8 @@ impl NotificationListener {
 /// One notification; acknowledge or requeue it once (dropped unsettled, it is requeued).
 #[pyclass(module = "oslo_messaging_rs._engine", frozen)]
 struct NotificationIncoming {
-    /// The context, un-prefixed.
+    /// The context, un-prefixed, plus `client_timeout` (`None`), as oslo's rabbit driver has
+    /// it.
     #[pyo3(get)]
     ctxt: Py<PyDict>,
     /// `{"message_id", "publisher_id", "event_type", "priority", "payload", "timestamp"}`.
@@ -619,18 +621,19 @@ struct NotificationIncoming {
     #[pyo3(get)]
     unique_id: Option<String>,
     acker: Mutex<Option<Acker>>,
-    listener: Arc<tokio::sync::Mutex<driver_api::NotificationListener>>,
+    seen: SeenIds,
 }
 
 impl NotificationIncoming {
     fn new(
         py: Python<'_>,
         mut n: driver_api::IncomingNotification,
-        listener: &Arc<tokio::sync::Mutex<driver_api::NotificationListener>>,
+        seen: &SeenIds,
     ) -> PyResult<Self> {
         let acker = n.take_acker();
         let m = n.message;
         let ctxt = to_py_dict(py, m.context.as_map())?;
+        ctxt.set_item("client_timeout", py.None())?;
         let message = PyDict::new(py);
         message.set_item("message_id", to_py(py, &m.message_id)?)?;
         message.set_item("publisher_id", &m.publisher_id)?;
@@ -643,44 +646,48 @@ impl NotificationIncoming {
             message: message.unbind(),
             unique_id: m.unique_id,
             acker: Mutex::new(acker),
-            listener: listener.clone(),
+            seen: seen.clone(),
         })
     }
 
-    fn settle(&self, requeue: bool) -> PyResult<()> {
-        let Some(acker) = lock(&self.acker).take() else {
-            return Ok(());
-        };
-        let listener = self.listener.clone();
-        let unique_id = self.unique_id.clone();
-        engine::spawn(async move {
-            let settled = if requeue {
-                acker.requeue().await
-            } else {
-                acker.ack().await
-            };
-            match settled {
-                Ok(()) if !requeue => {
-                    if let Some(id) = unique_id {
-                        listener.lock().await.mark_seen(&id);
-                    }
+    /// Pending until the ack or requeue is handed to the connection (oslo's "processed
+    /// locally"); settling twice does nothing the second time.
+    fn settle(&self, requeue: bool) -> PyResult<Pending> {
+        let acker = lock(&self.acker).take();
+        if !requeue && let Some(id) = &self.unique_id {
+            // As oslo: the id joins the duplicate filter when the handler acknowledges.
+            self.seen.insert(id);
+        }
+        submit(
+            async move {
+                let Some(acker) = acker else {
+                    return;
+                };
+                let settled = if requeue {
+                    acker.requeue().await
+                } else {
+                    acker.ack().await
+                };
+                if let Err(e) = settled {
+                    tracing::warn!(error = %e, requeue, "could not settle a notification");
                 }
-                Ok(()) => {}
-                Err(e) => tracing::warn!(error = %e, requeue, "could not settle a notification"),
-            }
-        })
+            },
+            |py, ()| none(py),
+        )
     }
 }
 
 #[pymethods]
 impl NotificationIncoming {
-    /// Acknowledges the notification (without waiting; never raises for the broker).
-    fn acknowledge(&self) -> PyResult<()> {
+    /// Acknowledges the notification; pending until the ack is handed to the connection
+    /// (never fails for the broker: a lost ack means a redelivery, which the duplicate filter
+    /// catches).
+    fn acknowledge(&self) -> PyResult<Pending> {
         self.settle(false)
     }
 
-    /// Requeues the notification (without waiting; never raises for the broker).
-    fn requeue(&self) -> PyResult<()> {
+    /// Requeues the notification; pending as [`acknowledge`](Self::acknowledge).
+    fn requeue(&self) -> PyResult<Pending> {
         self.settle(true)
     }
 }

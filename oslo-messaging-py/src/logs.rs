@@ -9,7 +9,7 @@
 use std::collections::VecDeque;
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Mutex, TryLockError};
 
 use pyo3::prelude::*;
 use tracing::field::{Field, Visit};
@@ -79,13 +79,27 @@ impl<S: Subscriber> tracing_subscriber::Layer<S> for Queue {
         let mut text = Text::default();
         event.record(&mut text);
         let level = python_level(*event.metadata().level());
-        let mut queue = QUEUE.lock().unwrap_or_else(PoisonError::into_inner);
-        if queue.len() >= CAPACITY {
-            DROPPED.fetch_add(1, Ordering::Relaxed);
-            return;
-        }
         text.message.push_str(&text.fields);
-        queue.push_back((level, event.metadata().target().to_owned(), text.message));
+        let record = (level, event.metadata().target().to_owned(), text.message);
+        // Never block on the queue: after a fork, a lock held by a thread of the parent is
+        // held forever in the child. A record that cannot get in is counted as dropped.
+        for _ in 0..1000 {
+            match QUEUE.try_lock() {
+                Ok(mut queue) => {
+                    if queue.len() >= CAPACITY {
+                        break;
+                    }
+                    queue.push_back(record);
+                    return;
+                }
+                Err(TryLockError::Poisoned(p)) => {
+                    p.into_inner().push_back(record);
+                    return;
+                }
+                Err(TryLockError::WouldBlock) => std::thread::yield_now(),
+            }
+        }
+        DROPPED.fetch_add(1, Ordering::Relaxed);
     }
 }
 
@@ -102,10 +116,11 @@ pub(crate) fn install_logging(level: u32) {
 /// dropped because the queue was full.
 #[pyfunction]
 pub(crate) fn drain_logs() -> (Vec<Record>, u64) {
-    let records: Vec<Record> = QUEUE
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner)
-        .drain(..)
-        .collect();
+    // As in `on_event`: a queue locked at a fork stays locked in the child; skip it then.
+    let records: Vec<Record> = match QUEUE.try_lock() {
+        Ok(mut queue) => queue.drain(..).collect(),
+        Err(TryLockError::Poisoned(p)) => p.into_inner().drain(..).collect(),
+        Err(TryLockError::WouldBlock) => Vec::new(),
+    };
     (records, DROPPED.swap(0, Ordering::Relaxed))
 }

@@ -13,6 +13,7 @@ Waiting for the engine follows the process's thread model:
 """
 
 import logging
+import time
 from urllib.parse import quote
 
 from oslo_config import cfg
@@ -34,12 +35,16 @@ _green = None
 
 
 def _is_green():
+    """Whether eventlet patched this process: its threads, or only its sockets and selects
+    (``monkey_patch(thread=False)``, as some services do). Either way a wait must go
+    through the hub; ``trampoline`` also works from a native thread, on its own hub."""
     global _green
     if _green is None:
         try:
             from oslo_utils import eventletutils
 
-            _green = bool(eventletutils.is_monkey_patched("thread"))
+            _green = any(eventletutils.is_monkey_patched(m)
+                         for m in ("thread", "socket", "select"))
         except Exception:  # pragma: no cover - oslo.utils is a dependency
             _green = False
     return _green
@@ -53,17 +58,29 @@ def _drain_logs():
         LOG.warning("%d log records of the engine were dropped (too many at once)", dropped)
 
 
+class _Slice(Exception):
+    pass
+
+
 def _wait(pending):
-    """Waits for an engine operation, as the thread model allows; returns its result."""
+    """Waits for an engine operation, as the thread model allows; returns its result.
+
+    The engine's log records are handed to ``logging`` at every slice of the wait, so a
+    long wait (an idle server's poll) does not hold back what the engine logs meanwhile.
+    """
     try:
         if _is_green():
             from eventlet import hubs
 
             while not pending.done():
-                hubs.trampoline(pending.fileno(), read=True)
+                try:
+                    hubs.trampoline(pending.fileno(), read=True, timeout=1.0,
+                                    timeout_exc=_Slice)
+                except _Slice:
+                    _drain_logs()
         else:
             while not pending.wait(0.1):
-                pass
+                _drain_logs()
     finally:
         _drain_logs()
     return pending.result()
@@ -196,15 +213,18 @@ class RustNotificationIncoming(base.IncomingMessage):
         self._raw = raw
         self.unique_id = raw.unique_id
 
+    # Both return once the engine handed the frame to the connection ("processed locally"),
+    # so a listener's cleanup cannot close the connection before it.
+
     def acknowledge(self):
         try:
-            self._raw.acknowledge()
+            _wait(self._raw.acknowledge())
         except Exception:
             LOG.exception("could not acknowledge a notification")
 
     def requeue(self):
         try:
-            self._raw.requeue()
+            _wait(self._raw.requeue())
         except Exception:
             LOG.exception("could not requeue a notification")
 
@@ -223,7 +243,10 @@ class RustPollListener(base.PollStyleListener):
         try:
             items = _wait(self._raw.poll(batch_size, batch_timeout, timeout))
         except Exception:
+            # As oslo's forever_retry_uncaught_exceptions around the poll loop: log, wait a
+            # second, go on, rather than spin on a persistent error.
             LOG.exception("polling the engine failed")
+            time.sleep(1)
             return []
         return [self._incoming_cls(self._driver, item) for item in items]
 
@@ -294,7 +317,7 @@ class RustRabbitDriver(base.BaseDriver):
                 pending = self._transport.call(
                     self._target(target), ctxt, message,
                     _FOREVER if timeout is None else timeout,
-                    call_monitor_timeout, retry, at_least_once)
+                    call_monitor_timeout or None, retry, at_least_once)
             else:
                 pending = self._transport.cast(
                     self._target(target), ctxt, message, retry, at_least_once)
