@@ -11,6 +11,7 @@ RPC server on a fresh topic, on the Rust driver.
 import logging
 import os
 import signal
+import threading
 import time
 import unittest
 import uuid
@@ -126,7 +127,16 @@ class DriverTest(unittest.TestCase):
                 code = 0 if client.call({}, "pid") == os.getppid() else 2
             finally:
                 os._exit(code)
-        _, status = os.waitpid(child, 0)
+        deadline = time.monotonic() + 30
+        while True:
+            pid, status = os.waitpid(child, os.WNOHANG)
+            if pid:
+                break
+            if time.monotonic() > deadline:
+                os.kill(child, signal.SIGKILL)
+                os.waitpid(child, 0)
+                self.fail("the forked child hung")
+            time.sleep(0.05)
         self.assertEqual(os.waitstatus_to_exitcode(status), 0)
         # The parent's engine is untouched.
         self.assertEqual(self.client.call({}, "add", a=2, b=2), 4)
@@ -153,6 +163,66 @@ class DriverTest(unittest.TestCase):
         with self.assertRaises(oslo_messaging.MessageUndeliverable) as e:
             mandatory.call({}, "add", a=1, b=1)
         self.assertEqual(e.exception.routing_key, self.topic + "_nobody")
+
+
+class NotificationTest(unittest.TestCase):
+    def setUp(self):
+        self.transport = oslo_messaging.get_notification_transport(cfg.CONF, url=URL)
+        self.topic = "drvn_" + uuid.uuid4().hex[:8]
+        self.notifier = oslo_messaging.Notifier(
+            self.transport, publisher_id="drv", driver="messagingv2", topics=[self.topic])
+
+    def tearDown(self):
+        self.transport.cleanup()
+
+    def test_requeued_then_handled_then_stopped(self):
+        seen, done, lock = [], threading.Event(), threading.Lock()
+
+        class Endpoint:
+            def info(self, ctxt, publisher_id, event_type, payload, metadata):
+                with lock:
+                    seen.append(payload["n"])
+                    first = seen.count(payload["n"]) == 1
+                    if len(seen) == 4:
+                        done.set()
+                if payload["n"] == 0 and first:
+                    return oslo_messaging.NotificationResult.REQUEUE
+                return oslo_messaging.NotificationResult.HANDLED
+
+        listener = oslo_messaging.get_notification_listener(
+            self.transport, [oslo_messaging.Target(topic=self.topic)], [Endpoint()],
+            executor="threading", allow_requeue=True)
+        listener.start()
+        for n in range(3):
+            self.notifier.info({"user": "u"}, "drv.test", {"n": n})
+        self.assertTrue(done.wait(10), seen)
+        started = time.monotonic()
+        listener.stop()
+        listener.wait()
+        self.assertLess(time.monotonic() - started, 5)
+        # Notification 0 came back once after its requeue; nothing else came twice.
+        self.assertEqual(sorted(seen), [0, 0, 1, 2])
+
+    def test_a_batch_ends_at_its_timeout(self):
+        batches, done = [], threading.Event()
+
+        class Endpoint:
+            def info(self, messages):
+                batches.append([m["payload"]["n"] for m in messages])
+                done.set()
+
+        listener = oslo_messaging.get_batch_notification_listener(
+            self.transport, [oslo_messaging.Target(topic=self.topic)], [Endpoint()],
+            executor="threading", batch_size=5, batch_timeout=1)
+        listener.start()
+        time.sleep(0.5)
+        for n in range(3):
+            self.notifier.info({}, "drv.test", {"n": n})
+        self.assertTrue(done.wait(5), batches)
+        listener.stop()
+        listener.wait()
+        self.assertEqual(sorted(n for b in batches for n in b), [0, 1, 2])
+        self.assertLessEqual(len(batches), 2, batches)
 
 
 if __name__ == "__main__":
