@@ -17,8 +17,11 @@ clients and servers can be mixed freely:
 cargo is ONE random lowercase string of --payload-size bytes, reused.
 
 Common options (after the command): --url URL (default
-rabbit://guest:guest@127.0.0.1:5672/), --exchange NAME (control_exchange,
-default openstack), --topic T (default profiler_topic), --debug,
+rabbit://guest:guest@127.0.0.1:5672/; rabbitrs://... for the Rust engine
+driver), --exchange NAME (control_exchange, default openstack), --topic T
+(default profiler_topic), --debug, --eventlet (monkey-patch, as eventlet
+services do: client threads are green threads, servers use the eventlet
+executor),
 --rabbit KEY=VALUE ([oslo_messaging_rabbit] option, repeatable).
 
 rpc-server [--server S (profiler_server)] [--count N] [--executor threading]
@@ -46,7 +49,21 @@ notify-client --count N --concurrency C --payload-size B
   "sent" instead of "calls".  Nearest-rank percentiles over successful ops,
   all null if none.
 """
-import argparse
+import sys
+import warnings
+
+# oslo.service imports eventlet, which warns loudly on import; keep stderr quiet.
+warnings.filterwarnings('ignore', message=r'\s*Eventlet is deprecated')
+warnings.filterwarnings('ignore', message=r"Using the 'executor' argument")
+
+# --eventlet: run as monkey-patched services (and oslo's functional tests) do, everything in
+# green threads on one OS thread. The patching must come before anything else is imported.
+GREEN = '--eventlet' in sys.argv[1:]
+if GREEN:
+    import eventlet
+    eventlet.monkey_patch()
+
+import argparse  # noqa: E402
 import json
 import logging
 import math
@@ -54,14 +71,8 @@ import os
 import random
 import signal
 import string
-import sys
 import threading
 import time
-import warnings
-
-# oslo.service imports eventlet, which warns loudly on import; keep stderr quiet.
-warnings.filterwarnings('ignore', message=r'\s*Eventlet is deprecated')
-warnings.filterwarnings('ignore', message=r"Using the 'executor' argument")
 
 from oslo_config import cfg
 import oslo_messaging
@@ -153,8 +164,20 @@ def serve(transport, server, counter):
         signal.signal(sig, lambda *_: stop.set())
 
     def drain_stdin():
-        for _ in sys.stdin:
-            pass
+        if GREEN:
+            # A plain read would block the hub: wait for the pipe through it.
+            from eventlet import hubs
+            fd = sys.stdin.fileno()
+            try:
+                while True:
+                    hubs.trampoline(fd, read=True)
+                    if not os.read(fd, 65536):
+                        break
+            except OSError:
+                return  # not a pipe (/dev/null): signals stop the server
+        else:
+            for _ in sys.stdin:
+                pass
         stop.set()
 
     threading.Thread(target=drain_stdin, daemon=True).start()
@@ -182,7 +205,8 @@ def cmd_notify_server(args, conf):
     counter = Counter(args.count)
     targets = [oslo_messaging.Target(topic=args.topic)]
     serve(transport, oslo_messaging.get_notification_listener(
-        transport, targets, [NotifyEndpoint(counter)], executor='threading',
+        transport, targets, [NotifyEndpoint(counter)],
+        executor='eventlet' if GREEN else 'threading',
         pool=args.pool), counter)
 
 
@@ -303,6 +327,8 @@ def parse_args(argv):
     common.add_argument('--exchange', default='openstack')
     common.add_argument('--topic', default='profiler_topic')
     common.add_argument('--debug', action='store_true')
+    common.add_argument('--eventlet', action='store_true',
+                        help='monkey-patch with eventlet; servers use its executor')
     common.add_argument('--rabbit', action='append', default=[],
                         metavar='KEY=VALUE',
                         help='[oslo_messaging_rabbit] option (repeatable)')
@@ -315,7 +341,8 @@ def parse_args(argv):
     p = sub.add_parser('rpc-server', parents=[common])
     p.add_argument('--server', default='profiler_server')
     p.add_argument('--count', type=int, default=0)
-    p.add_argument('--executor', default='threading', choices=['threading'])
+    p.add_argument('--executor', default='eventlet' if GREEN else 'threading',
+                   choices=['threading', 'eventlet'])
     p.set_defaults(func=cmd_rpc_server)
 
     p = sub.add_parser('notify-server', parents=[common])

@@ -51,6 +51,10 @@ struct Cli {
     /// Measure nothing: redraw the table and chart from `<out>/latest.json`.
     #[arg(long)]
     replot: bool,
+    /// Run the Python peers monkey-patched with eventlet (green threads, the eventlet
+    /// executor), as eventlet services do; threads otherwise.
+    #[arg(long)]
+    eventlet: bool,
 }
 
 /// Who plays a side.
@@ -60,6 +64,8 @@ enum Side {
     RawAmqprs,
     Rust,
     Python,
+    /// Python oslo.messaging on the Rust engine (`rabbitrs://`, the oslo-messaging-rs wheel).
+    PythonRs,
 }
 
 impl Side {
@@ -69,6 +75,7 @@ impl Side {
             Self::RawAmqprs => "raw (amqprs)",
             Self::Rust => "oslo-messaging (Rust)",
             Self::Python => "Python oslo.messaging",
+            Self::PythonRs => "Python oslo.messaging on rabbitrs (Rust engine)",
         }
     }
 
@@ -78,11 +85,16 @@ impl Side {
             Self::RawAmqprs => "raw-amqprs",
             Self::Rust => "rust",
             Self::Python => "python",
+            Self::PythonRs => "python-rs",
         }
     }
 
     fn fast(self) -> bool {
-        self != Self::Python
+        !self.python()
+    }
+
+    fn python(self) -> bool {
+        matches!(self, Self::Python | Self::PythonRs)
     }
 }
 
@@ -155,6 +167,12 @@ fn count(w: &Workload, side: Side, quick: bool) -> u64 {
         (Kind::Fanout, _, false) => 500,
         (_, _, false) => 1000,
     };
+    // Python on the Rust engine runs a few times faster than Python: longer runs.
+    let base = if side == Side::PythonRs {
+        base * 3
+    } else {
+        base
+    };
     let base = if w.payload > 10_000 { base / 5 } else { base };
     if quick { (base / 10).max(50) } else { base }
 }
@@ -168,6 +186,7 @@ fn pairs(kind: Kind) -> Vec<Pair> {
         p(Side::Python, Side::Python),
         p(Side::Python, Side::Rust),
         p(Side::Rust, Side::Python),
+        p(Side::PythonRs, Side::PythonRs),
     ];
     if kind == Kind::Notify {
         // Raw AMQP has no notifications: the cast ceiling (publish with confirms, consume
@@ -182,6 +201,7 @@ struct Env {
     bin_dir: PathBuf,
     python: PathBuf,
     peer: PathBuf,
+    eventlet: bool,
 }
 
 impl Env {
@@ -217,8 +237,19 @@ impl Env {
             c
         };
         c.args(sub);
-        if side == Side::Python {
-            c.args(["--url", &self.url, "--exchange", exchange]);
+        if side.python() {
+            let url = if side == Side::PythonRs {
+                format!(
+                    "rabbitrs://{}",
+                    self.url.split_once("://").map_or("", |(_, rest)| rest)
+                )
+            } else {
+                self.url.clone()
+            };
+            c.args(["--url", &url, "--exchange", exchange]);
+            if self.eventlet {
+                c.arg("--eventlet");
+            }
         }
         c
     }
@@ -631,6 +662,7 @@ fn markdown(
         "python",
         "python→rust",
         "rust→python",
+        "python-rs",
     ];
     let mut md = String::new();
     md.push_str(&format!(
@@ -639,8 +671,10 @@ fn markdown(
     ));
     md.push_str("| workload | ");
     md.push_str(&columns.join(" | "));
-    md.push_str(" | rust / raw-ours | rust / python | rust p50 / p99 ms |\n|---|");
-    md.push_str(&"---:|".repeat(columns.len() + 3));
+    md.push_str(
+        " | rust / raw-ours | rust / python | python-rs / python | rust p50 / p99 ms |\n|---|",
+    );
+    md.push_str(&"---:|".repeat(columns.len() + 4));
     md.push('\n');
     for w in order {
         let Some(row) = results.get(&w.name) else {
@@ -670,6 +704,7 @@ fn markdown(
         };
         md.push_str(&ratio(get("rust"), raw_value));
         md.push_str(&ratio(get("rust"), get("python")));
+        md.push_str(&ratio(get("python-rs"), get("python")));
         let lat = row.get("rust").map_or_else(String::new, |v| {
             match (v["p50_ms"].as_f64(), v["p99_ms"].as_f64()) {
                 (Some(a), Some(b)) if w.kind == Kind::Call => format!("{a:.2} / {b:.2}"),
@@ -679,7 +714,7 @@ fn markdown(
         md.push_str(&format!(" {lat} |\n"));
     }
     md.push_str("\nResident memory of the RPC server (median, MiB): idle after start, and peak during `call-64 100B`.\n\n| server | idle | loaded (peak) |\n|---|---:|---:|\n");
-    for side in ["rust", "python"] {
+    for side in ["rust", "python", "python-rs"] {
         if let Some(m) = memory.get(side) {
             md.push_str(&format!(
                 "| {} | {:.1} | {:.1} |\n",
@@ -690,7 +725,8 @@ fn markdown(
         }
     }
     md.push_str(&format!(
-        "\nMachine: {} CPUs ({}), {}; RabbitMQ {}; Python oslo.messaging / kombu / CPython {}; {}.\n",
+        "\nPython peers ran with {}. Machine: {} CPUs ({}), {}; RabbitMQ {}; Python oslo.messaging / kombu / CPython {}; {}.\n",
+        meta["python_threads"].as_str().unwrap_or("threading"),
         meta["machine"]["cpus"],
         meta["machine"]["cpu_model"].as_str().unwrap_or(""),
         meta["machine"]["memory"].as_str().unwrap_or(""),
@@ -716,6 +752,7 @@ fn chart(
         "python",
         "python→rust",
         "rust→python",
+        "python-rs",
     ];
     let colours = [
         RGBColor(120, 120, 120),
@@ -724,6 +761,7 @@ fn chart(
         RGBColor(55, 118, 171),
         RGBColor(120, 90, 160),
         RGBColor(230, 150, 60),
+        RGBColor(60, 160, 90),
     ];
     let rows: Vec<&Workload> = order
         .iter()
@@ -837,6 +875,7 @@ async fn main() {
         bin_dir,
         python: python.clone(),
         peer,
+        eventlet: cli.eventlet,
     };
     let order: Vec<Workload> = workloads()
         .into_iter()
@@ -887,6 +926,7 @@ async fn main() {
                         && let Some(key) = match pair.server {
                             Side::Rust => Some("rust"),
                             Side::Python => Some("python"),
+                            Side::PythonRs => Some("python-rs"),
                             _ => None,
                         }
                     {
@@ -926,6 +966,7 @@ async fn main() {
     let meta = json!({
         "rounds": cli.rounds,
         "quick": cli.quick,
+        "python_threads": if cli.eventlet { "eventlet" } else { "threading" },
         "machine": machine(),
         "versions": versions(&python),
         "seconds": started.elapsed().as_secs(),
