@@ -23,11 +23,12 @@ set -- $(printf '%s\n' "$@" | grep -vx -- --eventlet || true)
 case $impl in
     rust) "$bin/oslo-messaging" --url "$url" --exchange "$t" --json bench rpc-server --topic "$t" >/dev/null & ;;
     raw-*) "$bin/raw-amqp" --url "$url" --client "${impl#raw-}" --exchange "$t" rpc-server --topic "$t" >/dev/null & ;;
-    python*) "$py" "$peer" rpc-server --url "$pyurl" --exchange "$t" --topic "$t" "${green[@]}" </dev/null >/dev/null & ;;
+    # stdin stays open (the peer stops at its end) until the trap below kills the sleep.
+    python*) sleep 100000 2>/dev/null | "$py" "$peer" rpc-server --url "$pyurl" --exchange "$t" --topic "$t" "${green[@]}" >/dev/null & ;;
     *) echo "unknown implementation $impl" >&2; exit 64 ;;
 esac
 server=$!
-trap 'kill $server 2>/dev/null || true' EXIT
+trap 'kill $server 2>/dev/null || true; pkill -P $$ -x sleep 2>/dev/null || true' EXIT
 sleep 0.5
 case $impl in python*) sleep 3 ;; esac  # the interpreter and oslo take a while to import
 broker=$(pgrep -o beam.smp)
