@@ -227,15 +227,7 @@ impl IoTask {
                     // nobody can ever use or close it, so close it now rather than hold its
                     // number until the connection ends.
                     ch.closing = true;
-                    self.write_method(
-                        channel,
-                        &Method::ChannelClose {
-                            code: 200,
-                            text: "Goodbye".into(),
-                            class_id: 0,
-                            method_id: 0,
-                        },
-                    );
+                    self.write_channel_close(channel);
                 }
             }
         }

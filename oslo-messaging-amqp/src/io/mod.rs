@@ -328,6 +328,19 @@ impl IoTask {
         let _ = frame::write_method(&mut self.wbuf, channel, method);
     }
 
+    /// Writes our `channel.close` (a normal close); the caller marks the channel closing.
+    fn write_channel_close(&mut self, channel: u16) {
+        self.write_method(
+            channel,
+            &Method::ChannelClose {
+                code: 200,
+                text: "Goodbye".into(),
+                class_id: 0,
+                method_id: 0,
+            },
+        );
+    }
+
     fn start_close(&mut self, waiter: Option<oneshot::Sender<()>>) -> Step {
         match &mut self.closing {
             Some((waiters, _)) => waiters.extend(waiter),
@@ -468,15 +481,7 @@ impl IoTask {
                     ch.close_waiters.push(reply);
                     if !ch.closing {
                         ch.closing = true;
-                        self.write_method(
-                            channel,
-                            &Method::ChannelClose {
-                                code: 200,
-                                text: "Goodbye".into(),
-                                class_id: 0,
-                                method_id: 0,
-                            },
-                        );
+                        self.write_channel_close(channel);
                     }
                 }
                 None => {
