@@ -120,10 +120,15 @@ impl Drop for Completion {
     }
 }
 
+/// Starts `work` on the engine; `convert` turns its output into Python objects when taken.
+/// With `abort_on_drop`, the work is cancelled when the `Pending` is dropped (for waits whose
+/// result only matters to their waiter: polls, which are cancel-safe); otherwise it runs to
+/// its end even if nobody waits for it.
 fn start<F, T>(
     work: F,
     convert: impl FnOnce(Python<'_>, T) -> PyResult<Py<PyAny>> + Send + 'static,
-) -> PyResult<(Arc<Slot>, AbortHandle)>
+    abort_on_drop: bool,
+) -> PyResult<Pending>
 where
     F: Future<Output = T> + Send + 'static,
     T: Send + 'static,
@@ -140,11 +145,13 @@ where
             .slot
             .complete(Box::new(move |py| convert(py, out)));
     });
-    Ok((slot, task.abort_handle()))
+    Ok(Pending {
+        slot,
+        abort_on_drop: abort_on_drop.then(|| task.abort_handle()),
+    })
 }
 
-/// Starts `work` on the engine; `convert` turns its output into Python objects when taken.
-/// The work runs to its end even if nobody waits for it.
+/// Starts `work`, which runs to its end even if nobody waits for it.
 pub(crate) fn submit<F, T>(
     work: F,
     convert: impl FnOnce(Python<'_>, T) -> PyResult<Py<PyAny>> + Send + 'static,
@@ -153,15 +160,10 @@ where
     F: Future<Output = T> + Send + 'static,
     T: Send + 'static,
 {
-    let (slot, _) = start(work, convert)?;
-    Ok(Pending {
-        slot,
-        abort_on_drop: None,
-    })
+    start(work, convert, false)
 }
 
-/// As [`submit`], but the work is cancelled when the `Pending` is dropped: for waits whose
-/// result only matters to their waiter (polls, which are cancel-safe).
+/// Starts `work`, cancelled when its `Pending` is dropped.
 pub(crate) fn submit_abortable<F, T>(
     work: F,
     convert: impl FnOnce(Python<'_>, T) -> PyResult<Py<PyAny>> + Send + 'static,
@@ -170,11 +172,7 @@ where
     F: Future<Output = T> + Send + 'static,
     T: Send + 'static,
 {
-    let (slot, task) = start(work, convert)?;
-    Ok(Pending {
-        slot,
-        abort_on_drop: Some(task),
-    })
+    start(work, convert, true)
 }
 
 /// Runs `f` inside the engine's runtime context (for constructors that may spawn).
