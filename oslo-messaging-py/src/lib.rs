@@ -405,6 +405,50 @@ async fn batch<S: Source>(
     out
 }
 
+/// A listener's `poll`: a batch from `source`, each item made a Python object by `wrap`.
+/// Cancelled if its waiter goes away: it must not take the next messages and drop them.
+fn poll<S>(
+    source: &Arc<tokio::sync::Mutex<S>>,
+    batch_size: usize,
+    batch_timeout: Option<f64>,
+    timeout: Option<f64>,
+    wrap: impl Fn(Python<'_>, S::Item) -> PyResult<Py<PyAny>> + Send + 'static,
+) -> PyResult<Pending>
+where
+    S: Source + Send + 'static,
+{
+    let batch_timeout = batch_timeout
+        .map(|s| seconds(s, "batch_timeout"))
+        .transpose()?;
+    let timeout = timeout.map(|s| seconds(s, "timeout")).transpose()?;
+    let source = source.clone();
+    submit_abortable(
+        async move {
+            let mut s = source.lock().await;
+            batch(&mut *s, batch_size, batch_timeout, timeout).await
+        },
+        move |py, items| {
+            let list = PyList::empty(py);
+            for item in items {
+                list.append(wrap(py, item)?)?;
+            }
+            Ok(list.into_any().unbind())
+        },
+    )
+}
+
+/// A listener's `stop`.
+fn stop(control: &Control) -> PyResult<Pending> {
+    let control = control.clone();
+    submit(async move { control.stop().await }, |py, ()| none(py))
+}
+
+/// A listener's `cleanup`.
+fn cleanup(control: &Control) -> PyResult<Pending> {
+    let control = control.clone();
+    submit(async move { control.cleanup().await }, |py, ()| none(py))
+}
+
 /// An RPC listener: requests, already acknowledged, in batches.
 #[pyclass(module = "oslo_messaging_rs._engine", frozen)]
 struct RpcListener {
@@ -423,37 +467,19 @@ impl RpcListener {
         batch_timeout: Option<f64>,
         timeout: Option<f64>,
     ) -> PyResult<Pending> {
-        let batch_timeout = batch_timeout
-            .map(|s| seconds(s, "batch_timeout"))
-            .transpose()?;
-        let timeout = timeout.map(|s| seconds(s, "timeout")).transpose()?;
-        let inner = self.inner.clone();
-        // Cancelled if its waiter goes away: it must not take the next requests and drop them.
-        submit_abortable(
-            async move {
-                let mut l = inner.lock().await;
-                batch(&mut *l, batch_size, batch_timeout, timeout).await
-            },
-            |py, requests| {
-                let list = PyList::empty(py);
-                for r in requests {
-                    list.append(Py::new(py, RpcIncoming::new(py, r)?)?)?;
-                }
-                Ok(list.into_any().unbind())
-            },
-        )
+        poll(&self.inner, batch_size, batch_timeout, timeout, |py, r| {
+            Ok(Py::new(py, RpcIncoming::new(py, r)?)?.into_any())
+        })
     }
 
     /// Stops taking requests; `poll` then hands out what was received, then empty lists.
     fn stop(&self) -> PyResult<Pending> {
-        let control = self.control.clone();
-        submit(async move { control.stop().await }, |py, ()| none(py))
+        stop(&self.control)
     }
 
     /// Releases the listener's queues and connection.
     fn cleanup(&self) -> PyResult<Pending> {
-        let control = self.control.clone();
-        submit(async move { control.cleanup().await }, |py, ()| none(py))
+        cleanup(&self.control)
     }
 }
 
@@ -573,38 +599,24 @@ impl NotificationListener {
         batch_timeout: Option<f64>,
         timeout: Option<f64>,
     ) -> PyResult<Pending> {
-        let batch_timeout = batch_timeout
-            .map(|s| seconds(s, "batch_timeout"))
-            .transpose()?;
-        let timeout = timeout.map(|s| seconds(s, "timeout")).transpose()?;
-        let inner = self.inner.clone();
         let seen = self.seen.clone();
-        // Cancelled if its waiter goes away: it must not take the next notifications.
-        submit_abortable(
-            async move {
-                let mut l = inner.lock().await;
-                batch(&mut *l, batch_size, batch_timeout, timeout).await
-            },
-            move |py, notes| {
-                let list = PyList::empty(py);
-                for n in notes {
-                    list.append(Py::new(py, NotificationIncoming::new(py, n, &seen)?)?)?;
-                }
-                Ok(list.into_any().unbind())
-            },
+        poll(
+            &self.inner,
+            batch_size,
+            batch_timeout,
+            timeout,
+            move |py, n| Ok(Py::new(py, NotificationIncoming::new(py, n, &seen)?)?.into_any()),
         )
     }
 
     /// Stops taking notifications; `poll` then hands out what was received, then empty lists.
     fn stop(&self) -> PyResult<Pending> {
-        let control = self.control.clone();
-        submit(async move { control.stop().await }, |py, ()| none(py))
+        stop(&self.control)
     }
 
     /// Releases the listener's connection.
     fn cleanup(&self) -> PyResult<Pending> {
-        let control = self.control.clone();
-        submit(async move { control.cleanup().await }, |py, ()| none(py))
+        cleanup(&self.control)
     }
 }
 
