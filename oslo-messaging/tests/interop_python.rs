@@ -711,6 +711,88 @@ const PRIORITIES: [(&str, &str); 8] = [
     ("sample", "sample"),
 ];
 
+/// Python's two notification drivers.
+const NOTIFIER_DRIVERS: [&str; 2] = ["messaging", "messagingv2"];
+
+/// A Python notifier peer (publisher `py.<driver>`) sends one notification per notifier
+/// method, each confirmed by the peer.
+async fn python_notifies(topic: &str, driver: &str, opts: &PeerOpts<'_>) {
+    let publisher = format!("py.{driver}");
+    let args = [
+        "--topic",
+        topic,
+        "--publisher-id",
+        &publisher,
+        "--driver",
+        driver,
+    ];
+    let mut peer = Peer::spawn("notify", &args, opts);
+    for (method, _) in PRIORITIES {
+        peer.send(&json!({
+            "priority": method,
+            "event_type": format!("test.{method}"),
+            "payload": {"method": method, "list": [1, "ü"]},
+            "context": {"user": "u1", "request_id": "req-1"},
+        }))
+        .await;
+        assert_eq!(peer.next(30).await, json!({"ok": true}));
+    }
+    peer.finish().await;
+}
+
+/// A Python listener peer that stops after `total` notifications, once it is ready.
+async fn python_listener(topic: &str, total: usize, opts: &PeerOpts<'_>) -> Peer {
+    let total = total.to_string();
+    let args = ["--topic", topic, "--count", &total, "--timeout", "60"];
+    let mut listener = Peer::spawn("listen", &args, opts);
+    listener.wait_event("ready", 60).await;
+    listener
+}
+
+/// The `total` notifications a Python listener printed, as sorted (publisher, event type,
+/// priority), each with the context and payload as sent (and no auth token: a notifier
+/// redacts it).
+async fn python_listener_got(listener: &mut Peer, total: usize) -> Vec<(String, String, String)> {
+    let mut got = Vec::new();
+    for _ in 0..total {
+        let n = listener.wait_event("notification", 30).await;
+        assert_eq!(n["ctxt"]["user"], "u1");
+        assert_eq!(
+            n["ctxt"]["auth_token"],
+            Value::Null,
+            "redacted before sending"
+        );
+        assert_eq!(n["metadata"]["message_id"].as_str().unwrap().len(), 36);
+        assert_eq!(n["payload"]["list"], json!([1, "ü"]));
+        got.push((
+            n["publisher_id"].as_str().unwrap().to_owned(),
+            n["event_type"].as_str().unwrap().to_owned(),
+            n["priority"].as_str().unwrap().to_owned(),
+        ));
+    }
+    got.sort();
+    got
+}
+
+/// (publisher, event type, priority) of one notification per notifier method from each of
+/// the two drivers, publishers named `<prefix>.<driver>`, sorted.
+fn sent_by_both_drivers(prefix: &str) -> Vec<(String, String, String)> {
+    let mut want: Vec<_> = NOTIFIER_DRIVERS
+        .iter()
+        .flat_map(|d| {
+            PRIORITIES.iter().map(move |(m, p)| {
+                (
+                    format!("{prefix}.{d}"),
+                    format!("test.{m}"),
+                    (*p).to_owned(),
+                )
+            })
+        })
+        .collect();
+    want.sort();
+    want
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn python_notifications_reach_our_listener() {
     testkit::require_python!();
@@ -737,30 +819,8 @@ async fn python_notifications_to_rust(side: Side) {
         .build()
         .unwrap();
     l.start().await.unwrap();
-    for driver in ["messaging", "messagingv2"] {
-        let mut peer = Peer::spawn(
-            "notify",
-            &[
-                "--topic",
-                &topic,
-                "--publisher-id",
-                &format!("py.{driver}"),
-                "--driver",
-                driver,
-            ],
-            &opts,
-        );
-        for (method, _) in PRIORITIES {
-            peer.send(&json!({
-                "priority": method,
-                "event_type": format!("test.{method}"),
-                "payload": {"method": method, "list": [1, "ü"]},
-                "context": {"user": "u1", "request_id": "req-1"},
-            }))
-            .await;
-            assert_eq!(peer.next(30).await, json!({"ok": true}));
-        }
-        peer.finish().await;
+    for driver in NOTIFIER_DRIVERS {
+        python_notifies(&topic, driver, &opts).await;
         let mut got = Vec::new();
         for _ in 0..PRIORITIES.len() {
             let n = next(&mut rx).await;
@@ -811,19 +871,7 @@ async fn rust_notifications_to_python(side: Side) {
     let opts = PeerOpts::new(&url, &scope.exchange);
     let t = scope.transport();
     let total = 2 * PRIORITIES.len();
-    let mut listener = Peer::spawn(
-        "listen",
-        &[
-            "--topic",
-            &topic,
-            "--count",
-            &total.to_string(),
-            "--timeout",
-            "60",
-        ],
-        &opts,
-    );
-    listener.wait_event("ready", 60).await;
+    let mut listener = python_listener(&topic, total, &opts).await;
     let ctx = Context::new()
         .with("user", "u1")
         .with("auth_token", "secret-token");
@@ -849,32 +897,8 @@ async fn rust_notifications_to_python(side: Side) {
             .unwrap();
         }
     }
-    let mut got = Vec::new();
-    for _ in 0..total {
-        let n = listener.wait_event("notification", 30).await;
-        assert_eq!(n["ctxt"]["user"], "u1");
-        assert_eq!(
-            n["ctxt"]["auth_token"],
-            Value::Null,
-            "redacted before sending"
-        );
-        assert_eq!(n["metadata"]["message_id"].as_str().unwrap().len(), 36);
-        assert_eq!(n["payload"]["list"], json!([1, "ü"]));
-        got.push((
-            n["publisher_id"].as_str().unwrap().to_owned(),
-            n["event_type"].as_str().unwrap().to_owned(),
-            n["priority"].as_str().unwrap().to_owned(),
-        ));
-    }
-    got.sort();
-    let mut want = Vec::new();
-    for name in ["messaging", "messagingv2"] {
-        for (m, p) in PRIORITIES {
-            want.push((format!("rs.{name}"), format!("test.{m}"), p.to_owned()));
-        }
-    }
-    want.sort();
-    assert_eq!(got, want);
+    let got = python_listener_got(&mut listener, total).await;
+    assert_eq!(got, sent_by_both_drivers("rs"));
     let stopped = listener.finish().await;
     assert_eq!(stopped.last().unwrap()["reason"], "count");
     t.cleanup().await;
@@ -900,63 +924,13 @@ async fn python_notifications_to_python(from: Side, to: Side) {
     let url = broker_url();
     let (from_url, to_url) = (peer_url(from, &url), peer_url(to, &url));
     let total = 2 * PRIORITIES.len();
-    let mut listener = Peer::spawn(
-        "listen",
-        &[
-            "--topic",
-            &topic,
-            "--count",
-            &total.to_string(),
-            "--timeout",
-            "60",
-        ],
-        &PeerOpts::new(&to_url, &scope.exchange),
-    );
-    listener.wait_event("ready", 60).await;
-    let mut want = Vec::new();
-    for driver in ["messaging", "messagingv2"] {
-        let mut peer = Peer::spawn(
-            "notify",
-            &[
-                "--topic",
-                &topic,
-                "--publisher-id",
-                &format!("py.{driver}"),
-                "--driver",
-                driver,
-            ],
-            &PeerOpts::new(&from_url, &scope.exchange),
-        );
-        for (method, priority) in PRIORITIES {
-            peer.send(&json!({
-                "priority": method,
-                "event_type": format!("test.{method}"),
-                "payload": {"method": method, "list": [1, "ü"]},
-                "context": {"user": "u1"},
-            }))
-            .await;
-            assert_eq!(peer.next(30).await, json!({"ok": true}));
-            want.push((
-                format!("py.{driver}"),
-                format!("test.{method}"),
-                (*priority).to_owned(),
-            ));
-        }
-        peer.finish().await;
+    let mut listener =
+        python_listener(&topic, total, &PeerOpts::new(&to_url, &scope.exchange)).await;
+    for driver in NOTIFIER_DRIVERS {
+        python_notifies(&topic, driver, &PeerOpts::new(&from_url, &scope.exchange)).await;
     }
-    let mut got = Vec::new();
-    for _ in 0..total {
-        let n = listener.wait_event("notification", 30).await;
-        assert_eq!(n["ctxt"]["user"], "u1");
-        assert_eq!(n["payload"]["list"], json!([1, "ü"]));
-        got.push((
-            n["publisher_id"].as_str().unwrap().to_owned(),
-            n["event_type"].as_str().unwrap().to_owned(),
-            n["priority"].as_str().unwrap().to_owned(),
-        ));
-    }
-    got.sort();
-    want.sort();
+    let got = python_listener_got(&mut listener, total).await;
+    let want = sent_by_both_drivers("py");
     assert_eq!(got, want, "{from:?} -> {to:?}");
     let stopped = listener.finish().await;
     assert_eq!(stopped.last().unwrap()["reason"], "count");
