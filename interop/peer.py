@@ -16,8 +16,12 @@ Common options (given after the command name):
   --allowed-remote-exmod MOD  module whose remote exceptions a client may
                        rebuild (e.g. peer_errors), repeatable
   --debug              DEBUG logging on stderr
+  --eventlet           monkey-patch with eventlet first, as eventlet services
+                       do: everything runs in green threads on one OS thread,
+                       servers and listeners use the eventlet executor, and
+                       stdin is read through the hub
 
-rpc-server --topic T --server S [--executor threading] [--ping]
+rpc-server --topic T --server S [--executor threading|eventlet] [--ping]
   Endpoint A (version 1.0): echo(data) -> data; context() -> ctxt dict as
   received; fail(message, exc_class='ValueError') raises builtins.<exc_class>
   or peer_errors.<exc_class>; sleep(seconds) -> seconds; record(value) prints
@@ -25,7 +29,7 @@ rpc-server --topic T --server S [--executor threading] [--ping]
   whoami() -> S.  Endpoint B (namespace "ns", version 1.3):
   versioned(data) -> {"ns": data}.  --ping enables oslo_rpc_server_ping.
   Prints {"event":"ready"}; on SIGTERM/SIGINT/stdin EOF stops and prints
-  {"event":"stopped","reason":...}.
+  {"event":"stopped","reason":...}.  The executor is eventlet with --eventlet.
 
 client --topic T
   Each stdin line is an op:
@@ -53,21 +57,29 @@ listen --topic T [--pool P] [--requeue-first] [--count N] [--timeout S]
   {"event":"stopped","reason":"count"|"timeout"|"signal"|"eof","count":n}.
   Messages arriving after the count was reached are requeued, not printed.
 """
-import argparse
-import builtins
-import functools
-import json
-import logging
-import signal
 import sys
-import threading
-import time
-import types
 import warnings
 
 # oslo.service imports eventlet, which warns loudly on import; keep stderr quiet.
 warnings.filterwarnings('ignore', message=r'\s*Eventlet is deprecated')
 warnings.filterwarnings('ignore', message=r"Using the 'executor' argument")
+
+# The patching must come before anything else is imported.
+GREEN = '--eventlet' in sys.argv[1:]
+if GREEN:
+    import eventlet
+    eventlet.monkey_patch()
+
+import argparse  # noqa: E402
+import builtins
+import functools
+import json
+import logging
+import os
+import signal
+import threading
+import time
+import types
 
 from oslo_config import cfg
 import oslo_messaging
@@ -155,6 +167,33 @@ def build_conf(args):
     return conf
 
 
+def stdin_lines():
+    """The lines of stdin, as str, until EOF.  Under eventlet a plain read
+    would block the hub (and every green thread with it): wait for the pipe
+    through the hub, then read what is there."""
+    if not GREEN:
+        yield from sys.stdin
+        return
+    from eventlet import hubs
+    fd = sys.stdin.fileno()
+    buf = b''
+    while True:
+        hubs.trampoline(fd, read=True)
+        chunk = os.read(fd, 65536)
+        if not chunk:
+            break
+        buf += chunk
+        *lines, buf = buf.split(b'\n')
+        for line in lines:
+            yield line.decode() + '\n'
+    if buf:
+        yield buf.decode()
+
+
+def executor():
+    return 'eventlet' if GREEN else 'threading'
+
+
 def wait_for_stop(stop, deadline=None):
     """Block until stop is set (by a signal or stdin EOF) or deadline."""
     while not stop.wait(0.2):
@@ -176,7 +215,7 @@ def install_stop_triggers():
         signal.signal(sig, lambda *_: trigger('signal'))
 
     def drain_stdin():
-        for _ in sys.stdin:
+        for _ in stdin_lines():
             pass
         trigger('eof')
 
@@ -295,7 +334,7 @@ def cmd_client(args, conf):
             transport_options=oslo_messaging.TransportOptions(
                 at_least_once=True)),
     }
-    for line in sys.stdin:
+    for line in stdin_lines():
         if not line.strip():
             continue
         try:
@@ -322,7 +361,7 @@ def cmd_notify(args, conf):
     transport = oslo_messaging.get_notification_transport(conf, url=args.url)
     notifier = oslo_messaging.Notifier(transport, publisher_id=args.publisher_id,
                                        driver=args.driver, topics=[args.topic])
-    for line in sys.stdin:
+    for line in stdin_lines():
         if not line.strip():
             continue
         try:
@@ -401,12 +440,12 @@ def cmd_listen(args, conf):
     endpoints = [handler.endpoint(batch=bool(args.batch_size))]
     if args.batch_size:
         listener = oslo_messaging.get_batch_notification_listener(
-            transport, targets, endpoints, executor='threading',
+            transport, targets, endpoints, executor=executor(),
             pool=args.pool, allow_requeue=True, batch_size=args.batch_size,
             batch_timeout=args.batch_timeout)
     else:
         listener = oslo_messaging.get_notification_listener(
-            transport, targets, endpoints, executor='threading',
+            transport, targets, endpoints, executor=executor(),
             pool=args.pool, allow_requeue=True)
     listener.start()
     emit({'event': 'ready'})
@@ -430,6 +469,8 @@ def parse_args(argv):
     common.add_argument('--allowed-remote-exmod', action='append',
                         default=[], dest='exmods', metavar='MODULE')
     common.add_argument('--debug', action='store_true')
+    common.add_argument('--eventlet', action='store_true',
+                        help='monkey-patch with eventlet (read before parsing)')
 
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     sub = parser.add_subparsers(dest='command', required=True)
@@ -437,7 +478,8 @@ def parse_args(argv):
     p = sub.add_parser('rpc-server', parents=[common])
     p.add_argument('--topic', required=True)
     p.add_argument('--server', required=True)
-    p.add_argument('--executor', default='threading', choices=['threading'])
+    p.add_argument('--executor', default=executor(),
+                   choices=['threading', 'eventlet'])
     p.add_argument('--ping', action='store_true')
     p.set_defaults(func=cmd_rpc_server)
 

@@ -3,8 +3,10 @@
 //! The RPC cases run in a matrix: the same operations, with the same expected outcomes, from
 //! a Python client and from ours, to a Python server and to ours (`interop/peer.py` plays
 //! Python). Our server mirrors the Python peer's endpoint method for method, so every
-//! combination must agree. Notifications, fanout across both languages and
-//! at-least-once follow.
+//! combination must agree. A third peer is Python on the Rust engine (`rabbitrs://`, the
+//! `oslo-messaging-py` wheel), on threads and under eventlet, against Python on kombu, against
+//! Rust and against itself. Notifications (the same three peers), fanout across both
+//! languages and at-least-once follow.
 
 mod support;
 
@@ -319,17 +321,28 @@ enum Side {
     Python,
     /// Python oslo.messaging on the Rust engine (`rabbitrs://`, the `oslo-messaging-py` wheel).
     PythonRs,
+    /// The same, monkey-patched with eventlet as eventlet services run: green threads on one
+    /// OS thread, the eventlet executor, waits that yield to the hub.
+    PythonRsEventlet,
     Rust,
 }
 
 /// The URL a Python peer of `side` uses for the broker at `url`.
 fn peer_url(side: Side, url: &str) -> String {
     match side {
-        Side::PythonRs => format!(
+        Side::PythonRs | Side::PythonRsEventlet => format!(
             "rabbitrs://{}",
             url.split_once("://").map_or(url, |(_, r)| r)
         ),
         _ => url.to_owned(),
+    }
+}
+
+/// The options of a Python peer of `side` at `url` (from [`peer_url`]).
+fn peer_opts<'a>(side: Side, url: &'a str, exchange: &'a str) -> PeerOpts<'a> {
+    PeerOpts {
+        eventlet: side == Side::PythonRsEventlet,
+        ..PeerOpts::new(url, exchange)
     }
 }
 
@@ -340,12 +353,12 @@ async fn run_matrix(client: Side, server: Side) {
     scope.queue(format!("{topic}.server-1"));
     let url = broker_url();
     let (client_url, server_url) = (peer_url(client, &url), peer_url(server, &url));
-    let client_opts = PeerOpts::new(&client_url, &scope.exchange);
-    let server_opts = PeerOpts::new(&server_url, &scope.exchange);
+    let client_opts = peer_opts(client, &client_url, &scope.exchange);
+    let server_opts = peer_opts(server, &server_url, &scope.exchange);
     let t = scope.transport();
     let records = Records::default();
     let (mut py_server, rust_srv) = match server {
-        Side::Python | Side::PythonRs => (
+        Side::Python | Side::PythonRs | Side::PythonRsEventlet => (
             Some(python_server(&topic, "server-1", &server_opts).await),
             None,
         ),
@@ -357,11 +370,13 @@ async fn run_matrix(client: Side, server: Side) {
     let cases = matrix();
     let ops: Vec<Value> = cases.iter().map(|(op, _)| op.clone()).collect();
     let got: Vec<Value> = match client {
-        Side::Python | Side::PythonRs => python_client(&topic, &ops, &client_opts)
-            .await
-            .iter()
-            .map(python_outcome)
-            .collect(),
+        Side::Python | Side::PythonRs | Side::PythonRsEventlet => {
+            python_client(&topic, &ops, &client_opts)
+                .await
+                .iter()
+                .map(python_outcome)
+                .collect()
+        }
         Side::Rust => {
             let c = RpcClient::new(&t, Target::new(&topic));
             let mut out = Vec::new();
@@ -465,6 +480,38 @@ async fn our_client_to_python_on_rabbitrs() {
 async fn python_on_rabbitrs_to_python_on_rabbitrs() {
     testkit::require_python!();
     run_matrix(Side::PythonRs, Side::PythonRs).await;
+}
+
+// The same under eventlet, as monkey-patched services (nova, neutron, ...) run.
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_on_rabbitrs_under_eventlet_to_python_on_kombu() {
+    testkit::require_python!();
+    run_matrix(Side::PythonRsEventlet, Side::Python).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_on_kombu_to_python_on_rabbitrs_under_eventlet() {
+    testkit::require_python!();
+    run_matrix(Side::Python, Side::PythonRsEventlet).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_on_rabbitrs_under_eventlet_to_our_server() {
+    testkit::require_python!();
+    run_matrix(Side::PythonRsEventlet, Side::Rust).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn our_client_to_python_on_rabbitrs_under_eventlet() {
+    testkit::require_python!();
+    run_matrix(Side::Rust, Side::PythonRsEventlet).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_on_rabbitrs_under_eventlet_to_itself_under_threads() {
+    testkit::require_python!();
+    run_matrix(Side::PythonRsEventlet, Side::PythonRs).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -805,13 +852,19 @@ async fn python_on_rabbitrs_notifications_reach_our_listener() {
     python_notifications_to_rust(Side::PythonRs).await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_on_rabbitrs_under_eventlet_notifications_reach_our_listener() {
+    testkit::require_python!();
+    python_notifications_to_rust(Side::PythonRsEventlet).await;
+}
+
 /// A Python notifier of `side`, with both notification drivers at every priority, to a Rust
 /// listener.
 async fn python_notifications_to_rust(side: Side) {
     let scope = Scope::new(&format!("pynote_{side:?}").to_lowercase());
     let topic = scope.topic("pynote");
     let url = peer_url(side, &broker_url());
-    let opts = PeerOpts::new(&url, &scope.exchange);
+    let opts = peer_opts(side, &url, &scope.exchange);
     let t = scope.transport();
     let (ep, mut rx) = forwarding();
     let l = NotificationListener::builder(&t, vec![Target::new(&topic)])
@@ -863,12 +916,18 @@ async fn our_notifications_reach_a_python_listener_on_rabbitrs() {
     rust_notifications_to_python(Side::PythonRs).await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn our_notifications_reach_a_python_listener_on_rabbitrs_under_eventlet() {
+    testkit::require_python!();
+    rust_notifications_to_python(Side::PythonRsEventlet).await;
+}
+
 /// Rust notifications, with both drivers at every priority, to a Python listener of `side`.
 async fn rust_notifications_to_python(side: Side) {
     let scope = Scope::new(&format!("rsnote_{side:?}").to_lowercase());
     let topic = scope.topic("rsnote");
     let url = peer_url(side, &broker_url());
-    let opts = PeerOpts::new(&url, &scope.exchange);
+    let opts = peer_opts(side, &url, &scope.exchange);
     let t = scope.transport();
     let total = 2 * PRIORITIES.len();
     let mut listener = python_listener(&topic, total, &opts).await;
@@ -916,6 +975,18 @@ async fn python_on_kombu_notifications_reach_python_on_rabbitrs() {
     python_notifications_to_python(Side::Python, Side::PythonRs).await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_on_rabbitrs_under_eventlet_notifications_reach_python_on_kombu() {
+    testkit::require_python!();
+    python_notifications_to_python(Side::PythonRsEventlet, Side::Python).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_on_kombu_notifications_reach_python_on_rabbitrs_under_eventlet() {
+    testkit::require_python!();
+    python_notifications_to_python(Side::Python, Side::PythonRsEventlet).await;
+}
+
 /// A Python notifier of side `from` to a Python listener of side `to`: both notification
 /// drivers, every priority, context and payload as sent.
 async fn python_notifications_to_python(from: Side, to: Side) {
@@ -925,9 +996,9 @@ async fn python_notifications_to_python(from: Side, to: Side) {
     let (from_url, to_url) = (peer_url(from, &url), peer_url(to, &url));
     let total = 2 * PRIORITIES.len();
     let mut listener =
-        python_listener(&topic, total, &PeerOpts::new(&to_url, &scope.exchange)).await;
+        python_listener(&topic, total, &peer_opts(to, &to_url, &scope.exchange)).await;
     for driver in NOTIFIER_DRIVERS {
-        python_notifies(&topic, driver, &PeerOpts::new(&from_url, &scope.exchange)).await;
+        python_notifies(&topic, driver, &peer_opts(from, &from_url, &scope.exchange)).await;
     }
     let got = python_listener_got(&mut listener, total).await;
     let want = sent_by_both_drivers("py");

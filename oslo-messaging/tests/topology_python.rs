@@ -170,9 +170,8 @@ async fn python_topology(options: &[(&str, &str)]) -> Vec<String> {
     let vhost = Vhost::new("py");
     let url = vhost.url();
     let opts = PeerOpts {
-        url: &url,
-        exchange: EXCHANGE,
         rabbit: options,
+        ..PeerOpts::new(&url, EXCHANGE)
     };
     let server = python_server(TOPIC, SERVER, &opts).await;
     let mut listener = Peer::spawn(

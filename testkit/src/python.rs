@@ -69,6 +69,9 @@ pub struct PeerOpts<'a> {
     pub exchange: &'a str,
     /// `[oslo_messaging_rabbit]` options.
     pub rabbit: &'a [(&'a str, &'a str)],
+    /// Monkey-patched with eventlet (`--eventlet`): green threads on one OS thread, and the
+    /// eventlet executor for servers and listeners, as eventlet services run.
+    pub eventlet: bool,
 }
 
 impl<'a> PeerOpts<'a> {
@@ -78,6 +81,7 @@ impl<'a> PeerOpts<'a> {
             url,
             exchange,
             rabbit: &[],
+            eventlet: false,
         }
     }
 }
@@ -94,6 +98,9 @@ impl Peer {
         ]);
         for (k, v) in opts.rabbit {
             cmd.arg("--rabbit").arg(format!("{k}={v}"));
+        }
+        if opts.eventlet {
+            cmd.arg("--eventlet");
         }
         let mut child = cmd
             .stdin(Stdio::piped())
