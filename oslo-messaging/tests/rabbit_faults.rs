@@ -1,6 +1,7 @@
 //! Faults on a private RabbitMQ node (never the system broker): a killed and restarted
 //! broker, connections closed by the operator, a memory alarm (`connection.blocked`), a frozen
-//! broker, and TLS with certificate checks and EXTERNAL login.
+//! broker, and TLS with certificate checks and EXTERNAL login; and Python services on the
+//! Rust engine (`rabbitrs://`) through the same faults.
 //!
 //! Each test boots its own node on its own ports (about 5 s); the nextest profile runs them
 //! one at a time.
@@ -15,6 +16,7 @@ use oslo_messaging::rpc::{RpcClient, RpcServer};
 use oslo_messaging::{Config, Context, ErrorKind, Retry, Target, Transport};
 use serde_json::{Value, json};
 use support::node::{Certs, Node};
+use support::python::{Peer, PeerOpts, python_server};
 use support::{Calls, counting_endpoint, recording_endpoint, stop};
 
 /// Options for quick recovery in tests: 1 s between attempts, no growth.
@@ -690,4 +692,102 @@ async fn passwords_never_show_in_logs_debug_or_errors() {
         "{shown}"
     );
     assert_eq!(leaks, 0, "{shown}\n{logged}");
+}
+
+/// One echo call op for the Python client peer.
+fn py_echo(data: Value, timeout: u64) -> Value {
+    json!({"op": "call", "method": "echo", "args": {"data": data}, "timeout": timeout})
+}
+
+/// Python calls until one succeeds or `within` passes; returns how long it took.
+async fn py_recovers(client: &mut Peer, within: Duration) -> Duration {
+    let started = Instant::now();
+    loop {
+        client.send(&py_echo(json!("ping"), 5)).await;
+        let out = client.next(30).await;
+        if out["ok"] == json!("ping") {
+            return started.elapsed();
+        }
+        assert!(
+            started.elapsed() < within,
+            "no recovery within {within:?}: {out}"
+        );
+    }
+}
+
+/// A Python service on the Rust engine (`rabbitrs://`) survives what the Rust driver
+/// survives: connections the operator closes, and a broker restart with a call in flight. The
+/// server runs under eventlet and the client on threads, so both executor models go through
+/// the faults.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_services_on_rabbitrs_survive_closed_connections_and_a_restart() {
+    testkit::require_nodes!();
+    testkit::require_python!();
+    let node = Node::start("python", 5798, "", &[]);
+    let url = format!("rabbitrs://{}", node.url().split_once("://").unwrap().1);
+    let quick = [
+        ("rabbit_retry_interval", "1"),
+        ("rabbit_retry_backoff", "1"),
+        ("rabbit_interval_max", "2"),
+        ("kombu_reconnect_delay", "0.5"),
+    ];
+    let server_opts = PeerOpts {
+        rabbit: &quick,
+        eventlet: true,
+        ..PeerOpts::new(&url, "faults")
+    };
+    let client_opts = PeerOpts {
+        rabbit: &quick,
+        ..PeerOpts::new(&url, "faults")
+    };
+    let server = python_server("pyfaults", "s1", &server_opts).await;
+    let mut client = Peer::spawn("client", &["--topic", "pyfaults"], &client_opts);
+    client.send(&py_echo(json!(1), 10)).await;
+    assert_eq!(client.next(60).await["ok"], json!(1));
+
+    for round in 0..3 {
+        node.ctl(&["close_all_connections", "fault-injection"])
+            .unwrap();
+        let took = py_recovers(&mut client, Duration::from_secs(30)).await;
+        eprintln!(
+            "python, round {round}: recovered in {:.2} s",
+            took.as_secs_f64()
+        );
+    }
+
+    // A call made while the broker is down waits for it and is answered once it is back.
+    node.kill();
+    client.send(&py_echo(json!("during"), 90)).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let down_for = Instant::now();
+    node.boot();
+    let out = client.next(90).await;
+    assert_eq!(out["ok"], json!("during"), "{out}\n{}", node.log());
+    eprintln!(
+        "python: the pending call was answered {:.1} s after the node came back",
+        down_for.elapsed().as_secs_f64()
+    );
+    // The server consumes again, on its topic and its server queue.
+    for i in 0..5 {
+        client.send(&py_echo(json!(i), 10)).await;
+        assert_eq!(client.next(30).await["ok"], json!(i));
+    }
+    client
+        .send(&json!({"op": "call", "method": "whoami", "server": "s1", "timeout": 10}))
+        .await;
+    assert_eq!(client.next(30).await["ok"], json!("s1"));
+
+    // With the broker down, a cast with a finite retry budget fails as kombu's does, soon.
+    node.kill();
+    client
+        .send(&json!({"op": "cast", "method": "echo", "args": {"data": 0}, "retry": 1}))
+        .await;
+    let out = client.next(30).await;
+    assert_eq!(out["error"]["type"], "MessageDeliveryFailure", "{out}");
+    assert!(out["elapsed"].as_f64().unwrap() < 10.0, "{out}");
+    node.boot();
+    py_recovers(&mut client, Duration::from_secs(60)).await;
+    client.finish().await;
+    let stopped = server.finish().await;
+    assert_eq!(stopped.last().unwrap()["event"], "stopped", "{stopped:?}");
 }
