@@ -25,7 +25,7 @@ use pyo3::types::{PyDict, PyList};
 use serde_json::Value;
 
 use convert::{to_json, to_json_object, to_py, to_py_dict};
-use engine::{Pending, submit, submit_abortable};
+use engine::{Pending, submit, submit_poll, submit_quick};
 
 pyo3::create_exception!(
     _engine,
@@ -422,7 +422,7 @@ where
         .transpose()?;
     let timeout = timeout.map(|s| seconds(s, "timeout")).transpose()?;
     let source = source.clone();
-    submit_abortable(
+    submit_poll(
         async move {
             let mut s = source.lock().await;
             batch(&mut *s, batch_size, batch_timeout, timeout).await
@@ -670,7 +670,7 @@ impl NotificationIncoming {
             // As oslo: the id joins the duplicate filter when the handler acknowledges.
             self.seen.insert(id);
         }
-        submit(
+        submit_quick(
             async move {
                 let Some(acker) = acker else {
                     return;
