@@ -343,8 +343,10 @@ async fn deliver(sink: &Sink, ch: &Channel, what: &str, d: Delivery) {
         },
         Sink::Replies(waiters) => match wire::decode_reply(&body) {
             Ok(reply) => {
-                let _ = ch.ack(d.delivery_tag).await;
+                // The waiting call first: the ack is for the broker, and nobody else will
+                // ever consume this queue.
                 waiters.deliver(reply);
+                let _ = ch.ack(d.delivery_tag).await;
             }
             Err(e) => {
                 tracing::error!(what, error = %e, "rejecting a reply that does not decode");
