@@ -14,6 +14,7 @@
 use std::future::Future;
 use std::io::{PipeReader, PipeWriter, Write};
 use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
@@ -250,6 +251,69 @@ where
         try_now: true,
     };
     start(work, convert, mode)
+}
+
+/// Starts `work` on the engine with nobody waiting for it.
+pub(crate) fn spawn<F>(work: F) -> PyResult<()>
+where
+    F: Future<Output = ()> + Send + 'static,
+{
+    runtime()?.spawn(work);
+    Ok(())
+}
+
+/// How long a cleanup waits for replies still being sent before it goes on without them.
+pub(crate) const REPLY_DRAIN: Duration = Duration::from_secs(10);
+
+/// Work handed to the engine that nobody waits for but a cleanup must not cut short: the
+/// replies of a transport's RPC servers, sent after `reply()` returned.
+#[derive(Clone, Default)]
+pub(crate) struct InFlight(Arc<InFlightState>);
+
+#[derive(Default)]
+struct InFlightState {
+    count: AtomicUsize,
+    idle: tokio::sync::Notify,
+}
+
+/// One piece of in-flight work; done when dropped.
+pub(crate) struct InFlightGuard(Arc<InFlightState>);
+
+impl Drop for InFlightGuard {
+    fn drop(&mut self) {
+        if self.0.count.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.idle.notify_waiters();
+        }
+    }
+}
+
+impl InFlight {
+    /// Counts one more piece of work until the guard is dropped.
+    pub(crate) fn enter(&self) -> InFlightGuard {
+        self.0.count.fetch_add(1, Ordering::AcqRel);
+        InFlightGuard(self.0.clone())
+    }
+
+    /// Waits until no work is in flight, or `limit` passed; returns how many are left.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel-safe: it only waits.
+    pub(crate) async fn drain(&self, limit: Duration) -> usize {
+        let wait = async {
+            loop {
+                let idle = self.0.idle.notified();
+                tokio::pin!(idle);
+                idle.as_mut().enable();
+                if self.0.count.load(Ordering::Acquire) == 0 {
+                    return;
+                }
+                idle.await;
+            }
+        };
+        let _ = tokio::time::timeout(limit, wait).await;
+        self.0.count.load(Ordering::Acquire)
+    }
 }
 
 /// Runs `f` inside the engine's runtime context (for constructors that may spawn).

@@ -25,7 +25,7 @@ use pyo3::types::{PyDict, PyList};
 use serde_json::Value;
 
 use convert::{to_json, to_json_object, to_py, to_py_dict};
-use engine::{Pending, submit, submit_poll, submit_quick};
+use engine::{InFlight, Pending, REPLY_DRAIN, submit, submit_poll, submit_quick};
 
 pyo3::create_exception!(
     _engine,
@@ -125,8 +125,9 @@ struct Transport {
     url: String,
     ini: String,
     exchange: String,
-    /// The transport, and the process that built it: a forked child builds its own.
-    inner: Mutex<Option<(u32, oslo_messaging::Transport)>>,
+    /// The transport, the replies its RPC servers are still sending, and the process that
+    /// built them: a forked child builds its own.
+    inner: Mutex<Option<(u32, oslo_messaging::Transport, InFlight)>>,
 }
 
 impl Transport {
@@ -141,20 +142,38 @@ impl Transport {
     }
 
     fn get(&self, py: Python<'_>) -> PyResult<oslo_messaging::Transport> {
+        Ok(self.get_with_replies(py)?.0)
+    }
+
+    fn get_with_replies(&self, py: Python<'_>) -> PyResult<(oslo_messaging::Transport, InFlight)> {
         let pid = std::process::id();
         let mut inner = lock(&self.inner);
-        if let Some((owner, t)) = inner.as_ref()
+        if let Some((owner, t, replies)) = inner.as_ref()
             && *owner == pid
         {
-            return Ok(t.clone());
+            return Ok((t.clone(), replies.clone()));
         }
         if let Some(inherited) = inner.take() {
             // Its connections and tasks belong to the parent process.
             std::mem::forget(inherited);
         }
         let t = self.build(py)?;
-        *inner = Some((pid, t.clone()));
-        Ok(t)
+        let replies = InFlight::default();
+        *inner = Some((pid, t.clone(), replies.clone()));
+        Ok((t, replies))
+    }
+}
+
+/// Waits (up to [`REPLY_DRAIN`]) for the replies still being sent, then says how many it
+/// leaves behind.
+async fn drain_replies(replies: &InFlight) {
+    let left = replies.drain(REPLY_DRAIN).await;
+    if left > 0 {
+        tracing::warn!(
+            left,
+            "cleaning up with replies still unsent after {} s",
+            REPLY_DRAIN.as_secs()
+        );
     }
 }
 
@@ -287,7 +306,7 @@ impl Transport {
         py: Python<'_>,
         target: (Option<String>, String, Option<String>),
     ) -> PyResult<Pending> {
-        let transport = self.get(py)?;
+        let (transport, replies) = self.get_with_replies(py)?;
         let target = self::target((target.0, target.1, target.2, false));
         submit(
             async move { driver_api::listen(&transport, target).await },
@@ -296,6 +315,7 @@ impl Transport {
                     let listener = RpcListener {
                         control: l.control(),
                         inner: Arc::new(tokio::sync::Mutex::new(l)),
+                        replies,
                     };
                     Ok(Py::new(py, listener)?.into_any())
                 }
@@ -340,10 +360,17 @@ impl Transport {
         Ok(self.get(py)?.blocked())
     }
 
-    /// Closes the connections; later sends fail.
+    /// Closes the connections, once the replies still being sent are sent (or after
+    /// [`REPLY_DRAIN`]); later sends fail.
     fn cleanup(&self, py: Python<'_>) -> PyResult<Pending> {
-        let transport = self.get(py)?;
-        submit(async move { transport.cleanup().await }, |py, ()| none(py))
+        let (transport, replies) = self.get_with_replies(py)?;
+        submit(
+            async move {
+                drain_replies(&replies).await;
+                transport.cleanup().await
+            },
+            |py, ()| none(py),
+        )
     }
 }
 
@@ -454,6 +481,8 @@ fn cleanup(control: &Control) -> PyResult<Pending> {
 struct RpcListener {
     inner: Arc<tokio::sync::Mutex<driver_api::RpcListener>>,
     control: Control,
+    /// Its transport's replies that are still being sent.
+    replies: InFlight,
 }
 
 #[pymethods]
@@ -467,9 +496,14 @@ impl RpcListener {
         batch_timeout: Option<f64>,
         timeout: Option<f64>,
     ) -> PyResult<Pending> {
-        poll(&self.inner, batch_size, batch_timeout, timeout, |py, r| {
-            Ok(Py::new(py, RpcIncoming::new(py, r)?)?.into_any())
-        })
+        let replies = self.replies.clone();
+        poll(
+            &self.inner,
+            batch_size,
+            batch_timeout,
+            timeout,
+            move |py, r| Ok(Py::new(py, RpcIncoming::new(py, r, replies.clone())?)?.into_any()),
+        )
     }
 
     /// Stops taking requests; `poll` then hands out what was received, then empty lists.
@@ -477,9 +511,18 @@ impl RpcListener {
         stop(&self.control)
     }
 
-    /// Releases the listener's queues and connection.
+    /// Releases the listener's queues and connection, once the replies still being sent are
+    /// sent (or after [`REPLY_DRAIN`]).
     fn cleanup(&self) -> PyResult<Pending> {
-        cleanup(&self.control)
+        let control = self.control.clone();
+        let replies = self.replies.clone();
+        submit(
+            async move {
+                drain_replies(&replies).await;
+                control.cleanup().await
+            },
+            |py, ()| none(py),
+        )
     }
 }
 
@@ -501,10 +544,15 @@ struct RpcIncoming {
     #[pyo3(get)]
     client_timeout: Py<PyAny>,
     replier: Option<Replier>,
+    replies: InFlight,
 }
 
 impl RpcIncoming {
-    fn new(py: Python<'_>, incoming: driver_api::IncomingRequest) -> PyResult<Self> {
+    fn new(
+        py: Python<'_>,
+        incoming: driver_api::IncomingRequest,
+        replies: InFlight,
+    ) -> PyResult<Self> {
         let replier = incoming.replier();
         let r = incoming.request;
         let ctxt = to_py_dict(py, r.request.context.as_map())?;
@@ -527,16 +575,20 @@ impl RpcIncoming {
             unique_id: r.unique_id,
             client_timeout: client_timeout.unbind(),
             replier,
+            replies,
         })
     }
 }
 
 #[pymethods]
 impl RpcIncoming {
-    /// Sends the final reply: `failure` (oslo's serialized exception, a JSON string) when set,
-    /// else `result`. Nothing for a cast.
+    /// Hands the final reply to the engine: `failure` (oslo's serialized exception, a JSON
+    /// string) when set, else `result`; nothing for a cast. Returns at once: the engine sends
+    /// it (confirmed by the broker, sent again while its reply queue is missing, as before)
+    /// and logs a failure; the listener's and the transport's cleanup wait for it. A result
+    /// that JSON cannot carry raises here.
     #[pyo3(signature = (result=None, failure=None))]
-    fn reply(&self, result: Option<&Bound<'_, PyAny>>, failure: Option<&str>) -> PyResult<Pending> {
+    fn reply(&self, result: Option<&Bound<'_, PyAny>>, failure: Option<&str>) -> PyResult<()> {
         let outcome = match failure {
             Some(f) => Err(RemoteError::from_json(f).map_err(|e| {
                 PyTypeError::new_err(format!("the failure is not a serialized exception: {e}"))
@@ -546,16 +598,17 @@ impl RpcIncoming {
                 None => Value::Null,
             }),
         };
-        let replier = self.replier.clone();
-        submit(
-            async move {
-                match replier {
-                    Some(r) => r.reply(outcome).await,
-                    None => Ok(()),
-                }
-            },
-            unit,
-        )
+        let Some(replier) = self.replier.clone() else {
+            return Ok(());
+        };
+        let in_flight = self.replies.enter();
+        let msg_id = self.msg_id.clone().unwrap_or_default();
+        engine::spawn(async move {
+            let _in_flight = in_flight;
+            if let Err(e) = replier.reply(outcome).await {
+                tracing::warn!(msg_id, error = %e, "could not send a reply");
+            }
+        })
     }
 
     /// Sends a call-monitor heartbeat.

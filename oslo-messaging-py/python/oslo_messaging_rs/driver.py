@@ -179,22 +179,21 @@ class RustRpcIncoming(base.RpcIncomingMessage):
         pass
 
     def reply(self, reply=None, failure=None):
+        # The engine takes the reply and sends it (with the broker's confirm, and again while
+        # the caller's reply queue is missing), logging a failure; this returns at once, so
+        # the executor's worker is free for the next request. Cleanup waits for the reply.
         if self._raw.msg_id is None:
             return
         try:
             if failure:
-                pending = self._raw.reply(None, _failure_json(failure))
+                self._raw.reply(None, _failure_json(failure))
             else:
                 try:
-                    pending = self._raw.reply(reply, None)
+                    self._raw.reply(reply, None)
                 except (TypeError, ValueError) as e:
                     LOG.error("the result of %s does not serialize: %s",
                               self.message.get("method"), e)
-                    pending = self._raw.reply(
-                        None, _failure_json((type(e), e, None)))
-            _wait(pending)
-        except _engine.EngineError as e:
-            LOG.warning("could not reply to message %s: %s", self.msg_id, e.args[1])
+                    self._raw.reply(None, _failure_json((type(e), e, None)))
         except Exception:
             LOG.exception("could not reply to message %s", self.msg_id)
 
