@@ -97,6 +97,15 @@ impl Bed {
             assert!(Instant::now() < deadline, "node {i} did not rejoin");
             std::thread::sleep(Duration::from_millis(200));
         }
+        // Back in the cluster is not yet back in every quorum queue: the next scenario kills
+        // a member, and the two left must both vote.
+        while !self.cluster.quorum_queues_whole() {
+            assert!(
+                Instant::now() < deadline,
+                "node {i} did not rejoin its quorum queues"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
     }
 }
 

@@ -93,6 +93,31 @@ impl Cluster {
         None
     }
 
+    /// Whether every quorum queue has all the cluster's members online: a restarted member
+    /// has caught up and votes again, so killing another member leaves a majority that can
+    /// elect a leader at once.
+    pub fn quorum_queues_whole(&self) -> bool {
+        let Ok(out) = self.ctl(&[
+            "-q",
+            "list_queues",
+            "name",
+            "type",
+            "online",
+            "--formatter",
+            "json",
+        ]) else {
+            return false;
+        };
+        let Ok(serde_json::Value::Array(queues)) = serde_json::from_str(&out) else {
+            return false;
+        };
+        queues.iter().filter(|q| q["type"] == "quorum").all(|q| {
+            q["online"]
+                .as_array()
+                .is_some_and(|members| members.len() == self.nodes.len())
+        })
+    }
+
     /// Runs rabbitmqctl on the first live member.
     pub fn ctl(&self, args: &[&str]) -> Result<String, String> {
         let mut last = String::from("no member answers");
