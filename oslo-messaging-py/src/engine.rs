@@ -146,9 +146,9 @@ impl Drop for Completion {
     }
 }
 
-/// How [`start`] runs an operation.
+/// How [`submit_with`] runs an operation.
 #[derive(Clone, Copy)]
-struct Mode {
+pub(crate) struct Mode {
     /// Cancel the work when its `Pending` is dropped (for waits whose result only matters to
     /// their waiter: polls, which are cancel-safe); otherwise it runs to its end even if
     /// nobody waits for it.
@@ -159,8 +159,30 @@ struct Mode {
     try_now: bool,
 }
 
-/// Starts `work` on the engine; `convert` turns its output into Python objects when taken.
-fn start<F, T>(
+impl Mode {
+    /// Runs to its end even if nobody waits for it.
+    pub(crate) const RUN: Self = Self {
+        abort_on_drop: false,
+        try_now: false,
+    };
+    /// As [`RUN`](Self::RUN), but polled once on the calling thread first (with the GIL held):
+    /// for short operations that often finish at once, such as an ack handed to the
+    /// connection.
+    pub(crate) const QUICK: Self = Self {
+        abort_on_drop: false,
+        try_now: true,
+    };
+    /// A poll: tried on the calling thread first (a message already there is taken without a
+    /// thread wake-up), and cancelled when its `Pending` is dropped.
+    pub(crate) const POLL: Self = Self {
+        abort_on_drop: true,
+        try_now: true,
+    };
+}
+
+/// Starts `work` on the engine as `mode` says; `convert` turns its output into Python objects
+/// when taken.
+pub(crate) fn submit_with<F, T>(
     work: F,
     convert: impl FnOnce(Python<'_>, T) -> PyResult<Py<PyAny>> + Send + 'static,
     mode: Mode,
@@ -203,7 +225,7 @@ where
     })
 }
 
-/// Starts `work`, which runs to its end even if nobody waits for it.
+/// Starts `work`, which runs to its end even if nobody waits for it ([`Mode::RUN`]).
 pub(crate) fn submit<F, T>(
     work: F,
     convert: impl FnOnce(Python<'_>, T) -> PyResult<Py<PyAny>> + Send + 'static,
@@ -212,45 +234,7 @@ where
     F: Future<Output = T> + Send + 'static,
     T: Send + 'static,
 {
-    let mode = Mode {
-        abort_on_drop: false,
-        try_now: false,
-    };
-    start(work, convert, mode)
-}
-
-/// Like [`submit`], but polls `work` once on the calling thread first (with the GIL held): for
-/// short operations that often finish at once, such as an ack handed to the connection.
-pub(crate) fn submit_quick<F, T>(
-    work: F,
-    convert: impl FnOnce(Python<'_>, T) -> PyResult<Py<PyAny>> + Send + 'static,
-) -> PyResult<Pending>
-where
-    F: Future<Output = T> + Send + 'static,
-    T: Send + 'static,
-{
-    let mode = Mode {
-        abort_on_drop: false,
-        try_now: true,
-    };
-    start(work, convert, mode)
-}
-
-/// Starts a poll: `work` is polled once on the calling thread (a message already there is
-/// taken without a thread wake-up), and cancelled when its `Pending` is dropped.
-pub(crate) fn submit_poll<F, T>(
-    work: F,
-    convert: impl FnOnce(Python<'_>, T) -> PyResult<Py<PyAny>> + Send + 'static,
-) -> PyResult<Pending>
-where
-    F: Future<Output = T> + Send + 'static,
-    T: Send + 'static,
-{
-    let mode = Mode {
-        abort_on_drop: true,
-        try_now: true,
-    };
-    start(work, convert, mode)
+    submit_with(work, convert, Mode::RUN)
 }
 
 /// Starts `work` on the engine with nobody waiting for it.

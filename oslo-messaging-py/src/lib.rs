@@ -25,7 +25,7 @@ use pyo3::types::{PyDict, PyList};
 use serde_json::Value;
 
 use convert::{to_json, to_json_object, to_py, to_py_dict};
-use engine::{InFlight, Pending, REPLY_DRAIN, submit, submit_poll, submit_quick};
+use engine::{InFlight, Mode, Pending, REPLY_DRAIN, submit, submit_with};
 
 pyo3::create_exception!(
     _engine,
@@ -449,7 +449,7 @@ where
         .transpose()?;
     let timeout = timeout.map(|s| seconds(s, "timeout")).transpose()?;
     let source = source.clone();
-    submit_poll(
+    submit_with(
         async move {
             let mut s = source.lock().await;
             batch(&mut *s, batch_size, batch_timeout, timeout).await
@@ -461,6 +461,7 @@ where
             }
             Ok(list.into_any().unbind())
         },
+        Mode::POLL,
     )
 }
 
@@ -723,7 +724,7 @@ impl NotificationIncoming {
             // As oslo: the id joins the duplicate filter when the handler acknowledges.
             self.seen.insert(id);
         }
-        submit_quick(
+        submit_with(
             async move {
                 let Some(acker) = acker else {
                     return;
@@ -738,6 +739,7 @@ impl NotificationIncoming {
                 }
             },
             |py, ()| none(py),
+            Mode::QUICK,
         )
     }
 }
