@@ -405,13 +405,16 @@ class NotificationHandler:
                         self.seen.add(msg_id)
                         emit({'event': 'requeued', 'message_id': msg_id})
                     return oslo_messaging.NotificationResult.REQUEUE
+            # Count and trigger before printing: a test closes stdin as soon
+            # as it has read the last notification, and the stop reason must
+            # already be 'count' by then, not 'eof'.
+            self.count += len(objs)
+            if self.args.count and self.count >= self.args.count:
+                self.stop.trigger('count')
             if self.args.batch_size:
                 emit({'event': 'batch', 'messages': objs})
             else:
                 emit(objs[0])
-            self.count += len(objs)
-            if self.args.count and self.count >= self.args.count:
-                self.stop.trigger('count')
         return oslo_messaging.NotificationResult.HANDLED
 
     def endpoint(self, batch):
