@@ -163,6 +163,26 @@ options! {
     }
 }
 
+options! {
+    /// `[oslo_messaging_tracing]`: OpenTelemetry traces of calls, casts and notifications, with
+    /// the names and defaults of Python oslo.messaging 18.3.1. Spans are exported only in a build
+    /// with the `otel` feature; without it, enabling tracing warns once and does nothing.
+    pub struct TracingOptions("oslo_messaging_tracing") {
+        /// Trace calls and casts (and, beyond Python, notifications), and carry the W3C trace
+        /// context in the message context (`_context_traceparent`...).
+        tracing_enabled: bool = false, "boolean";
+        /// The `service.name` resource attribute of exported spans.
+        tracing_service_name: String = "openstack".to_owned(), "string";
+        /// Where spans go: for `http/protobuf`, `/v1/traces` is appended.
+        otel_exporter_otlp_endpoint: String = "http://localhost:4318".to_owned(), "string";
+        /// The OTLP protocol: `http/protobuf` or `grpc`.
+        otlp_protocol: String = "http/protobuf".to_owned(), "http/protobuf or grpc", choices ["http/protobuf", "grpc"];
+        /// gRPC only: plain text to an endpoint given without a scheme (with `http://` it is
+        /// plain text anyway, with `https://` TLS).
+        insecure: bool = false, "boolean";
+    }
+}
+
 fn default_hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .ok()
@@ -189,7 +209,6 @@ const UNSUPPORTED_GROUPS: &[&str] = &[
     "oslo_messaging_amqp",
     "oslo_messaging_kafka",
     "oslo_messaging_metrics",
-    "oslo_messaging_tracing",
 ];
 
 /// All the options oslo.messaging reads, by group.
@@ -213,6 +232,8 @@ pub struct Config {
     pub rabbit: RabbitOptions,
     /// `[oslo_messaging_notifications]`.
     pub notifications: NotificationOptions,
+    /// `[oslo_messaging_tracing]`.
+    pub tracing: TracingOptions,
     /// oslo.messaging groups the loaded files set that this library does not implement.
     unsupported: Vec<String>,
 }
@@ -251,6 +272,7 @@ impl Config {
             (DefaultOptions::GROUP, DefaultOptions::options()),
             (NotificationOptions::GROUP, NotificationOptions::options()),
             (RabbitOptions::GROUP, RabbitOptions::options()),
+            (TracingOptions::GROUP, TracingOptions::options()),
         ]
     }
 
@@ -290,8 +312,7 @@ impl Config {
     }
 
     /// The oslo.messaging groups that the loaded files set and this library does not implement
-    /// (`oslo_messaging_kafka`, `oslo_messaging_metrics`, `oslo_messaging_tracing`,
-    /// `oslo_messaging_amqp`): their options have no effect. Loading warns about each once.
+    /// (`oslo_messaging_kafka`, `oslo_messaging_metrics`, `oslo_messaging_amqp`): their options have no effect. Loading warns about each once.
     pub fn unsupported_groups(&self) -> &[String] {
         &self.unsupported
     }
@@ -352,6 +373,7 @@ impl Config {
             "DEFAULT" => self.default.text_of(name),
             "oslo_messaging_rabbit" => self.rabbit.text_of(name),
             "oslo_messaging_notifications" => self.notifications.text_of(name),
+            "oslo_messaging_tracing" => self.tracing.text_of(name),
             _ => None,
         }
     }
@@ -364,6 +386,7 @@ impl Config {
             }
             "oslo_messaging_rabbit" => RabbitOptions::knows(name),
             "oslo_messaging_notifications" => NotificationOptions::knows(name),
+            "oslo_messaging_tracing" => TracingOptions::knows(name),
             _ => false,
         }
     }
@@ -385,6 +408,7 @@ impl Config {
             }
             "oslo_messaging_rabbit" => self.rabbit.set(name, values),
             "oslo_messaging_notifications" => self.notifications.set(name, values),
+            "oslo_messaging_tracing" => self.tracing.set(name, values),
             _ => Err(SetError::Unknown),
         }
     }

@@ -360,15 +360,15 @@ fn service_defaults_sit_below_the_files_and_code_above() {
 #[test]
 fn groups_this_library_does_not_implement_are_reported() {
     let c = Config::from_ini_str(
-        "[oslo_messaging_tracing]\ntracing_enabled = true\n\
+        "[oslo_messaging_metrics]\nmetrics_enabled = true\n\
          [oslo_messaging_kafka]\nconsumer_group = g\n[api]\nauth_strategy = keystone\n\
-         [oslo_messaging_tracing]\ninsecure = true\n",
+         [oslo_messaging_metrics]\nmetrics_buffer_size = 10\n",
     )
     .unwrap();
     // A service's own groups are not ours to judge; oslo.messaging's unimplemented ones are.
     assert_eq!(
         c.unsupported_groups(),
-        ["oslo_messaging_tracing", "oslo_messaging_kafka"]
+        ["oslo_messaging_metrics", "oslo_messaging_kafka"]
     );
     assert!(Config::default().unsupported_groups().is_empty());
 }
@@ -388,7 +388,7 @@ fn the_sample_lists_every_option_and_loads_as_the_defaults() {
             count += 1;
         }
     }
-    assert_eq!(count, 5 + 5 + 37, "every option of the three groups");
+    assert_eq!(count, 5 + 5 + 37 + 5, "every option of the four groups");
     assert!(sample.contains("\n#kombu_reconnect_delay = 1.0\n"));
     assert!(sample.contains("\n#kombu_compression = <None>\n"));
     assert!(sample.contains("\n#driver = \n"));
@@ -418,4 +418,30 @@ fn the_sample_lists_every_option_and_loads_as_the_defaults() {
     assert_eq!(loaded.default, defaults.default);
     assert_eq!(loaded.rabbit, defaults.rabbit);
     assert_eq!(loaded.notifications.topics, defaults.notifications.topics);
+    assert_eq!(loaded.tracing, defaults.tracing);
+}
+
+#[test]
+fn tracing_options_read_as_python_reads_them() {
+    let c = Config::default();
+    assert!(!c.tracing.tracing_enabled);
+    assert_eq!(c.tracing.tracing_service_name, "openstack");
+    assert_eq!(
+        c.tracing.otel_exporter_otlp_endpoint,
+        "http://localhost:4318"
+    );
+    assert_eq!(c.tracing.otlp_protocol, "http/protobuf");
+    assert!(!c.tracing.insecure);
+    let c = Config::from_ini_str(
+        "[oslo_messaging_tracing]\ntracing_enabled = True\ntracing_service_name = nova\n\
+         otlp_protocol = grpc\notel_exporter_otlp_endpoint = http://collector:4317\n",
+    )
+    .unwrap();
+    assert!(c.tracing.tracing_enabled);
+    assert_eq!(c.tracing.tracing_service_name, "nova");
+    assert_eq!(c.tracing.otlp_protocol, "grpc");
+    assert!(c.unsupported_groups().is_empty());
+    let err =
+        Config::from_ini_str("[oslo_messaging_tracing]\notlp_protocol = zipkin\n").unwrap_err();
+    assert!(err.to_string().contains("otlp_protocol"), "{err}");
 }
