@@ -63,7 +63,13 @@ pub async fn call(
         })
         .await?
         .ok_or_else(|| Error::transport("the driver returned no reply receiver for a call"))?;
-    crate::rpc::wait_for_reply(receiver, timeout, call_monitor_timeout).await
+    crate::rpc::wait_for_reply(
+        receiver,
+        timeout,
+        call_monitor_timeout,
+        crate::telemetry::Span::default(),
+    )
+    .await
 }
 
 /// Casts: returns once the broker has `request` (fanout when `target` says so).

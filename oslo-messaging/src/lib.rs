@@ -111,6 +111,7 @@ mod secret;
 mod serializer;
 mod serve;
 pub mod target;
+pub mod telemetry;
 pub mod transport;
 mod url;
 pub mod version;

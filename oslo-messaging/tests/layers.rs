@@ -22,8 +22,10 @@ const LAYERS: &[(&str, u32)] = &[
     ("config", 2),
     ("serializer", 2),
     ("url", 2),
-    // The private driver contract and the drivers.
+    // The private driver contract and the drivers; telemetry (spans, trace context), which
+    // the runtime and the API call into.
     ("driver", 3),
+    ("telemetry", 3),
     // The transport handle, and the server runtime shared by RPC servers and listeners.
     ("transport", 4),
     ("serve", 4),

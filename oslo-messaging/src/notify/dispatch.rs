@@ -12,6 +12,8 @@ use super::notification::{Notification, NotificationResult};
 use crate::driver::{self, NotificationAcker};
 use crate::serializer::Serializer;
 use crate::serve::DedupCache;
+use crate::telemetry::{NoteInfo, Span, Telemetry};
+use tracing::Instrument;
 
 /// One received notification, ready to dispatch; `notification` is `None` when it cannot be
 /// handled (an unknown priority, a serializer that refused it) and is only acknowledged.
@@ -114,6 +116,7 @@ struct Slot {
     notification: Notification,
     received: Received,
     requeue: bool,
+    span: Span,
 }
 
 /// Python's dispatch, for one-at-a-time and batch handlers alike.
@@ -129,18 +132,32 @@ pub(crate) async fn dispatch(
     batch: Vec<Received>,
     allow_requeue: bool,
     seen: &StdMutex<DedupCache>,
+    telemetry: &Telemetry,
 ) {
     let mut groups: BTreeMap<&'static str, Vec<Slot>> = BTreeMap::new();
     for mut received in batch {
         match received.notification.take() {
-            Some(notification) => groups
-                .entry(notification.priority.as_str())
-                .or_default()
-                .push(Slot {
-                    notification,
-                    received,
-                    requeue: false,
-                }),
+            Some(notification) => {
+                let span = telemetry.notification(
+                    &NoteInfo {
+                        event_type: notification.event_type.as_deref(),
+                        publisher_id: notification.publisher_id.as_deref(),
+                        priority: notification.priority.as_wire(),
+                        message_id: notification.message_id().unwrap_or_default(),
+                        topic: None,
+                    },
+                    &notification.context,
+                );
+                groups
+                    .entry(notification.priority.as_str())
+                    .or_default()
+                    .push(Slot {
+                        notification,
+                        received,
+                        requeue: false,
+                        span,
+                    });
+            }
             None => settle(received, false, seen).await,
         }
     }
@@ -149,6 +166,10 @@ pub(crate) async fn dispatch(
         for slot in group {
             let requeue = (slot.requeue || requeue_all) && allow_requeue;
             settle(slot.received, requeue, seen).await;
+            if requeue {
+                slot.span.event("requeued", None);
+            }
+            slot.span.end();
         }
     }
 }
@@ -175,7 +196,19 @@ async fn run_group(endpoints: &[NotificationEndpoint], group: &mut [Slot]) -> bo
         match handler {
             Erased::Single(call) => {
                 for &i in &chosen {
-                    if call(group[i].notification.clone()).await == NotificationResult::Requeue {
+                    let slot = &group[i];
+                    let log_span = tracing::debug_span!(
+                        "notification",
+                        event_type = slot.notification.event_type,
+                        message_id = slot.notification.message_id(),
+                        trace_id = slot.span.trace_id().as_deref(),
+                    );
+                    let handled = slot
+                        .span
+                        .scope(call(slot.notification.clone()))
+                        .instrument(log_span)
+                        .await;
+                    if handled == NotificationResult::Requeue {
                         group[i].requeue = true;
                     }
                 }

@@ -15,6 +15,7 @@ use crate::error::{Error, Result};
 use crate::serializer::Serializer;
 use crate::serve::{self, DedupCache, Intake, Lifecycle};
 use crate::target::Target;
+use crate::telemetry::Telemetry;
 use crate::transport::Transport;
 
 /// Consumes notifications and dispatches them to endpoints by priority (oslo's notification
@@ -88,6 +89,7 @@ struct Core {
     allow_requeue: bool,
     pool_size: u32,
     serializer: Option<Arc<dyn Serializer>>,
+    telemetry: Telemetry,
 }
 
 impl Core {
@@ -255,7 +257,16 @@ async fn run(
 ) {
     let (core, seen) = (core.clone(), seen.clone());
     intake
-        .spawn(async move { dispatch(&core.endpoints, batch, core.allow_requeue, &seen).await })
+        .spawn(async move {
+            dispatch(
+                &core.endpoints,
+                batch,
+                core.allow_requeue,
+                &seen,
+                &core.telemetry,
+            )
+            .await;
+        })
         .await;
 }
 
@@ -389,6 +400,7 @@ impl NotificationListenerBuilder {
             allow_requeue: self.allow_requeue,
             pool_size,
             serializer: self.serializer,
+            telemetry: self.transport.telemetry().clone(),
         };
         if core.priorities().is_empty() {
             return Err(Error::config(

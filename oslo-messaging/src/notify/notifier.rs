@@ -13,6 +13,7 @@ use crate::driver::Retry;
 use crate::error::{Error, Result};
 use crate::serializer::Serializer;
 use crate::target::Target;
+use crate::telemetry::{NoteInfo, Span};
 use crate::transport::Transport;
 use crate::wire;
 
@@ -310,12 +311,27 @@ impl Notifier {
             None => payload,
         };
         let safe = ctx.redacted();
-        let context = match serializer {
+        let mut context = match serializer {
             Some(s) => s.serialize_context(&safe)?,
             None => safe,
         };
+        let message_id = uuid::Uuid::new_v4().hyphenated().to_string();
+        let telemetry = self.shared.transport.telemetry();
+        let span = if telemetry.is_on() {
+            let topics = self.shared.topics.join(",");
+            let note = NoteInfo {
+                event_type: Some(event_type),
+                publisher_id: self.publisher_id.as_deref(),
+                priority: priority.as_wire(),
+                message_id: &message_id,
+                topic: Some(&topics),
+            };
+            telemetry.publish(&note, &mut context)
+        } else {
+            Span::default()
+        };
         let message = wire::Notification {
-            message_id: uuid::Uuid::new_v4().hyphenated().to_string(),
+            message_id,
             publisher_id: self.publisher_id.clone(),
             event_type: event_type.to_owned(),
             priority: priority.as_wire().to_owned(),
@@ -323,6 +339,21 @@ impl Notifier {
             timestamp: wire::utc_timestamp_now(),
             context,
         };
+        let sent = self.send_all(&message, event_type, priority).await;
+        if let Err(e) = &sent {
+            span.fail(&e.to_string());
+        }
+        span.end();
+        sent
+    }
+
+    /// Sends `message` through every configured driver; the first error, after trying all.
+    async fn send_all(
+        &self,
+        message: &wire::Notification,
+        event_type: &str,
+        priority: Priority,
+    ) -> Result<()> {
         let mut first_error = None;
         for driver in &self.shared.drivers {
             if *driver == NotifyDriver::Routing {
@@ -337,11 +368,11 @@ impl Notifier {
                     })
                     .unwrap_or_default();
                 for d in targets {
-                    if let Err(e) = self.send_with(d, &message, priority).await {
+                    if let Err(e) = self.send_with(d, message, priority).await {
                         first_error.get_or_insert(e);
                     }
                 }
-            } else if let Err(e) = self.send_with(*driver, &message, priority).await {
+            } else if let Err(e) = self.send_with(*driver, message, priority).await {
                 first_error.get_or_insert(e);
             }
         }

@@ -7,12 +7,14 @@ use std::time::Duration;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
+use tracing::Instrument;
 
 use crate::context::Context;
 use crate::driver::{CallParams, ReplyReceiver, Retry, SendParams, deadline_after};
 use crate::error::{Error, ErrorKind, Result};
 use crate::serializer::Serializer;
 use crate::target::Target;
+use crate::telemetry::{SendKind, Span};
 use crate::transport::Transport;
 use crate::version::Version;
 use crate::wire;
@@ -237,7 +239,44 @@ impl RpcClient {
             )));
         }
         self.target.require_topic()?;
-        let request = self.make_request(ctx, method, args)?;
+        let mut request = self.make_request(ctx, method, args)?;
+        let span = self.transport.telemetry().send(
+            &self.target,
+            method,
+            SendKind::Call,
+            &mut request.context,
+        );
+        let log_span = tracing::debug_span!(
+            "rpc_call",
+            topic = self.target.topic(),
+            method,
+            msg_id = tracing::field::Empty,
+            trace_id = span.trace_id().as_deref(),
+        );
+        let result = self
+            .call_traced(ctx, request, &span, &log_span)
+            .instrument(log_span.clone())
+            .await;
+        if let Err(e) = &result {
+            span.fail(&e.to_string());
+        }
+        span.end();
+        let result = result?;
+        serde_json::from_value(result).map_err(|e| {
+            Error::serialization(format!(
+                "the result of {method}() does not convert to the expected type: {e}"
+            ))
+        })
+    }
+
+    /// The send and the wait of a call, under its spans.
+    async fn call_traced(
+        &self,
+        ctx: &Context,
+        request: wire::Request,
+        span: &Span,
+        log_span: &tracing::Span,
+    ) -> Result<Value> {
         let timeout = self.timeout();
         let receiver = self
             .transport
@@ -254,16 +293,15 @@ impl RpcClient {
             })
             .await?
             .ok_or_else(|| Error::transport("the driver returned no reply receiver for a call"))?;
-        let result = wait_for_reply(receiver, timeout, self.call_monitor_timeout).await?;
-        let result = match &self.serializer {
-            None => result,
-            Some(s) => s.deserialize_entity(ctx, result)?,
-        };
-        serde_json::from_value(result).map_err(|e| {
-            Error::serialization(format!(
-                "the result of {method}() does not convert to the expected type: {e}"
-            ))
-        })
+        log_span.record("msg_id", receiver.msg_id());
+        span.event("request sent", Some(receiver.msg_id()));
+        let result =
+            wait_for_reply(receiver, timeout, self.call_monitor_timeout, span.clone()).await?;
+        span.event("reply received", None);
+        match &self.serializer {
+            None => Ok(result),
+            Some(s) => s.deserialize_entity(ctx, result),
+        }
     }
 
     /// Sends `method` without waiting for a result; returns once the broker accepted it.
@@ -285,8 +323,15 @@ impl RpcClient {
         args: &(impl Serialize + ?Sized),
     ) -> Result<()> {
         self.target.require_topic()?;
-        let request = self.make_request(ctx, method, args)?;
-        self.transport
+        let mut request = self.make_request(ctx, method, args)?;
+        let span = self.transport.telemetry().send(
+            &self.target,
+            method,
+            SendKind::Cast,
+            &mut request.context,
+        );
+        let sent = self
+            .transport
             .driver()
             .send(SendParams {
                 target: self.target.clone(),
@@ -295,8 +340,12 @@ impl RpcClient {
                 retry: self.retry,
                 at_least_once: self.at_least_once,
             })
-            .await?;
-        Ok(())
+            .await;
+        if let Err(e) = &sent {
+            span.fail(&e.to_string());
+        }
+        span.end();
+        sent.map(drop)
     }
 }
 
@@ -309,6 +358,7 @@ pub(crate) async fn wait_for_reply(
     mut receiver: ReplyReceiver,
     timeout: Duration,
     call_monitor_timeout: Option<Duration>,
+    span: Span,
 ) -> Result<Value> {
     let deadline = deadline_after(timeout);
     let mut monitor_deadline = call_monitor_timeout.map(deadline_after);
@@ -340,6 +390,7 @@ pub(crate) async fn wait_for_reply(
             return Ok(result);
         }
         if heartbeat {
+            span.event("heartbeat received", Some(receiver.msg_id()));
             tracing::debug!(
                 msg_id = receiver.msg_id(),
                 "call-monitor heartbeat received"
@@ -519,7 +570,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn times_out_with_the_message_id() {
         let (_w, r) = setup();
-        let err = wait_for_reply(r, Duration::from_secs(5), None)
+        let err = wait_for_reply(r, Duration::from_secs(5), None, Span::default())
             .await
             .unwrap_err();
         assert_eq!(err.kind(), ErrorKind::Timeout);
@@ -533,6 +584,7 @@ mod tests {
             r,
             Duration::from_secs(3600),
             Some(Duration::from_secs(2)),
+            Span::default(),
         ));
         for _ in 0..5 {
             tokio::time::sleep(Duration::from_millis(1500)).await;
@@ -550,6 +602,7 @@ mod tests {
             r,
             Duration::from_secs(3600),
             Some(Duration::from_secs(2)),
+            Span::default(),
         ));
         tokio::time::sleep(Duration::from_millis(1500)).await;
         w.deliver(reply(Value::Null, false));
@@ -565,7 +618,7 @@ mod tests {
         w.deliver(reply(json!({"a": 1}), false));
         w.deliver(reply(Value::Null, true));
         assert_eq!(
-            wait_for_reply(r, Duration::from_secs(5), None)
+            wait_for_reply(r, Duration::from_secs(5), None, Span::default())
                 .await
                 .unwrap(),
             json!({"a": 1})
@@ -578,7 +631,7 @@ mod tests {
         let mut f = reply(Value::Null, true);
         f.failure = Some(crate::RemoteError::new("builtins", "ValueError", "bad"));
         w.deliver(f);
-        let err = wait_for_reply(r, Duration::from_secs(5), None)
+        let err = wait_for_reply(r, Duration::from_secs(5), None, Span::default())
             .await
             .unwrap_err();
         assert_eq!(err.remote_error().unwrap().class(), "ValueError");

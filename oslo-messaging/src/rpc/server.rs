@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
+use tracing::Instrument;
 
 use super::dispatcher::{Dispatcher, heartbeat_interval};
 use super::endpoint::Endpoint;
@@ -15,6 +16,7 @@ use crate::error::Result;
 use crate::serializer::Serializer;
 use crate::serve::{self, CatchUnwind, DedupCache, Intake, Lifecycle};
 use crate::target::Target;
+use crate::telemetry::{Span, Telemetry};
 use crate::transport::Transport;
 use crate::wire;
 
@@ -125,6 +127,7 @@ impl RpcServer {
                     listener.replies,
                     inner.dispatcher.clone(),
                     inner.serializer.clone(),
+                    inner.transport.telemetry().clone(),
                     inner.pool_size,
                     stop,
                 ));
@@ -183,6 +186,7 @@ async fn poll_loop(
     replies: Arc<dyn ReplySink>,
     dispatcher: Dispatcher,
     serializer: Option<Arc<dyn Serializer>>,
+    telemetry: Telemetry,
     pool_size: u32,
     stop: watch::Receiver<bool>,
 ) {
@@ -212,12 +216,25 @@ async fn poll_loop(
             tracing::warn!(unique_id = id, method = %request.request.method, "dropping a duplicate request");
             continue;
         }
+        let span = telemetry.receive(
+            &request.request.method,
+            request.msg_id.as_deref(),
+            &request.request.context,
+        );
+        let log_span = tracing::debug_span!(
+            "rpc_request",
+            method = request.request.method,
+            msg_id = request.msg_id.as_deref(),
+            trace_id = span.trace_id().as_deref(),
+        );
         let job = handle(
             request,
             replies.clone(),
             dispatcher.clone(),
             serializer.clone(),
-        );
+            span,
+        )
+        .instrument(log_span);
         if !intake.spawn(job).await {
             break;
         }
@@ -230,6 +247,7 @@ async fn handle(
     replies: Arc<dyn ReplySink>,
     dispatcher: Dispatcher,
     serializer: Option<Arc<dyn Serializer>>,
+    span: Span,
 ) {
     let wire::IncomingRequest {
         request,
@@ -257,17 +275,17 @@ async fn handle(
             q.clone(),
             id.clone(),
             interval,
+            span.clone(),
         )),
         _ => None,
     };
-    let outcome = CatchUnwind::new(dispatcher.dispatch(request, client_timeout, serializer))
-        .await
-        .unwrap_or_else(|panic| {
-            tracing::error!(method, panic, "an RPC handler panicked");
-            Err(RpcError::runtime_error(format!(
-                "the handler of {method}() panicked: {panic}"
-            )))
-        });
+    let dispatch = span.scope(dispatcher.dispatch(request, client_timeout, serializer));
+    let outcome = CatchUnwind::new(dispatch).await.unwrap_or_else(|panic| {
+        tracing::error!(method, panic, "an RPC handler panicked");
+        Err(RpcError::runtime_error(format!(
+            "the handler of {method}() panicked: {panic}"
+        )))
+    });
     if let Some(hb) = heartbeats {
         hb.abort();
     }
@@ -281,12 +299,20 @@ async fn handle(
         }
         Err(e) => tracing::error!(method, error = %e, "exception during message handling"),
     }
+    if let Err(e) = &outcome {
+        span.fail(&e.to_string());
+    }
     if let Some((msg_id, reply_q)) = reply_to {
         let outcome = outcome.map_err(RpcError::into_remote);
-        if let Err(e) = replies.reply(&reply_q, &msg_id, outcome).await {
-            tracing::warn!(msg_id, reply_q, method, error = %e, "could not send the reply");
+        match replies.reply(&reply_q, &msg_id, outcome).await {
+            Ok(()) => span.event("reply sent", None),
+            Err(e) => {
+                tracing::warn!(msg_id, reply_q, method, error = %e, "could not send the reply");
+                span.event("reply failed", None);
+            }
         }
     }
+    span.end();
 }
 
 /// oslo's watchdog: a heartbeat every `interval` until aborted, or until one fails.
@@ -295,6 +321,7 @@ fn spawn_heartbeats(
     reply_q: String,
     msg_id: String,
     interval: Duration,
+    span: Span,
 ) -> JoinHandle<()> {
     tokio::spawn(async move {
         let mut ticker =
@@ -307,6 +334,7 @@ fn spawn_heartbeats(
                 tracing::debug!(msg_id, error = %e, "call-monitor heartbeat failed");
                 return;
             }
+            span.event("heartbeat sent", None);
         }
     })
 }

@@ -24,6 +24,7 @@ use crate::config::Config;
 use crate::driver::Driver;
 use crate::driver::memory::MemoryDriver;
 use crate::error::{Error, Result};
+use crate::telemetry::Telemetry;
 
 pub use crate::driver::Retry;
 pub use crate::driver::memory::{MemoryHandle, SentKind, SentMessage};
@@ -62,6 +63,8 @@ struct Inner {
     memory: Option<MemoryHandle>,
     config: Config,
     url: TransportUrl,
+    /// `[oslo_messaging_tracing]`, ready to make spans.
+    telemetry: Telemetry,
     /// State that the layers above keep per transport, by type (the `test` notification
     /// driver's captures), so the transport need not know their types.
     extensions: Mutex<Vec<Arc<dyn Any + Send + Sync>>>,
@@ -139,6 +142,7 @@ impl Transport {
         let mut config = config.clone();
         config.validate()?;
         let exchange = config.default.control_exchange.clone();
+        let telemetry = Telemetry::new(&config.tracing)?;
         match url.driver_kind()? {
             DriverKind::Memory => {
                 if let Some((k, _)) = url.query().first() {
@@ -148,12 +152,12 @@ impl Transport {
                 }
                 let vhost = url.virtual_host().unwrap_or_default();
                 let driver = MemoryDriver::shared(vhost, exchange, config.rabbit.clone());
-                Ok(Self::from_memory(driver, config, url))
+                Ok(Self::from_memory(driver, config, url, telemetry))
             }
             DriverKind::Rabbit => {
                 config.rabbit.apply_query(url.query())?;
                 let driver = rabbit_driver(&url, &config, exchange)?;
-                Ok(Self::from_parts(driver, None, config, url))
+                Ok(Self::from_parts(driver, None, config, url, telemetry))
             }
         }
     }
@@ -171,12 +175,21 @@ impl Transport {
             config.rabbit.clone(),
         );
         let url = TransportUrl::parse("memory://").expect("a valid URL");
-        Self::from_memory(driver, config.clone(), url)
+        let telemetry = Telemetry::new(&config.tracing).unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "tracing is off for this memory transport");
+            Telemetry::default()
+        });
+        Self::from_memory(driver, config.clone(), url, telemetry)
     }
 
-    fn from_memory(driver: MemoryDriver, config: Config, url: TransportUrl) -> Self {
+    fn from_memory(
+        driver: MemoryDriver,
+        config: Config,
+        url: TransportUrl,
+        telemetry: Telemetry,
+    ) -> Self {
         let handle = driver.handle();
-        Self::from_parts(Arc::new(driver), Some(handle), config, url)
+        Self::from_parts(Arc::new(driver), Some(handle), config, url, telemetry)
     }
 
     fn from_parts(
@@ -184,6 +197,7 @@ impl Transport {
         memory: Option<MemoryHandle>,
         config: Config,
         url: TransportUrl,
+        telemetry: Telemetry,
     ) -> Self {
         Self {
             inner: Arc::new(Inner {
@@ -191,6 +205,7 @@ impl Transport {
                 memory,
                 config,
                 url,
+                telemetry,
                 extensions: Mutex::default(),
             }),
         }
@@ -231,6 +246,11 @@ impl Transport {
         value
     }
 
+    /// This transport's tracing.
+    pub(crate) fn telemetry(&self) -> &Telemetry {
+        &self.inner.telemetry
+    }
+
     pub(crate) fn driver(&self) -> &dyn Driver {
         &*self.inner.driver
     }
@@ -254,6 +274,7 @@ impl Transport {
 
     /// Closes connections and stops background work. Clients and servers built on this
     /// transport fail with [`ErrorKind::ShutDown`](crate::ErrorKind::ShutDown) afterwards.
+    /// With tracing on, it then waits (5 s at most) for the spans still queued to be exported.
     ///
     /// # Cancel safety
     ///
@@ -278,6 +299,10 @@ impl Transport {
     /// ```
     pub async fn cleanup(&self) {
         self.inner.driver.cleanup().await;
+        self.inner
+            .telemetry
+            .flush(crate::telemetry::FLUSH_TIMEOUT)
+            .await;
     }
 }
 
