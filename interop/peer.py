@@ -13,6 +13,8 @@ Common options (given after the command name):
   --exchange NAME      control_exchange (default "openstack")
   --rabbit KEY=VALUE   [oslo_messaging_rabbit] option, repeatable
   --default KEY=VALUE  [DEFAULT] option, repeatable (e.g. rpc_response_timeout)
+  --tracing KEY=VALUE  [oslo_messaging_tracing] option, repeatable (spans are
+                       exported when the process exits, by the SDK's atexit)
   --allowed-remote-exmod MOD  module whose remote exceptions a client may
                        rebuild (e.g. peer_errors), repeatable
   --debug              DEBUG logging on stderr
@@ -26,7 +28,8 @@ rpc-server --topic T --server S [--executor threading|eventlet] [--ping]
   received; fail(message, exc_class='ValueError') raises builtins.<exc_class>
   or peer_errors.<exc_class>; sleep(seconds) -> seconds; record(value) prints
   {"event":"record","server":S,"value":...,"context":...} and returns S;
-  whoami() -> S.  Endpoint B (namespace "ns", version 1.3):
+  whoami() -> S; relay(to_topic, to_method, to_args) calls to_method on
+  to_topic with the same context and returns its result.  Endpoint B (namespace "ns", version 1.3):
   versioned(data) -> {"ns": data}.  --ping enables oslo_rpc_server_ping.
   Prints {"event":"ready"}; on SIGTERM/SIGINT/stdin EOF stops and prints
   {"event":"stopped","reason":...}.  The executor is eventlet with --eventlet.
@@ -164,6 +167,15 @@ def build_conf(args):
         conf.set_override(key, value)
     for key, value in key_values(args.rabbit):
         conf.set_override(key, value, group='oslo_messaging_rabbit')
+    for key, value in key_values(args.tracing):
+        conf.set_override(key, value, group='oslo_messaging_tracing')
+    if args.tracing:
+        # 18.3.1 reaches the exporter as an attribute of its package
+        # (otel_http.trace_exporter.OTLPSpanExporter), but the package does
+        # not import that submodule: unless the service imported it first,
+        # every span is skipped with "Failed to set up tracing".  A service
+        # that sets up OpenTelemetry itself has it imported; so do we.
+        import opentelemetry.exporter.otlp.proto.http.trace_exporter  # noqa
     return conf
 
 
@@ -229,8 +241,16 @@ def install_stop_triggers():
 class EndpointA:
     target = oslo_messaging.Target(version='1.0')
 
-    def __init__(self, server):
+    def __init__(self, server, transport):
         self._server = server
+        self._transport = transport
+
+    def relay(self, ctxt, to_topic, to_method, to_args=None):
+        """Calls `to_method` on `to_topic` with the same context, and returns
+        its result: a hop in the middle of a chain of calls."""
+        client = oslo_messaging.get_rpc_client(
+            self._transport, oslo_messaging.Target(topic=to_topic))
+        return client.call(ctxt, to_method, **(to_args or {}))
 
     def echo(self, ctxt, data):
         return data
@@ -275,7 +295,7 @@ def cmd_rpc_server(args, conf):
     transport = oslo_messaging.get_rpc_transport(conf, url=args.url)
     target = oslo_messaging.Target(topic=args.topic, server=args.server)
     server = oslo_messaging.get_rpc_server(
-        transport, target, [EndpointA(args.server), EndpointB()],
+        transport, target, [EndpointA(args.server, transport), EndpointB()],
         executor=args.executor)
     stop = install_stop_triggers()
     server.start()
@@ -471,6 +491,8 @@ def parse_args(argv):
                         metavar='KEY=VALUE')
     common.add_argument('--allowed-remote-exmod', action='append',
                         default=[], dest='exmods', metavar='MODULE')
+    common.add_argument('--tracing', action='append', default=[],
+                        metavar='KEY=VALUE')
     common.add_argument('--debug', action='store_true')
     common.add_argument('--eventlet', action='store_true',
                         help='monkey-patch with eventlet (read before parsing)')

@@ -9,6 +9,7 @@
 //! * [`python`]: the Python oslo.messaging 18.3.1 peers ([`require_python!`]);
 //! * [`process`]: a background process read line by line;
 //! * [`metrics`]: this process's memory, file descriptors and tasks;
+//! * [`otlp`]: an OTLP/HTTP trace receiver, to check spans across processes;
 //! * [`fuzz`]: replaying a fuzz corpus as an ordinary test.
 //!
 //! A test that needs something missing here is skipped with a message, unless `CI` is set:
@@ -22,6 +23,7 @@ pub mod cluster;
 pub mod fuzz;
 pub mod metrics;
 pub mod node;
+pub mod otlp;
 pub mod process;
 pub mod proxy;
 pub mod python;

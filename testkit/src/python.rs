@@ -72,6 +72,8 @@ pub struct PeerOpts<'a> {
     /// Monkey-patched with eventlet (`--eventlet`): green threads on one OS thread, and the
     /// eventlet executor for servers and listeners, as eventlet services run.
     pub eventlet: bool,
+    /// `[oslo_messaging_tracing]` options (`--tracing KEY=VALUE`).
+    pub tracing: &'a [(&'a str, &'a str)],
 }
 
 impl<'a> PeerOpts<'a> {
@@ -82,6 +84,7 @@ impl<'a> PeerOpts<'a> {
             exchange,
             rabbit: &[],
             eventlet: false,
+            tracing: &[],
         }
     }
 }
@@ -98,6 +101,9 @@ impl Peer {
         ]);
         for (k, v) in opts.rabbit {
             cmd.arg("--rabbit").arg(format!("{k}={v}"));
+        }
+        for (k, v) in opts.tracing {
+            cmd.arg("--tracing").arg(format!("{k}={v}"));
         }
         if opts.eventlet {
             cmd.arg("--eventlet");
