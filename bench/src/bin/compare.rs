@@ -63,6 +63,9 @@ enum Side {
     RawOurs,
     RawAmqprs,
     Rust,
+    /// oslo-messaging with `[oslo_messaging_tracing]` on, exporting every span to a local
+    /// OTLP sink.
+    RustOtel,
     Python,
     /// Python oslo.messaging on the Rust engine (`rabbitrs://`, the oslo-messaging-rs wheel).
     PythonRs,
@@ -74,6 +77,7 @@ impl Side {
             Self::RawOurs => "raw (our AMQP client)",
             Self::RawAmqprs => "raw (amqprs)",
             Self::Rust => "oslo-messaging (Rust)",
+            Self::RustOtel => "oslo-messaging (Rust), tracing on",
             Self::Python => "Python oslo.messaging",
             Self::PythonRs => "Python oslo.messaging on rabbitrs (Rust engine)",
         }
@@ -84,6 +88,7 @@ impl Side {
             Self::RawOurs => "raw-ours",
             Self::RawAmqprs => "raw-amqprs",
             Self::Rust => "rust",
+            Self::RustOtel => "rust-otel",
             Self::Python => "python",
             Self::PythonRs => "python-rs",
         }
@@ -183,6 +188,7 @@ fn pairs(kind: Kind) -> Vec<Pair> {
         p(Side::RawOurs, Side::RawOurs),
         p(Side::RawAmqprs, Side::RawAmqprs),
         p(Side::Rust, Side::Rust),
+        p(Side::RustOtel, Side::RustOtel),
         p(Side::Python, Side::Python),
         p(Side::Python, Side::Rust),
         p(Side::Rust, Side::Python),
@@ -202,6 +208,8 @@ struct Env {
     python: PathBuf,
     peer: PathBuf,
     eventlet: bool,
+    /// The configuration file of [`Side::RustOtel`].
+    otel_conf: PathBuf,
 }
 
 impl Env {
@@ -220,8 +228,11 @@ impl Env {
     /// `oslo-messaging bench` or the Python peer (they take the same subcommands), running
     /// `sub` with the broker and exchange in each one's own place.
     fn bench(&self, side: Side, exchange: &str, sub: &[&str]) -> Command {
-        let mut c = if side == Side::Rust {
+        let mut c = if matches!(side, Side::Rust | Side::RustOtel) {
             let mut c = Command::new(self.bin_dir.join("oslo-messaging"));
+            if side == Side::RustOtel {
+                c.arg("--config-file").arg(&self.otel_conf);
+            }
             c.args([
                 "--url",
                 &self.url,
@@ -313,7 +324,7 @@ impl Env {
             sub
         };
         // The Python peer spells -c out.
-        let concurrency = if side == Side::Rust {
+        let concurrency = if matches!(side, Side::Rust | Side::RustOtel) {
             "-c"
         } else {
             "--concurrency"
@@ -659,6 +670,7 @@ fn markdown(
         "raw-ours",
         "raw-amqprs",
         "rust",
+        "rust-otel",
         "python",
         "python→rust",
         "rust→python",
@@ -672,9 +684,9 @@ fn markdown(
     md.push_str("| workload | ");
     md.push_str(&columns.join(" | "));
     md.push_str(
-        " | rust / raw-ours | rust / python | python-rs / python | rust p50 / p99 ms |\n|---|",
+        " | rust / raw-ours | rust / python | python-rs / python | rust-otel / rust | rust p50 / p99 ms |\n|---|",
     );
-    md.push_str(&"---:|".repeat(columns.len() + 4));
+    md.push_str(&"---:|".repeat(columns.len() + 5));
     md.push('\n');
     for w in order {
         let Some(row) = results.get(&w.name) else {
@@ -705,6 +717,7 @@ fn markdown(
         md.push_str(&ratio(get("rust"), raw_value));
         md.push_str(&ratio(get("rust"), get("python")));
         md.push_str(&ratio(get("python-rs"), get("python")));
+        md.push_str(&ratio(get("rust-otel"), get("rust")));
         let lat = row.get("rust").map_or_else(String::new, |v| {
             match (v["p50_ms"].as_f64(), v["p99_ms"].as_f64()) {
                 (Some(a), Some(b)) if w.kind == Kind::Call => format!("{a:.2} / {b:.2}"),
@@ -870,12 +883,26 @@ async fn main() {
         .unwrap_or_default();
     let python = cli.python.clone().unwrap_or_else(default_python);
     let peer = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../interop/bench_peer.py");
+    // What a local collector would be: an OTLP/HTTP endpoint that takes every span.
+    let sink = oslo_messaging_bench::otlp_sink()
+        .await
+        .expect("an OTLP sink on 127.0.0.1");
+    let otel_conf = std::env::temp_dir().join(format!("bench-otel-{}.conf", std::process::id()));
+    std::fs::write(
+        &otel_conf,
+        format!(
+            "[oslo_messaging_tracing]\ntracing_enabled = true\n\
+             otel_exporter_otlp_endpoint = http://{sink}\ntracing_service_name = bench\n"
+        ),
+    )
+    .expect("write the tracing configuration");
     let env = Env {
         url: cli.url.clone(),
         bin_dir,
         python: python.clone(),
         peer,
         eventlet: cli.eventlet,
+        otel_conf,
     };
     let order: Vec<Workload> = workloads()
         .into_iter()

@@ -3,17 +3,17 @@
 use std::time::Duration;
 
 use oslo_messaging::rpc::RpcClientBuilder;
-use oslo_messaging::{RpcClient, Target};
+use oslo_messaging::{RpcClient, Target, Transport};
 use serde_json::{Map, Value, json};
 
 use super::Failure;
 use crate::cli::{CallArgs, CastArgs, EXIT_OK, Global, RpcArgs};
 
-/// A client builder for the RPC arguments, and the keyword arguments to send.
+/// The transport, a client builder for the RPC arguments, and the keyword arguments to send.
 fn client(
     global: &Global,
     rpc: &RpcArgs,
-) -> Result<(RpcClientBuilder, Map<String, Value>), Failure> {
+) -> Result<(Transport, RpcClientBuilder, Map<String, Value>), Failure> {
     let conf = super::load_config(global)?;
     let transport = super::transport(global, &conf, None)?;
     let mut target = Target::new(&rpc.topic);
@@ -30,11 +30,11 @@ fn client(
         target = target.with_version(version);
     }
     let client = RpcClient::builder(&transport, target).retry(super::retry(rpc.retry));
-    Ok((client, rpc.args.clone().unwrap_or_default()))
+    Ok((transport, client, rpc.args.clone().unwrap_or_default()))
 }
 
 pub(crate) async fn call(global: &Global, args: &CallArgs) -> Result<u8, Failure> {
-    let (mut client, kwargs) = client(global, &args.rpc)?;
+    let (transport, mut client, kwargs) = client(global, &args.rpc)?;
     if let Some(t) = args.timeout {
         client = client.timeout(Duration::from_secs_f64(t));
     }
@@ -43,7 +43,10 @@ pub(crate) async fn call(global: &Global, args: &CallArgs) -> Result<u8, Failure
     }
     let client = client.build()?;
     let ctx = super::context(args.rpc.context.as_ref());
-    let result: Value = client.call(&ctx, &args.rpc.method, &kwargs).await?;
+    let outcome = client.call(&ctx, &args.rpc.method, &kwargs).await;
+    // Closes the connection, and exports the call's span when tracing is on.
+    transport.cleanup().await;
+    let result: Value = outcome?;
     if global.json {
         super::out(&result.to_string());
     } else {
@@ -53,10 +56,12 @@ pub(crate) async fn call(global: &Global, args: &CallArgs) -> Result<u8, Failure
 }
 
 pub(crate) async fn cast(global: &Global, args: &CastArgs) -> Result<u8, Failure> {
-    let (client, kwargs) = client(global, &args.rpc)?;
+    let (transport, client, kwargs) = client(global, &args.rpc)?;
     let client = client.fanout(args.fanout).build()?;
     let ctx = super::context(args.rpc.context.as_ref());
-    client.cast(&ctx, &args.rpc.method, &kwargs).await?;
+    let outcome = client.cast(&ctx, &args.rpc.method, &kwargs).await;
+    transport.cleanup().await;
+    outcome?;
     if global.json {
         super::out(
             &json!({"sent": true, "topic": args.rpc.topic, "method": args.rpc.method, "fanout": args.fanout})
