@@ -206,7 +206,7 @@ async fn a_python_call_traces_through_a_rust_hop_to_a_python_server() {
     }
     // Beyond Python: the steps of a call as events.
     assert_eq!(rs_call.events, ["request sent", "reply received"]);
-    assert_eq!(rs_receive.events, ["reply sent"]);
+    assert!(rs_receive.events.is_empty(), "{rs_receive:#?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -304,12 +304,9 @@ async fn handle(
     }
     if let Some((msg_id, reply_q)) = reply_to {
         let outcome = outcome.map_err(RpcError::into_remote);
-        match replies.reply(&reply_q, &msg_id, outcome).await {
-            Ok(()) => span.event("reply sent", None),
-            Err(e) => {
-                tracing::warn!(msg_id, reply_q, method, error = %e, "could not send the reply");
-                span.event("reply failed", None);
-            }
+        if let Err(e) = replies.reply(&reply_q, &msg_id, outcome).await {
+            tracing::warn!(msg_id, reply_q, method, error = %e, "could not send the reply");
+            span.fail(&format!("could not send the reply: {e}"));
         }
     }
     span.end();

@@ -12,9 +12,10 @@
 //!   request carried, around the handler and the reply; calls and casts the handler makes
 //!   are its children, so a trace goes on through every hop, Python or Rust;
 //! * beyond Python: notifications get a PRODUCER span `"{event_type} publish"` and a
-//!   CONSUMER span `"{event_type} receive"` in the listener; the request's publish, the
-//!   reply and call-monitor heartbeats are span events; a handler that failed marks its span
-//!   as an error.
+//!   CONSUMER span `"{event_type} receive"` in the listener; the wait for a reply (`request
+//!   sent`, `reply received`) and call-monitor heartbeats (`heartbeat sent`, `heartbeat
+//!   received`) are span events; a handler that failed, or a reply that could not be sent,
+//!   marks its span as an error.
 //!
 //! Spans go over OTLP (`http/protobuf` to `<endpoint>/v1/traces`, or `grpc`) from a thread of
 //! their own, through a bounded queue: an unreachable collector never slows a call; what does

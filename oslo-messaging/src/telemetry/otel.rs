@@ -127,15 +127,16 @@ impl Pipeline {
         let resource = Resource::builder()
             .with_service_name(key.service.clone())
             .build();
-        let (spans_tx, spans_rx) = mpsc::channel(QUEUE);
+        let queue = Arc::new(Queue::default());
         let (flush_tx, flush_rx) = mpsc::unbounded_channel();
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let thread_key = key.clone();
         let thread_resource = resource.clone();
+        let thread_queue = queue.clone();
         std::thread::Builder::new()
             .name("oslo-otel-export".to_owned())
             .spawn(move || {
-                export_thread(&thread_key, &thread_resource, spans_rx, flush_rx, &ready_tx);
+                export_thread(&thread_key, &thread_resource, &thread_queue, flush_rx, &ready_tx);
             })
             .map_err(|e| Error::config(format!("cannot start the span exporter thread: {e}")))?;
         match ready_rx.recv() {
@@ -150,7 +151,7 @@ impl Pipeline {
         }
         let provider = SdkTracerProvider::builder()
             .with_resource(resource)
-            .with_span_processor(Queue { spans: spans_tx })
+            .with_span_processor(Enqueue(queue))
             .build();
         let tracer = provider.tracer("oslo.messaging");
         tracing::info!(
@@ -365,29 +366,59 @@ impl Injector for ContextInjector<'_> {
     }
 }
 
-/// The span processor: hands ended, sampled spans to the export thread without waiting.
-#[derive(Debug)]
+/// Ended spans waiting for the export thread. The thread is woken only when the first span
+/// of a batch arrives and when a batch is full, not for every span: a wake-up per span (a
+/// channel) cost more than the span itself.
+#[derive(Debug, Default)]
 struct Queue {
-    spans: mpsc::Sender<SpanData>,
+    spans: Mutex<Vec<SpanData>>,
+    wake: tokio::sync::Notify,
 }
 
-impl opentelemetry_sdk::trace::SpanProcessor for Queue {
+impl Queue {
+    fn push(&self, span: SpanData) {
+        static WARNED: AtomicBool = AtomicBool::new(false);
+        let len = {
+            let mut spans = self.spans.lock().unwrap_or_else(PoisonError::into_inner);
+            if spans.len() >= QUEUE {
+                drop(spans);
+                drop_spans(1);
+                warn_once(
+                    &WARNED,
+                    format_args!(
+                        "the span export queue is full ({QUEUE} spans): dropping spans until \
+                         the collector keeps up"
+                    ),
+                );
+                return;
+            }
+            spans.push(span);
+            spans.len()
+        };
+        if len == 1 || len == BATCH {
+            self.wake.notify_one();
+        }
+    }
+
+    fn take(&self) -> Vec<SpanData> {
+        std::mem::take(&mut *self.spans.lock().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    fn len(&self) -> usize {
+        self.spans.lock().unwrap_or_else(PoisonError::into_inner).len()
+    }
+}
+
+/// The span processor: queues ended, sampled spans without waiting.
+#[derive(Debug)]
+struct Enqueue(Arc<Queue>);
+
+impl opentelemetry_sdk::trace::SpanProcessor for Enqueue {
     fn on_start(&self, _span: &mut opentelemetry_sdk::trace::Span, _cx: &Cx) {}
 
     fn on_end(&self, span: SpanData) {
-        static WARNED: AtomicBool = AtomicBool::new(false);
-        if !span.span_context.is_sampled() {
-            return;
-        }
-        if self.spans.try_send(span).is_err() {
-            drop_spans(1);
-            warn_once(
-                &WARNED,
-                format_args!(
-                    "the span export queue is full ({QUEUE} spans): dropping spans until the \
-                     collector keeps up"
-                ),
-            );
+        if span.span_context.is_sampled() {
+            self.0.push(span);
         }
     }
 
@@ -403,7 +434,7 @@ impl opentelemetry_sdk::trace::SpanProcessor for Queue {
 fn export_thread(
     key: &Key,
     resource: &Resource,
-    mut spans: mpsc::Receiver<SpanData>,
+    queue: &Queue,
     mut flushes: mpsc::UnboundedReceiver<oneshot::Sender<()>>,
     ready: &std::sync::mpsc::Sender<std::result::Result<(), String>>,
 ) {
@@ -429,59 +460,52 @@ fn export_thread(
         let _ = ready.send(Ok(()));
         let mut out = Outbox {
             exporter,
-            batch: Vec::with_capacity(BATCH),
             failing: false,
         };
-        let mut due = None;
         loop {
-            let deadline = due.unwrap_or_else(tokio::time::Instant::now);
-            tokio::select! {
-                span = spans.recv() => {
-                    let Some(span) = span else { break };
-                    if out.batch.is_empty() {
-                        due = Some(tokio::time::Instant::now() + DELAY);
-                    }
-                    out.batch.push(span);
-                    if out.batch.len() >= BATCH {
-                        out.export().await;
-                        due = None;
-                    }
-                }
-                done = flushes.recv() => {
-                    let Some(done) = done else { break };
-                    while let Ok(span) = spans.try_recv() {
-                        out.batch.push(span);
-                        if out.batch.len() >= BATCH {
-                            out.export().await;
-                        }
-                    }
-                    out.export().await;
-                    due = None;
-                    let _ = done.send(());
-                }
-                () = tokio::time::sleep_until(deadline), if due.is_some() => {
-                    out.export().await;
-                    due = None;
-                }
+            // Asleep until a batch starts (or a flush is asked for).
+            let flush = tokio::select! {
+                () = queue.wake.notified() => None,
+                done = flushes.recv() => match done {
+                    Some(done) => Some(done),
+                    None => break,
+                },
+            };
+            // Then up to DELAY for the batch to fill.
+            let flush = match flush {
+                Some(done) => Some(done),
+                None if queue.len() < BATCH => tokio::select! {
+                    () = tokio::time::sleep(DELAY) => None,
+                    () = queue.wake.notified() => None,
+                    done = flushes.recv() => done,
+                },
+                None => None,
+            };
+            out.export(queue.take()).await;
+            if let Some(done) = flush {
+                let _ = done.send(());
             }
         }
-        out.export().await;
+        out.export(queue.take()).await;
     });
 }
 
 struct Outbox {
     exporter: opentelemetry_otlp::SpanExporter,
-    batch: Vec<SpanData>,
     failing: bool,
 }
 
 impl Outbox {
-    async fn export(&mut self) {
-        if self.batch.is_empty() {
-            return;
+    /// Exports `spans`, `BATCH` at a time; what fails is dropped and counted.
+    async fn export(&mut self, mut spans: Vec<SpanData>) {
+        while !spans.is_empty() {
+            let rest = spans.split_off(spans.len().min(BATCH));
+            self.export_batch(std::mem::replace(&mut spans, rest)).await;
         }
-        let n = self.batch.len();
-        let batch = std::mem::replace(&mut self.batch, Vec::with_capacity(BATCH));
+    }
+
+    async fn export_batch(&mut self, batch: Vec<SpanData>) {
+        let n = batch.len();
         let error = match tokio::time::timeout(EXPORT_TIMEOUT, self.exporter.export(batch)).await {
             Ok(Ok(())) => None,
             Ok(Err(e)) => Some(e.to_string()),
