@@ -15,6 +15,7 @@ Common options (given after the command name):
   --default KEY=VALUE  [DEFAULT] option, repeatable (e.g. rpc_response_timeout)
   --tracing KEY=VALUE  [oslo_messaging_tracing] option, repeatable (spans are
                        exported when the process exits, by the SDK's atexit)
+  --metrics KEY=VALUE  [oslo_messaging_metrics] option, repeatable
   --allowed-remote-exmod MOD  module whose remote exceptions a client may
                        rebuild (e.g. peer_errors), repeatable
   --debug              DEBUG logging on stderr
@@ -169,6 +170,8 @@ def build_conf(args):
         conf.set_override(key, value, group='oslo_messaging_rabbit')
     for key, value in key_values(args.tracing):
         conf.set_override(key, value, group='oslo_messaging_tracing')
+    for key, value in key_values(args.metrics):
+        conf.set_override(key, value, group='oslo_messaging_metrics')
     if args.tracing:
         # 18.3.1 reaches the exporter as an attribute of its package
         # (otel_http.trace_exporter.OTLPSpanExporter), but the package does
@@ -492,6 +495,8 @@ def parse_args(argv):
     common.add_argument('--allowed-remote-exmod', action='append',
                         default=[], dest='exmods', metavar='MODULE')
     common.add_argument('--tracing', action='append', default=[],
+                        metavar='KEY=VALUE')
+    common.add_argument('--metrics', action='append', default=[],
                         metavar='KEY=VALUE')
     common.add_argument('--debug', action='store_true')
     common.add_argument('--eventlet', action='store_true',

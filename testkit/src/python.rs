@@ -74,6 +74,8 @@ pub struct PeerOpts<'a> {
     pub eventlet: bool,
     /// `[oslo_messaging_tracing]` options (`--tracing KEY=VALUE`).
     pub tracing: &'a [(&'a str, &'a str)],
+    /// `[oslo_messaging_metrics]` options (`--metrics KEY=VALUE`).
+    pub metrics: &'a [(&'a str, &'a str)],
 }
 
 impl<'a> PeerOpts<'a> {
@@ -85,6 +87,7 @@ impl<'a> PeerOpts<'a> {
             rabbit: &[],
             eventlet: false,
             tracing: &[],
+            metrics: &[],
         }
     }
 }
@@ -104,6 +107,9 @@ impl Peer {
         }
         for (k, v) in opts.tracing {
             cmd.arg("--tracing").arg(format!("{k}={v}"));
+        }
+        for (k, v) in opts.metrics {
+            cmd.arg("--metrics").arg(format!("{k}={v}"));
         }
         if opts.eventlet {
             cmd.arg("--eventlet");

@@ -183,6 +183,25 @@ options! {
     }
 }
 
+options! {
+    /// `[oslo_messaging_metrics]`: RPC client metrics sent to an oslo.metrics collector, with the
+    /// names and defaults of Python oslo.messaging 18.3.1.
+    pub struct MetricsOptions("oslo_messaging_metrics") {
+        /// Send RPC client metrics to the oslo.metrics collector.
+        metrics_enabled: bool = false, "boolean";
+        /// Metrics held while the collector is slow or away; beyond that they are dropped and
+        /// counted.
+        metrics_buffer_size: i64 = 1000, "integer, min 1", min 1;
+        /// The collector's unix datagram socket.
+        metrics_socket_file: String = "/var/tmp/metrics_collector.sock".to_owned(), "string";
+        /// The `process` label of every metric.
+        metrics_process_name: String = String::new(), "string";
+        /// Python stops its sending thread after this many idle seconds (accepted; the sender
+        /// here never holds up an exit).
+        metrics_thread_stop_timeout: i64 = 10, "integer";
+    }
+}
+
 fn default_hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .ok()
@@ -205,11 +224,7 @@ fn default_processname() -> String {
 
 /// oslo.messaging groups that this library does not implement: options a file sets there
 /// would otherwise be ignored without a word, so loading such a file warns.
-const UNSUPPORTED_GROUPS: &[&str] = &[
-    "oslo_messaging_amqp",
-    "oslo_messaging_kafka",
-    "oslo_messaging_metrics",
-];
+const UNSUPPORTED_GROUPS: &[&str] = &["oslo_messaging_amqp", "oslo_messaging_kafka"];
 
 /// All the options oslo.messaging reads, by group.
 ///
@@ -234,6 +249,8 @@ pub struct Config {
     pub notifications: NotificationOptions,
     /// `[oslo_messaging_tracing]`.
     pub tracing: TracingOptions,
+    /// `[oslo_messaging_metrics]`.
+    pub metrics: MetricsOptions,
     /// oslo.messaging groups the loaded files set that this library does not implement.
     unsupported: Vec<String>,
 }
@@ -273,6 +290,7 @@ impl Config {
             (NotificationOptions::GROUP, NotificationOptions::options()),
             (RabbitOptions::GROUP, RabbitOptions::options()),
             (TracingOptions::GROUP, TracingOptions::options()),
+            (MetricsOptions::GROUP, MetricsOptions::options()),
         ]
     }
 
@@ -312,7 +330,7 @@ impl Config {
     }
 
     /// The oslo.messaging groups that the loaded files set and this library does not implement
-    /// (`oslo_messaging_kafka`, `oslo_messaging_metrics`, `oslo_messaging_amqp`): their options have no effect. Loading warns about each once.
+    /// (`oslo_messaging_kafka`, `oslo_messaging_amqp`): their options have no effect. Loading warns about each once.
     pub fn unsupported_groups(&self) -> &[String] {
         &self.unsupported
     }
@@ -374,6 +392,7 @@ impl Config {
             "oslo_messaging_rabbit" => self.rabbit.text_of(name),
             "oslo_messaging_notifications" => self.notifications.text_of(name),
             "oslo_messaging_tracing" => self.tracing.text_of(name),
+            "oslo_messaging_metrics" => self.metrics.text_of(name),
             _ => None,
         }
     }
@@ -387,6 +406,7 @@ impl Config {
             "oslo_messaging_rabbit" => RabbitOptions::knows(name),
             "oslo_messaging_notifications" => NotificationOptions::knows(name),
             "oslo_messaging_tracing" => TracingOptions::knows(name),
+            "oslo_messaging_metrics" => MetricsOptions::knows(name),
             _ => false,
         }
     }
@@ -409,6 +429,7 @@ impl Config {
             "oslo_messaging_rabbit" => self.rabbit.set(name, values),
             "oslo_messaging_notifications" => self.notifications.set(name, values),
             "oslo_messaging_tracing" => self.tracing.set(name, values),
+            "oslo_messaging_metrics" => self.metrics.set(name, values),
             _ => Err(SetError::Unknown),
         }
     }

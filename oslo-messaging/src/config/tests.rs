@@ -360,15 +360,15 @@ fn service_defaults_sit_below_the_files_and_code_above() {
 #[test]
 fn groups_this_library_does_not_implement_are_reported() {
     let c = Config::from_ini_str(
-        "[oslo_messaging_metrics]\nmetrics_enabled = true\n\
+        "[oslo_messaging_amqp]\nserver_request_prefix = exclusive\n\
          [oslo_messaging_kafka]\nconsumer_group = g\n[api]\nauth_strategy = keystone\n\
-         [oslo_messaging_metrics]\nmetrics_buffer_size = 10\n",
+         [oslo_messaging_amqp]\nidle_timeout = 10\n",
     )
     .unwrap();
     // A service's own groups are not ours to judge; oslo.messaging's unimplemented ones are.
     assert_eq!(
         c.unsupported_groups(),
-        ["oslo_messaging_metrics", "oslo_messaging_kafka"]
+        ["oslo_messaging_amqp", "oslo_messaging_kafka"]
     );
     assert!(Config::default().unsupported_groups().is_empty());
 }
@@ -388,7 +388,7 @@ fn the_sample_lists_every_option_and_loads_as_the_defaults() {
             count += 1;
         }
     }
-    assert_eq!(count, 5 + 5 + 37 + 5, "every option of the four groups");
+    assert_eq!(count, 5 + 5 + 37 + 5 + 5, "every option of the five groups");
     assert!(sample.contains("\n#kombu_reconnect_delay = 1.0\n"));
     assert!(sample.contains("\n#kombu_compression = <None>\n"));
     assert!(sample.contains("\n#driver = \n"));
@@ -419,6 +419,29 @@ fn the_sample_lists_every_option_and_loads_as_the_defaults() {
     assert_eq!(loaded.rabbit, defaults.rabbit);
     assert_eq!(loaded.notifications.topics, defaults.notifications.topics);
     assert_eq!(loaded.tracing, defaults.tracing);
+    assert_eq!(loaded.metrics, defaults.metrics);
+}
+
+#[test]
+fn metrics_options_read_as_python_reads_them() {
+    let c = Config::default();
+    assert!(!c.metrics.metrics_enabled);
+    assert_eq!(c.metrics.metrics_buffer_size, 1000);
+    assert_eq!(
+        c.metrics.metrics_socket_file,
+        "/var/tmp/metrics_collector.sock"
+    );
+    assert_eq!(c.metrics.metrics_process_name, "");
+    assert_eq!(c.metrics.metrics_thread_stop_timeout, 10);
+    let c = Config::from_ini_str(
+        "[oslo_messaging_metrics]\nmetrics_enabled = true\nmetrics_process_name = nova-api\n",
+    )
+    .unwrap();
+    assert!(c.metrics.metrics_enabled);
+    assert_eq!(c.metrics.metrics_process_name, "nova-api");
+    let err =
+        Config::from_ini_str("[oslo_messaging_metrics]\nmetrics_buffer_size = 0\n").unwrap_err();
+    assert!(err.to_string().contains("metrics_buffer_size"), "{err}");
 }
 
 #[test]

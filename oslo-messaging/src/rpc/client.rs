@@ -253,6 +253,10 @@ impl RpcClient {
             msg_id = tracing::field::Empty,
             trace_id = span.trace_id().as_deref(),
         );
+        let measure = self
+            .transport
+            .telemetry()
+            .measure(&self.target, method, SendKind::Call);
         let result = self
             .call_traced(ctx, request, &span, &log_span)
             .instrument(log_span.clone())
@@ -261,6 +265,9 @@ impl RpcClient {
             span.fail(&e.to_string());
         }
         span.end();
+        if let Some(m) = measure {
+            m.finish(&result);
+        }
         let result = result?;
         serde_json::from_value(result).map_err(|e| {
             Error::serialization(format!(
@@ -330,6 +337,10 @@ impl RpcClient {
             SendKind::Cast,
             &mut request.context,
         );
+        let measure = self
+            .transport
+            .telemetry()
+            .measure(&self.target, method, SendKind::Cast);
         let sent = self
             .transport
             .driver()
@@ -345,6 +356,9 @@ impl RpcClient {
             span.fail(&e.to_string());
         }
         span.end();
+        if let Some(m) = measure {
+            m.finish(&sent);
+        }
         sent.map(drop)
     }
 }

@@ -48,13 +48,22 @@
 use std::future::Future;
 use std::time::Duration;
 
-use crate::config::TracingOptions;
+use crate::config::Config;
 use crate::context::Context;
 use crate::error::Result;
 use crate::target::Target;
 
+mod oslo_metrics;
 #[cfg(feature = "otel")]
 mod otel;
+
+pub(crate) use oslo_metrics::Measure;
+
+/// oslo.metrics datagrams this process dropped: the buffer was full, or the collector's socket
+/// was missing or refused them (`[oslo_messaging_metrics]`).
+pub fn metrics_dropped() -> u64 {
+    oslo_metrics::dropped()
+}
 
 /// Spans this process dropped because the export queue was full or the collector refused
 /// them (always 0 without the `otel` feature).
@@ -80,7 +89,6 @@ pub(crate) enum SendKind {
 }
 
 impl SendKind {
-    #[cfg_attr(not(feature = "otel"), allow(dead_code))]
     fn as_str(self) -> &'static str {
         match self {
             Self::Call => "call",
@@ -89,27 +97,40 @@ impl SendKind {
     }
 }
 
-/// A transport's tracing: off, or the exporting pipeline its options chose.
+/// A transport's tracing and oslo.metrics: each off, or the pipeline its options chose.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Telemetry {
     #[cfg(feature = "otel")]
     pipeline: Option<std::sync::Arc<otel::Pipeline>>,
+    metrics: Option<std::sync::Arc<oslo_metrics::Collector>>,
 }
 
 impl Telemetry {
-    /// Tracing as `opts` say.
+    /// Tracing and metrics as `config` says.
     ///
     /// # Errors
     ///
     /// A configuration error when the exporter cannot be made (a bad endpoint).
-    pub(crate) fn new(opts: &TracingOptions) -> Result<Self> {
+    pub(crate) fn new(config: &Config) -> Result<Self> {
+        let metrics = if config.metrics.metrics_enabled {
+            Some(oslo_metrics::Collector::for_options(&config.metrics)?)
+        } else {
+            None
+        };
+        let opts = &config.tracing;
         if !opts.tracing_enabled {
-            return Ok(Self::default());
+            // Without `otel` there is no other field to fill.
+            #[allow(clippy::needless_update)]
+            return Ok(Self {
+                metrics,
+                ..Self::default()
+            });
         }
         #[cfg(feature = "otel")]
         {
             Ok(Self {
                 pipeline: Some(otel::Pipeline::for_options(opts)?),
+                metrics,
             })
         }
         #[cfg(not(feature = "otel"))]
@@ -121,8 +142,15 @@ impl Telemetry {
                      OpenTelemetry support (the `otel` feature): no spans are made"
                 );
             });
-            Ok(Self::default())
+            Ok(Self { metrics })
         }
+    }
+
+    /// Starts the oslo.metrics measurement of a call or cast (when metrics are on).
+    pub(crate) fn measure(&self, target: &Target, method: &str, kind: SendKind) -> Option<Measure> {
+        self.metrics
+            .as_ref()
+            .map(|m| m.start(target, method, kind.as_str()))
     }
 
     /// Opens the PRODUCER span of a call or cast of `method` to `target` and writes its trace

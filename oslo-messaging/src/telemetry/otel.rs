@@ -136,7 +136,13 @@ impl Pipeline {
         std::thread::Builder::new()
             .name("oslo-otel-export".to_owned())
             .spawn(move || {
-                export_thread(&thread_key, &thread_resource, &thread_queue, flush_rx, &ready_tx);
+                export_thread(
+                    &thread_key,
+                    &thread_resource,
+                    &thread_queue,
+                    flush_rx,
+                    &ready_tx,
+                );
             })
             .map_err(|e| Error::config(format!("cannot start the span exporter thread: {e}")))?;
         match ready_rx.recv() {
@@ -405,7 +411,10 @@ impl Queue {
     }
 
     fn len(&self) -> usize {
-        self.spans.lock().unwrap_or_else(PoisonError::into_inner).len()
+        self.spans
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len()
     }
 }
 

@@ -142,7 +142,7 @@ impl Transport {
         let mut config = config.clone();
         config.validate()?;
         let exchange = config.default.control_exchange.clone();
-        let telemetry = Telemetry::new(&config.tracing)?;
+        let telemetry = Telemetry::new(&config)?;
         match url.driver_kind()? {
             DriverKind::Memory => {
                 if let Some((k, _)) = url.query().first() {
@@ -175,7 +175,7 @@ impl Transport {
             config.rabbit.clone(),
         );
         let url = TransportUrl::parse("memory://").expect("a valid URL");
-        let telemetry = Telemetry::new(&config.tracing).unwrap_or_else(|e| {
+        let telemetry = Telemetry::new(config).unwrap_or_else(|e| {
             tracing::warn!(error = %e, "tracing is off for this memory transport");
             Telemetry::default()
         });
