@@ -144,6 +144,9 @@ pub(crate) enum PayloadSize {
 pub(crate) struct BenchServerArgs {
     #[command(flatten)]
     pub(crate) topic: BenchTopic,
+    /// Serve Prometheus metrics on http://HOST:PORT/metrics.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub(crate) metrics_addr: Option<std::net::SocketAddr>,
     /// The server name (the simulator's default).
     #[arg(long, default_value = "profiler_server")]
     pub(crate) server: String,
@@ -182,6 +185,9 @@ pub(crate) struct BenchRpcClientArgs {
 pub(crate) struct BenchNotifyServerArgs {
     #[command(flatten)]
     pub(crate) topic: BenchTopic,
+    /// Serve Prometheus metrics on http://HOST:PORT/metrics.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub(crate) metrics_addr: Option<std::net::SocketAddr>,
     /// Share the notifications with the other listeners of this pool.
     #[arg(long)]
     pub(crate) pool: Option<String>,
@@ -292,6 +298,9 @@ pub(crate) struct NotifyArgs {
 
 #[derive(Debug, Args)]
 pub(crate) struct ListenArgs {
+    /// Serve Prometheus metrics on http://HOST:PORT/metrics.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub(crate) metrics_addr: Option<std::net::SocketAddr>,
     /// The topic.
     #[arg(long, default_value = "notifications")]
     pub(crate) topic: String,
@@ -314,6 +323,9 @@ pub(crate) struct ListenArgs {
 
 #[derive(Debug, Args)]
 pub(crate) struct RpcServerArgs {
+    /// Serve Prometheus metrics on http://HOST:PORT/metrics.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub(crate) metrics_addr: Option<std::net::SocketAddr>,
     /// The topic.
     #[arg(long)]
     pub(crate) topic: String,

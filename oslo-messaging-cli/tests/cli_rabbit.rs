@@ -143,6 +143,97 @@ fn call_prints_results_and_exits_by_outcome() {
     assert_eq!(code, Some(0), "Ctrl-C stops the server cleanly");
 }
 
+/// `GET /metrics` of a `--metrics-addr` server.
+fn scrape(port: u16) -> String {
+    use std::io::{Read, Write};
+    let mut conn = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    conn.write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")
+        .unwrap();
+    let mut page = String::new();
+    conn.read_to_string(&mut page).unwrap();
+    page
+}
+
+/// The value of the series starting with `series` (name and labels as Prometheus prints them).
+fn metric(page: &str, series: &str) -> Option<f64> {
+    page.lines()
+        .find(|l| l.starts_with(series))
+        .and_then(|l| l.rsplit_once(' '))
+        .and_then(|(_, v)| v.parse().ok())
+}
+
+#[test]
+fn rpc_server_serves_prometheus_metrics_of_its_traffic() {
+    testkit::require_broker!();
+    let env = Env::new("cli", "metrics");
+    let topic = env.topic("t");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr = format!("127.0.0.1:{port}");
+    let server = rpc_server(&env, &topic, "s1", &["--quiet", "--metrics-addr", &addr]);
+    for _ in 0..3 {
+        let o = env.run(&["call", "--topic", &topic, "echo", r#"{"data": 1}"#]);
+        assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    }
+    let o = env.run(&["call", "--topic", &topic, "fail", r#"{"message": "boom"}"#]);
+    assert_eq!(o.status.code(), Some(1));
+    let o = env.run(&["call", "--topic", &topic, "nosuch", "{}"]);
+    assert_eq!(o.status.code(), Some(1));
+    let o = env.run(&["cast", "--topic", &topic, "echo", r#"{"data": 2}"#]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+
+    // The cast is handled after its sender exits: wait for it to be counted.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let page = loop {
+        let page = scrape(port);
+        let ok = metric(
+            &page,
+            r#"oslo_messaging_rpc_server_requests_total{method="echo",outcome="ok"}"#,
+        );
+        if ok == Some(4.0) || Instant::now() > deadline {
+            break page;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let get = |series: &str| metric(&page, series);
+    assert_eq!(
+        get(r#"oslo_messaging_rpc_server_requests_total{method="echo",outcome="ok"}"#),
+        Some(4.0),
+        "{page}"
+    );
+    assert_eq!(
+        get(r#"oslo_messaging_rpc_server_requests_total{method="fail",outcome="error"}"#),
+        Some(1.0),
+        "{page}"
+    );
+    assert_eq!(
+        get(
+            r#"oslo_messaging_rpc_server_requests_total{method="nosuch",outcome="no_such_method"}"#
+        ),
+        Some(1.0),
+        "{page}"
+    );
+    assert_eq!(
+        get(r#"oslo_messaging_rpc_server_handler_seconds_count{method="echo"}"#),
+        Some(4.0),
+        "{page}"
+    );
+    assert_eq!(
+        get("oslo_messaging_rpc_server_in_flight "),
+        Some(0.0),
+        "{page}"
+    );
+    // Replies are confirmed publishes: each one is timed.
+    assert!(
+        get("oslo_messaging_rabbit_confirm_seconds_count").unwrap_or(0.0) >= 5.0,
+        "{page}"
+    );
+    drop(server);
+}
+
 #[test]
 fn cast_and_fanout_reach_their_servers() {
     testkit::require_broker!();

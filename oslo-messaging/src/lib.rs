@@ -110,6 +110,7 @@ pub mod rpc;
 mod secret;
 mod serializer;
 mod serve;
+mod stats;
 pub mod target;
 pub mod telemetry;
 pub mod transport;

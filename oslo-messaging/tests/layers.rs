@@ -22,6 +22,8 @@ const LAYERS: &[(&str, u32)] = &[
     ("config", 2),
     ("serializer", 2),
     ("url", 2),
+    // Counters and histograms through the `metrics` facade (no I/O of its own).
+    ("stats", 2),
     // The private driver contract and the drivers; telemetry (spans, trace context), which
     // the runtime and the API call into.
     ("driver", 3),

@@ -216,6 +216,7 @@ struct InfoArgs {
 }
 
 async fn rpc_server(global: &Global, args: &BenchServerArgs) -> Result<u8, Failure> {
+    super::serve_metrics(args.metrics_addr)?;
     let conf = super::load_config(global)?;
     let transport = super::transport(global, &conf, None)?;
     let tally = Arc::new(Tally::new(args.count));
@@ -260,6 +261,7 @@ async fn rpc_server(global: &Global, args: &BenchServerArgs) -> Result<u8, Failu
 }
 
 async fn notify_server(global: &Global, args: &BenchNotifyServerArgs) -> Result<u8, Failure> {
+    super::serve_metrics(args.metrics_addr)?;
     let conf = super::load_config(global)?;
     let transport = super::notification_transport(global, &conf)?;
     let tally = Arc::new(Tally::new(args.count));

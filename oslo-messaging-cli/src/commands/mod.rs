@@ -199,6 +199,26 @@ pub(crate) async fn shutdown_signal() {
     }
 }
 
+/// With `--metrics-addr`: serves the library's counters and histograms as Prometheus text on
+/// `http://ADDR/metrics` and turns their recording on.
+pub(crate) fn serve_metrics(addr: Option<std::net::SocketAddr>) -> Result<(), Failure> {
+    let Some(addr) = addr else {
+        return Ok(());
+    };
+    // Seconds, from a fast local call to a slow one.
+    let buckets = [
+        0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+        5.0, 10.0, 30.0, 60.0,
+    ];
+    metrics_exporter_prometheus::PrometheusBuilder::new()
+        .with_http_listener(addr)
+        .set_buckets(&buckets)
+        .and_then(metrics_exporter_prometheus::PrometheusBuilder::install)
+        .map_err(|e| Failure::Usage(format!("--metrics-addr {addr}: {e}")))?;
+    oslo_messaging::telemetry::record_metrics(true);
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -78,6 +78,7 @@ fn readable(n: &Notification) -> String {
 }
 
 pub(crate) async fn listen(global: &Global, args: &ListenArgs) -> Result<u8, Failure> {
+    super::serve_metrics(args.metrics_addr)?;
     let conf = super::load_config(global)?;
     let transport = super::notification_transport(global, &conf)?;
     let priorities: Vec<Priority> = if args.priorities.is_empty() {

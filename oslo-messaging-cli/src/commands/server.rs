@@ -128,6 +128,7 @@ fn endpoint(report: Report) -> Result<Endpoint, Error> {
 }
 
 pub(crate) async fn run(global: &Global, args: &RpcServerArgs) -> Result<u8, Failure> {
+    super::serve_metrics(args.metrics_addr)?;
     let conf = super::load_config(global)?;
     let transport = super::transport(global, &conf, None)?;
     let report = if args.quiet {

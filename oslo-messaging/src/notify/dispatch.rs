@@ -166,6 +166,7 @@ pub(crate) async fn dispatch(
         for slot in group {
             let requeue = (slot.requeue || requeue_all) && allow_requeue;
             settle(slot.received, requeue, seen).await;
+            crate::stats::notification(slot.notification.priority.as_str(), requeue);
             if requeue {
                 slot.span.event("requeued", None);
             }

@@ -236,6 +236,7 @@ async fn poll_loop(
                     unique_id = r.unique_id.as_deref(),
                     "dropping a duplicate notification"
                 );
+                crate::stats::duplicate("notification");
                 settle(r, false, &seen).await;
             } else {
                 fresh.push(r);

@@ -13,6 +13,7 @@ use crate::context::Context;
 use crate::driver::{CallParams, ReplyReceiver, Retry, SendParams, deadline_after};
 use crate::error::{Error, ErrorKind, Result};
 use crate::serializer::Serializer;
+use crate::stats;
 use crate::target::Target;
 use crate::telemetry::{SendKind, Span};
 use crate::transport::Transport;
@@ -257,6 +258,8 @@ impl RpcClient {
             .transport
             .telemetry()
             .measure(&self.target, method, SendKind::Call);
+        let since = stats::started();
+        let in_flight = stats::InFlight::new(stats::RPC_CLIENT_IN_FLIGHT);
         let result = self
             .call_traced(ctx, request, &span, &log_span)
             .instrument(log_span.clone())
@@ -268,6 +271,8 @@ impl RpcClient {
         if let Some(m) = measure {
             m.finish(&result);
         }
+        drop(in_flight);
+        stats::rpc_client("call", method, result.as_ref().err(), since);
         let result = result?;
         serde_json::from_value(result).map_err(|e| {
             Error::serialization(format!(
@@ -341,6 +346,8 @@ impl RpcClient {
             .transport
             .telemetry()
             .measure(&self.target, method, SendKind::Cast);
+        let since = stats::started();
+        let in_flight = stats::InFlight::new(stats::RPC_CLIENT_IN_FLIGHT);
         let sent = self
             .transport
             .driver()
@@ -359,6 +366,13 @@ impl RpcClient {
         if let Some(m) = measure {
             m.finish(&sent);
         }
+        drop(in_flight);
+        let kind = if self.target.fanout() {
+            "fanout"
+        } else {
+            "cast"
+        };
+        stats::rpc_client(kind, method, sent.as_ref().err(), since);
         sent.map(drop)
     }
 }

@@ -15,6 +15,7 @@ use crate::driver::{IncomingRpc, ReplySink};
 use crate::error::Result;
 use crate::serializer::Serializer;
 use crate::serve::{self, CatchUnwind, DedupCache, Intake, Lifecycle};
+use crate::stats;
 use crate::target::Target;
 use crate::telemetry::{Span, Telemetry};
 use crate::transport::Transport;
@@ -214,6 +215,7 @@ async fn poll_loop(
             && !seen.insert(id)
         {
             tracing::warn!(unique_id = id, method = %request.request.method, "dropping a duplicate request");
+            stats::duplicate("rpc");
             continue;
         }
         let span = telemetry.receive(
@@ -279,6 +281,8 @@ async fn handle(
         )),
         _ => None,
     };
+    let since = stats::started();
+    let in_flight = stats::InFlight::new(stats::RPC_SERVER_IN_FLIGHT);
     let dispatch = span.scope(dispatcher.dispatch(request, client_timeout, serializer));
     let outcome = CatchUnwind::new(dispatch).await.unwrap_or_else(|panic| {
         tracing::error!(method, panic, "an RPC handler panicked");
@@ -302,6 +306,13 @@ async fn handle(
     if let Err(e) = &outcome {
         span.fail(&e.to_string());
     }
+    drop(in_flight);
+    let result = match &outcome {
+        Ok(_) => "ok",
+        Err(e) if e.is_no_such_method() => "no_such_method",
+        Err(_) => "error",
+    };
+    stats::rpc_server(&method, result, since);
     if let Some((msg_id, reply_q)) = reply_to {
         let outcome = outcome.map_err(RpcError::into_remote);
         if let Err(e) = replies.reply(&reply_q, &msg_id, outcome).await {

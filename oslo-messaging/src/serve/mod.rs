@@ -101,6 +101,9 @@ impl<T> Intake<T> {
     /// Runs `job` in a task of the pool, once a place is free. Returns `false` (without
     /// running it) only if the pool was closed, which it never is while the intake lives.
     pub(crate) async fn spawn(&self, job: impl Future<Output = ()> + Send + 'static) -> bool {
+        if self.permits.available_permits() == 0 {
+            crate::stats::pool_full();
+        }
         let Ok(permit) = self.permits.clone().acquire_owned().await else {
             return false;
         };

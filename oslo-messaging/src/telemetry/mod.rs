@@ -59,6 +59,41 @@ mod otel;
 
 pub(crate) use oslo_metrics::Measure;
 
+/// Records the library's counters and histograms through the `metrics` facade (feature
+/// `metrics`) from now on: call it once a recorder (a Prometheus exporter, say) is installed.
+/// Off by default, so a process without a recorder does none of the work. See the table of
+/// names below.
+///
+/// | name | type | labels |
+/// |---|---|---|
+/// | `oslo_messaging_rpc_client_requests_total` | counter | `kind` (call, cast, fanout), `method`, `outcome` |
+/// | `oslo_messaging_rpc_client_seconds` | histogram | `kind`, `method` |
+/// | `oslo_messaging_rpc_client_in_flight` | gauge | |
+/// | `oslo_messaging_rpc_server_requests_total` | counter | `method`, `outcome` |
+/// | `oslo_messaging_rpc_server_handler_seconds` | histogram | `method` |
+/// | `oslo_messaging_rpc_server_in_flight` | gauge | |
+/// | `oslo_messaging_handler_pool_full_total` | counter | (a message waited for a free handler) |
+/// | `oslo_messaging_duplicates_dropped_total` | counter | `what` (rpc, notification) |
+/// | `oslo_messaging_notifications_handled_total` | counter | `priority`, `outcome` (handled, requeued) |
+/// | `oslo_messaging_rabbit_reconnects_total` | counter | `what` (publisher, consumer) |
+/// | `oslo_messaging_rabbit_blocked_seconds` | histogram | (each wait of a publish on `connection.blocked`) |
+/// | `oslo_messaging_rabbit_confirm_seconds` | histogram | (publish to broker confirm) |
+/// | `oslo_messaging_rabbit_reply_retries_total` | counter | (replies retried for a missing reply queue) |
+///
+/// A client's `outcome` is `ok` or the error's kind in snake case (`timeout`, `remote`, ...); a
+/// server's is `ok`, `error` (the handler failed) or `no_such_method`. Without the `metrics`
+/// feature this does nothing.
+///
+/// # Examples
+///
+/// ```
+/// // After installing a recorder, for example metrics-exporter-prometheus:
+/// oslo_messaging::telemetry::record_metrics(true);
+/// ```
+pub fn record_metrics(on: bool) {
+    crate::stats::set(on);
+}
+
 /// oslo.metrics datagrams this process dropped: the buffer was full, or the collector's socket
 /// was missing or refused them (`[oslo_messaging_metrics]`).
 pub fn metrics_dropped() -> u64 {

@@ -475,6 +475,7 @@ async fn run(
             let _ = r.send(Ok(()));
         } else {
             tracing::info!(what = spec.what, host, "consuming again after reconnecting");
+            crate::stats::reconnect("consumer");
         }
         let Consuming {
             channel: ch,

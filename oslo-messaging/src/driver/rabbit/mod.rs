@@ -154,6 +154,7 @@ impl ReplySink for RabbitReplies {
                             return Ok(());
                         }
                         tracing::debug!(msg_id, reply_q, "the reply queue is missing; retrying");
+                        crate::stats::reply_retry();
                         tokio::time::sleep(Duration::from_millis(250)).await;
                     }
                     Err(e) => return Err(e),

@@ -126,6 +126,8 @@ pub(crate) struct Publisher {
     /// `session` (held across a reconnect).
     blocked: std::sync::Mutex<Option<watch::Receiver<Option<String>>>>,
     closed: AtomicBool,
+    /// A session was lost: the next one is a reconnect.
+    lost: AtomicBool,
     compression: Option<&'static str>,
 }
 
@@ -173,6 +175,7 @@ impl Publisher {
             session: Mutex::new(None),
             blocked: std::sync::Mutex::new(None),
             closed: AtomicBool::new(false),
+            lost: AtomicBool::new(false),
             compression,
         }
     }
@@ -201,7 +204,9 @@ impl Publisher {
         {
             return Ok(s.clone());
         }
-        *slot = None;
+        if slot.take().is_some() {
+            self.lost.store(true, Ordering::Relaxed);
+        }
         let (host, conn) = self.link.connect().await;
         let conn = conn.map_err(|e| (host.clone(), e))?;
         let publish = conn.channel().await.map_err(|e| (host.clone(), e))?;
@@ -219,6 +224,9 @@ impl Publisher {
         });
         *self.blocked_slot() = Some(session.conn.watch_blocked());
         *slot = Some(session.clone());
+        if self.lost.swap(false, Ordering::Relaxed) {
+            crate::stats::reconnect("publisher");
+        }
         Ok(session)
     }
 
@@ -227,6 +235,7 @@ impl Publisher {
         if slot.as_ref().is_some_and(|s| Arc::ptr_eq(s, session)) {
             *slot = None;
             *self.blocked_slot() = None;
+            self.lost.store(true, Ordering::Relaxed);
             self.link.lost(&session.host);
         }
         drop(slot);
@@ -413,11 +422,13 @@ impl Publisher {
                 reason,
                 "the broker blocks publishing; waiting"
             );
+            let since = crate::stats::started();
             let mut watch = session.conn.watch_blocked();
             tokio::select! {
                 _ = watch.wait_for(Option::is_none) => {}
                 _ = session.conn.closed() => {}
             }
+            crate::stats::blocked(since);
         }
         if let Err(e) = self.ensure_declared(&session, &msg.declare).await {
             return if e.is_connection_level() {
@@ -448,6 +459,7 @@ impl Publisher {
             session.publish_channel()
         };
         let props = self.properties(msg.expiration);
+        let since = crate::stats::started();
         let sent = ch.publish(&msg.exchange, &msg.routing_key, msg.mandatory, &props, body);
         tokio::pin!(sent);
         // Time to write the body counts too (a second per MiB), and time the broker blocks
@@ -468,6 +480,9 @@ impl Publisher {
                 }
             }
         };
+        if result.is_ok() {
+            crate::stats::confirm(since);
+        }
         if own {
             return match result {
                 Err(e) if e.is_connection_level() => {
