@@ -11,6 +11,8 @@ mod dispatch;
 mod endpoint;
 mod filter;
 mod listener;
+#[cfg(feature = "tracing-layer")]
+mod log_layer;
 mod notification;
 mod notifier;
 mod priority;
@@ -21,6 +23,8 @@ pub use crate::serve::State;
 pub use endpoint::{NotificationEndpoint, NotificationEndpointBuilder, NotificationHandler};
 pub use filter::{NotificationFilter, NotificationFilterBuilder};
 pub use listener::{NotificationListener, NotificationListenerBuilder};
+#[cfg(feature = "tracing-layer")]
+pub use log_layer::{LoggingNotificationLayer, LoggingNotificationLayerBuilder};
 pub use notification::{IntoNotificationResult, Notification, NotificationResult};
 pub use notifier::{CapturedNotification, Notifier, NotifierBuilder, NotifyDriver};
 pub use priority::Priority;
