@@ -13,6 +13,8 @@ mod filter;
 mod listener;
 #[cfg(feature = "tracing-layer")]
 mod log_layer;
+#[cfg(feature = "tower")]
+mod middleware;
 mod notification;
 mod notifier;
 mod priority;
@@ -25,6 +27,8 @@ pub use filter::{NotificationFilter, NotificationFilterBuilder};
 pub use listener::{NotificationListener, NotificationListenerBuilder};
 #[cfg(feature = "tracing-layer")]
 pub use log_layer::{LoggingNotificationLayer, LoggingNotificationLayerBuilder};
+#[cfg(feature = "tower")]
+pub use middleware::{RequestNotifier, RequestNotifierLayer, RequestNotifierLayerBuilder};
 pub use notification::{IntoNotificationResult, Notification, NotificationResult};
 pub use notifier::{CapturedNotification, Notifier, NotifierBuilder, NotifyDriver};
 pub use priority::Priority;
