@@ -456,6 +456,51 @@ async fn bad_trace_context_starts_a_new_trace_and_off_means_untouched() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spans_go_over_grpc_too() {
+    let receiver = OtlpReceiver::start_grpc().await;
+    let conf = Config::builder()
+        .option("oslo_messaging_tracing", "tracing_enabled", "true")
+        .option("oslo_messaging_tracing", "otlp_protocol", "grpc")
+        // Plain text: Python's gRPC exporter asks for TLS unless `insecure` (or https://).
+        .option("oslo_messaging_tracing", "insecure", "true")
+        .option(
+            "oslo_messaging_tracing",
+            "otel_exporter_otlp_endpoint",
+            &receiver.endpoint(),
+        )
+        .option(
+            "oslo_messaging_tracing",
+            "tracing_service_name",
+            "rust-grpc",
+        )
+        .build()
+        .unwrap();
+    let t = Transport::memory_with_config(&conf);
+    let server = RpcServer::builder(&t, Target::new("grpc").with_server("g1"))
+        .endpoint(hop(&t))
+        .build()
+        .unwrap();
+    server.start().await.unwrap();
+    let client = RpcClient::new(&t, Target::new("grpc"));
+    let got: Value = within(client.call(&Context::new(), "echo", &json!({"data": "g"})))
+        .await
+        .unwrap();
+    assert_eq!(got, "g");
+    server.stop().await;
+    server.wait().await;
+    t.cleanup().await;
+    let spans = receiver
+        .wait_until(Duration::from_secs(30), |s| {
+            has(s, "rust-grpc", "grpc.echo") && has(s, "rust-grpc", "echo receive")
+        })
+        .await;
+    assert_child(
+        span(&spans, "rust-grpc", "echo receive"),
+        span(&spans, "rust-grpc", "grpc.echo"),
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unreachable_collector_never_slows_a_call() {
     // Nothing listens on the discard port: every export fails.
     let conf = traced("openstack", "http://127.0.0.1:9", "rust-lost");

@@ -1,6 +1,7 @@
-//! An OTLP/HTTP trace receiver for tests: a collector stand-in that takes
-//! `POST /v1/traces` (protobuf, as Python's and our exporters send it) and keeps the spans, so
-//! a test can check trace ids and parents across processes.
+//! An OTLP trace receiver for tests: a collector stand-in that takes `POST /v1/traces`
+//! (protobuf, as Python's and our exporters send it) or, started with
+//! [`OtlpReceiver::start_grpc`], the gRPC `TraceService/Export`, and keeps the spans, so a test
+//! can check trace ids and parents across processes.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -70,6 +71,32 @@ impl OtlpReceiver {
         }
     }
 
+    /// Listens for OTLP over gRPC (plain text) on a free port of 127.0.0.1.
+    pub async fn start_grpc() -> Self {
+        use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::TraceServiceServer;
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().unwrap();
+        let spans = Arc::new(Mutex::new(Vec::new()));
+        let arrived = Arc::new(Notify::new());
+        let service = TraceServiceServer::new(GrpcTraces {
+            spans: spans.clone(),
+            arrived: arrived.clone(),
+        });
+        let task = tokio::spawn(async move {
+            let incoming = tonic::transport::server::TcpIncoming::from(listener);
+            let _ = tonic::transport::Server::builder()
+                .add_service(service)
+                .serve_with_incoming(incoming)
+                .await;
+        });
+        Self {
+            addr,
+            spans,
+            arrived,
+            task,
+        }
+    }
+
     /// The endpoint to configure (`otel_exporter_otlp_endpoint`): `http://127.0.0.1:<port>`.
     pub fn endpoint(&self) -> String {
         format!("http://{}", self.addr)
@@ -97,6 +124,34 @@ impl OtlpReceiver {
                 panic!("the spans expected did not arrive in {within:?}; got {spans:#?}");
             }
         }
+    }
+}
+
+/// The gRPC side of the receiver.
+struct GrpcTraces {
+    spans: Arc<Mutex<Vec<ReceivedSpan>>>,
+    arrived: Arc<Notify>,
+}
+
+#[tonic::async_trait]
+impl opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::TraceService
+    for GrpcTraces
+{
+    async fn export(
+        &self,
+        request: tonic::Request<ExportTraceServiceRequest>,
+    ) -> Result<
+        tonic::Response<
+            opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse,
+        >,
+        tonic::Status,
+    > {
+        self.spans
+            .lock()
+            .unwrap()
+            .extend(convert(request.into_inner()));
+        self.arrived.notify_waiters();
+        Ok(tonic::Response::new(Default::default()))
     }
 }
 
