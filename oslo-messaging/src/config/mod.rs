@@ -211,7 +211,9 @@ fn default_hostname() -> String {
         .unwrap_or_else(|| "localhost".to_owned())
 }
 
-fn default_processname() -> String {
+/// This program's file name (`argv[0]` without its directory), as Python's
+/// `os.path.basename(sys.argv[0])`.
+pub(crate) fn default_processname() -> String {
     std::env::args_os()
         .next()
         .and_then(|a| {

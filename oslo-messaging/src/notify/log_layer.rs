@@ -245,16 +245,7 @@ impl Visit for Fields {
 /// This program's file name (Python's `processName` is the process's name).
 fn process_name() -> &'static str {
     static NAME: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    NAME.get_or_init(|| {
-        std::env::args_os()
-            .next()
-            .and_then(|a| {
-                std::path::Path::new(&a)
-                    .file_name()
-                    .map(|n| n.to_string_lossy().into_owned())
-            })
-            .unwrap_or_else(|| "MainProcess".to_owned())
-    })
+    NAME.get_or_init(crate::config::default_processname)
 }
 
 fn thread_number() -> u64 {

@@ -102,7 +102,9 @@ impl RequestNotifierLayerBuilder {
     ///
     /// As [`NotifierBuilder::build`](super::NotifierBuilder::build).
     pub fn build(self) -> Result<RequestNotifierLayer> {
-        let publisher_id = self.publisher_id.unwrap_or_else(program_name);
+        let publisher_id = self
+            .publisher_id
+            .unwrap_or_else(crate::config::default_processname);
         let notifier = Notifier::builder(&self.transport)
             .publisher_id(publisher_id)
             .build()?;
@@ -114,17 +116,6 @@ impl RequestNotifierLayerBuilder {
             }),
         })
     }
-}
-
-fn program_name() -> String {
-    std::env::args_os()
-        .next()
-        .and_then(|a| {
-            std::path::Path::new(&a)
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-        })
-        .unwrap_or_default()
 }
 
 impl RequestNotifierLayer {

@@ -113,6 +113,30 @@ pub fn spans_dropped() -> u64 {
     }
 }
 
+/// The value `registry` holds for `key`, made by `start` the first time: one exporter or
+/// sender per distinct setting, shared by the transports that have it.
+fn shared<K, V>(
+    registry: &'static std::sync::OnceLock<
+        std::sync::Mutex<std::collections::HashMap<K, std::sync::Arc<V>>>,
+    >,
+    key: K,
+    start: impl FnOnce(&K) -> Result<V>,
+) -> Result<std::sync::Arc<V>>
+where
+    K: std::hash::Hash + Eq,
+{
+    let mut all = registry
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Some(found) = all.get(&key) {
+        return Ok(found.clone());
+    }
+    let value = std::sync::Arc::new(start(&key)?);
+    all.insert(key, value.clone());
+    Ok(value)
+}
+
 /// How long [`Transport::cleanup`](crate::Transport::cleanup) waits for queued spans.
 pub(crate) const FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
 

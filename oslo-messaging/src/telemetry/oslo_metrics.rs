@@ -20,7 +20,7 @@ use std::os::unix::net::UnixDatagram;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
-use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use serde_json::{Map, Value, json};
@@ -54,26 +54,21 @@ impl Collector {
             opts.metrics_process_name.clone(),
             opts.metrics_buffer_size,
         );
-        let mut all = ALL
-            .get_or_init(Mutex::default)
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        if let Some(found) = all.get(&key) {
-            return Ok(found.clone());
-        }
-        let size = usize::try_from(opts.metrics_buffer_size.max(1)).unwrap_or(1);
-        let (queue, rx) = std::sync::mpsc::sync_channel(size);
-        let path = PathBuf::from(&opts.metrics_socket_file);
-        std::thread::Builder::new()
-            .name("oslo-metrics-send".to_owned())
-            .spawn(move || send_loop(&path, &rx))
-            .map_err(|e| Error::config(format!("cannot start the metrics sender thread: {e}")))?;
-        let collector = Arc::new(Self {
-            queue,
-            process: opts.metrics_process_name.clone(),
-        });
-        all.insert(key, collector.clone());
-        Ok(collector)
+        super::shared(&ALL, key, |(socket, process, size)| {
+            let size = usize::try_from((*size).max(1)).unwrap_or(1);
+            let (queue, rx) = std::sync::mpsc::sync_channel(size);
+            let path = PathBuf::from(socket);
+            std::thread::Builder::new()
+                .name("oslo-metrics-send".to_owned())
+                .spawn(move || send_loop(&path, &rx))
+                .map_err(|e| {
+                    Error::config(format!("cannot start the metrics sender thread: {e}"))
+                })?;
+            Ok(Self {
+                queue,
+                process: process.clone(),
+            })
+        })
     }
 
     /// Starts measuring a call or cast: sends `rpc_client_invocation_start_total`.

@@ -110,17 +110,7 @@ impl Pipeline {
     /// The pipeline for `opts`, started on first use.
     pub(super) fn for_options(opts: &TracingOptions) -> Result<Arc<Self>> {
         static ALL: OnceLock<Mutex<HashMap<Key, Arc<Pipeline>>>> = OnceLock::new();
-        let key = Key::of(opts);
-        let mut all = ALL
-            .get_or_init(Mutex::default)
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        if let Some(found) = all.get(&key) {
-            return Ok(found.clone());
-        }
-        let pipeline = Arc::new(Self::start(key.clone())?);
-        all.insert(key, pipeline.clone());
-        Ok(pipeline)
+        super::shared(&ALL, Key::of(opts), |key| Self::start(key.clone()))
     }
 
     fn start(key: Key) -> Result<Self> {
