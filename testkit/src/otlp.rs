@@ -53,14 +53,24 @@ impl Drop for OtlpReceiver {
 impl OtlpReceiver {
     /// Listens on a free port of 127.0.0.1.
     pub async fn start() -> Self {
+        Self::listen(true).await
+    }
+
+    /// Listens on a free port of 127.0.0.1 and answers every export with `200 OK` without
+    /// decoding or keeping it: what a local collector costs the machine, for benchmarks.
+    pub async fn start_sink() -> Self {
+        Self::listen(false).await
+    }
+
+    async fn listen(keep: bool) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().unwrap();
         let spans = Arc::new(Mutex::new(Vec::new()));
         let arrived = Arc::new(Notify::new());
-        let (s, a) = (spans.clone(), arrived.clone());
+        let kept = keep.then(|| (spans.clone(), arrived.clone()));
         let task = tokio::spawn(async move {
             while let Ok((conn, _)) = listener.accept().await {
-                tokio::spawn(serve(conn, s.clone(), a.clone()));
+                tokio::spawn(serve(conn, kept.clone()));
             }
         });
         Self {
@@ -156,7 +166,10 @@ impl opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::Tra
 }
 
 /// One connection: HTTP/1.1 requests, kept alive.
-async fn serve(mut conn: TcpStream, spans: Arc<Mutex<Vec<ReceivedSpan>>>, arrived: Arc<Notify>) {
+/// Where received spans go (`None`: nowhere, for a sink).
+type Keep = Option<(Arc<Mutex<Vec<ReceivedSpan>>>, Arc<Notify>)>;
+
+async fn serve(mut conn: TcpStream, keep: Keep) {
     let mut buf = Vec::new();
     loop {
         let head_end = loop {
@@ -183,7 +196,9 @@ async fn serve(mut conn: TcpStream, spans: Arc<Mutex<Vec<ReceivedSpan>>>, arrive
             }
         }
         let body: Vec<u8> = buf.drain(..head_end + length).skip(head_end).collect();
-        let status = if head.starts_with("post /v1/traces ") {
+        let status = if !head.starts_with("post /v1/traces ") {
+            "404 Not Found"
+        } else if let Some((spans, arrived)) = &keep {
             match ExportTraceServiceRequest::decode(&body[..]) {
                 Ok(request) => {
                     spans.lock().unwrap().extend(convert(request));
@@ -193,7 +208,7 @@ async fn serve(mut conn: TcpStream, spans: Arc<Mutex<Vec<ReceivedSpan>>>, arrive
                 Err(_) => "400 Bad Request",
             }
         } else {
-            "404 Not Found"
+            "200 OK"
         };
         let response = format!(
             "HTTP/1.1 {status}\r\ncontent-type: application/x-protobuf\r\ncontent-length: 0\r\n\r\n"

@@ -884,15 +884,14 @@ async fn main() {
     let python = cli.python.clone().unwrap_or_else(default_python);
     let peer = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../interop/bench_peer.py");
     // What a local collector would be: an OTLP/HTTP endpoint that takes every span.
-    let sink = oslo_messaging_bench::otlp_sink()
-        .await
-        .expect("an OTLP sink on 127.0.0.1");
+    let sink = testkit::otlp::OtlpReceiver::start_sink().await;
     let otel_conf = std::env::temp_dir().join(format!("bench-otel-{}.conf", std::process::id()));
     std::fs::write(
         &otel_conf,
         format!(
             "[oslo_messaging_tracing]\ntracing_enabled = true\n\
-             otel_exporter_otlp_endpoint = http://{sink}\ntracing_service_name = bench\n"
+             otel_exporter_otlp_endpoint = {}\ntracing_service_name = bench\n",
+            sink.endpoint()
         ),
     )
     .expect("write the tracing configuration");
