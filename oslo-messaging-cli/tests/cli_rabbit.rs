@@ -211,7 +211,7 @@ fn rpc_server_serves_prometheus_metrics_of_its_traffic() {
     );
     assert_eq!(
         get(
-            r#"oslo_messaging_rpc_server_requests_total{method="nosuch",outcome="no_such_method"}"#
+            r#"oslo_messaging_rpc_server_requests_total{method="(unknown)",outcome="no_such_method"}"#
         ),
         Some(1.0),
         "{page}"

@@ -77,21 +77,21 @@ impl Drop for InFlight {
 pub(crate) const RPC_CLIENT_IN_FLIGHT: &str = "oslo_messaging_rpc_client_in_flight";
 pub(crate) const RPC_SERVER_IN_FLIGHT: &str = "oslo_messaging_rpc_server_in_flight";
 
-/// A call or cast ended.
+/// A call or cast ended with `outcome` ([`outcome`], or `cancelled`).
 pub(crate) fn rpc_client(
     kind: &'static str,
     method: &str,
-    e: Option<&Error>,
+    outcome: &'static str,
     since: Option<Instant>,
 ) {
     let Some(since) = since.filter(|_| on()) else {
         return;
     };
-    let _ = (kind, method, e, since);
+    let _ = (kind, method, outcome, since);
     #[cfg(feature = "metrics")]
     {
         let method = method.to_owned();
-        metrics::counter!("oslo_messaging_rpc_client_requests_total", "kind" => kind, "method" => method.clone(), "outcome" => outcome(e)).increment(1);
+        metrics::counter!("oslo_messaging_rpc_client_requests_total", "kind" => kind, "method" => method.clone(), "outcome" => outcome).increment(1);
         metrics::histogram!("oslo_messaging_rpc_client_seconds", "kind" => kind, "method" => method)
             .record(since.elapsed().as_secs_f64());
     }

@@ -7,6 +7,7 @@ mod support;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use oslo_messaging::rpc::{Endpoint, Request, RpcError, RpcServer};
 use oslo_messaging::{Config, Context, RpcClient, Target, Transport};
 use serde_json::{Value, json};
 use support::python::{Peer, PeerOpts, python_server};
@@ -214,4 +215,56 @@ async fn rust_and_python_clients_give_the_collector_the_same_series() {
     );
     server.finish().await;
     t.cleanup().await;
+}
+
+/// A call whose caller stops waiting (drops the future) still ends its measurement: with
+/// `exception="Cancelled"`, a value Python, whose calls cannot be abandoned, never sends.
+#[tokio::test]
+async fn an_abandoned_call_ends_as_cancelled() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("cancel.sock");
+    let sock = std::os::unix::net::UnixDatagram::bind(&path).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let receive = || {
+        let mut buf = vec![0u8; 65536];
+        let n = sock.recv(&mut buf).unwrap();
+        String::from_utf8(buf[..n].to_vec()).unwrap()
+    };
+    let conf = Config::builder()
+        .option("oslo_messaging_metrics", "metrics_enabled", "true")
+        .option(
+            "oslo_messaging_metrics",
+            "metrics_socket_file",
+            &path.display().to_string(),
+        )
+        .build()
+        .unwrap();
+    let t = Transport::memory_with_config(&conf);
+    let slow = Endpoint::builder()
+        .method("slow", |_req: Request<Value>| async move {
+            tokio::time::sleep(Duration::from_secs(30)).await;
+            Ok::<_, RpcError>(Value::Null)
+        })
+        .build()
+        .unwrap();
+    let server = RpcServer::builder(&t, Target::new("c").with_server("s"))
+        .endpoint(slow)
+        .build()
+        .unwrap();
+    server.start().await.unwrap();
+    let client = RpcClient::new(&t, Target::new("c"));
+    let (ctx, args) = (Context::new(), json!({}));
+    let call = client.call::<Value>(&ctx, "slow", &args);
+    assert!(
+        tokio::time::timeout(Duration::from_millis(50), call)
+            .await
+            .is_err()
+    );
+    assert!(receive().contains("rpc_client_invocation_start_total"));
+    let ended = receive();
+    assert!(
+        ended.contains(r#""name": "rpc_client_exception_total""#),
+        "{ended}"
+    );
+    assert!(ended.contains(r#""exception": "Cancelled""#), "{ended}");
 }

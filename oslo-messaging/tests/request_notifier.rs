@@ -40,7 +40,15 @@ async fn an_axum_request_sends_http_request_and_http_response() {
     let app = Router::new()
         .route(
             "/servers",
-            post(|| async { ([("x-openstack-request-id", "req-1")], "created") }),
+            post(|| async {
+                (
+                    [
+                        ("x-openstack-request-id", "req-1"),
+                        ("x-subject-token", "new-s3cret"),
+                    ],
+                    "created",
+                )
+            }),
         )
         .route("/servers", get(|| async { "list" }))
         .layer(layer);
@@ -51,7 +59,8 @@ async fn an_axum_request_sends_http_request_and_http_response() {
     let answer = http(
         port,
         "POST /servers?all_tenants=1 HTTP/1.1\r\nHost: api.example:8774\r\n\
-         X-Auth-Token: s3cret\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\
+         X-Auth-Token: s3cret\r\nAuthorization: Bearer s3cret2\r\nCookie: session=s3cret3\r\n\
+         Content-Type: application/json\r\nContent-Length: 2\r\n\
          Connection: close\r\n\r\n{}",
     )
     .await;
@@ -84,6 +93,12 @@ async fn an_axum_request_sends_http_request_and_http_response() {
     );
     assert_eq!(env["HTTP_X_AUTH_TOKEN"], Value::Null, "never sent");
     assert!(!request.payload.to_string().contains("s3cret"));
+    assert_eq!(
+        env["HTTP_AUTHORIZATION"],
+        Value::Null,
+        "no credentials at all"
+    );
+    assert_eq!(env["HTTP_COOKIE"], Value::Null);
 
     assert_eq!(response.event_type, "http.response");
     assert_eq!(response.payload["request"], *env);
@@ -91,6 +106,10 @@ async fn an_axum_request_sends_http_request_and_http_response() {
     assert_eq!(
         response.payload["response"]["headers"]["x-openstack-request-id"],
         "req-1"
+    );
+    assert!(
+        !response.payload.to_string().contains("s3cret"),
+        "{response:?}"
     );
     assert_eq!(
         sent[0].context.as_map().len(),
@@ -113,6 +132,7 @@ async fn a_failing_service_sends_the_exception() {
     let req = http::Request::builder()
         .method("DELETE")
         .uri("/servers/1")
+        .header("host", "[::1]")
         .body(())
         .unwrap();
     let err = tokio::time::timeout(Duration::from_secs(5), service.oneshot(req))
@@ -122,10 +142,10 @@ async fn a_failing_service_sends_the_exception() {
     assert_eq!(err, "the database is gone");
     let sent = Notifier::captured(&t);
     assert_eq!(sent.len(), 2);
-    assert_eq!(
-        sent[0].message.payload["request"]["HTTP_X_SERVICE_NAME"],
-        "compute"
-    );
+    let env = &sent[0].message.payload["request"];
+    assert_eq!(env["HTTP_X_SERVICE_NAME"], "compute");
+    assert_eq!(env["SERVER_NAME"], "[::1]", "an IPv6 host without a port");
+    assert_eq!(env["SERVER_PORT"], "80");
     assert_eq!(sent[1].message.event_type, "http.response");
     assert_eq!(
         sent[1].message.payload["exception"],

@@ -177,8 +177,8 @@ options! {
         otel_exporter_otlp_endpoint: String = "http://localhost:4318".to_owned(), "string";
         /// The OTLP protocol: `http/protobuf` or `grpc`.
         otlp_protocol: String = "http/protobuf".to_owned(), "http/protobuf or grpc", choices ["http/protobuf", "grpc"];
-        /// gRPC only: plain text to an endpoint given without a scheme (with `http://` it is
-        /// plain text anyway, with `https://` TLS).
+        /// gRPC only: plain text instead of TLS. An `https://` endpoint always uses TLS; any
+        /// other uses TLS unless this is true (as Python's gRPC exporter decides).
         insecure: bool = false, "boolean";
     }
 }

@@ -36,7 +36,9 @@ tokio::task_local! {
 ///
 /// Events are published by a task of their own, from a bounded queue: logging never waits for
 /// the broker, and what does not fit is dropped and counted ([`dropped`](Self::dropped)).
-/// What the library itself logs while publishing one of them is not published.
+/// What the library logs from that task while publishing (a failed send, say) is not
+/// published again; what its connection tasks log about the broker (a lost connection) is,
+/// bounded by the queue.
 ///
 /// # Examples
 ///

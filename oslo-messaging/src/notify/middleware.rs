@@ -21,9 +21,12 @@ use crate::transport::Transport;
 /// * `http.request`: `{"request": environ}`, where `environ` holds the request as WSGI's
 ///   upper-case variables (`REQUEST_METHOD`, `PATH_INFO`, `QUERY_STRING`, `SERVER_PROTOCOL`,
 ///   `CONTENT_TYPE`, `CONTENT_LENGTH`, `HTTP_<HEADER>`...) plus `HTTP_X_SERVICE_NAME` (the
-///   service name, or the request's host), and never `HTTP_X_AUTH_TOKEN`;
+///   service name, or the request's host), and never `HTTP_X_AUTH_TOKEN` (nor, beyond
+///   Python, `Authorization`, `Proxy-Authorization`, `Cookie`, `X-Service-Token` or
+///   `X-Subject-Token`);
 /// * `http.response`: `{"request": environ, "response": {"status": "200 OK", "headers":
-///   {...}}}`, or, when the inner service failed, `{"request": environ, "exception": {"value":
+///   {...}}}` (without `X-Subject-Token`, `X-Auth-Token` or `Set-Cookie`), or, when the inner
+///   service failed, `{"request": environ, "exception": {"value":
 ///   <the error>, "traceback": []}}` (Python sends `http.response` in both cases);
 /// * methods in the ignore list (`ignore_req_list`, such as `GET,HEAD`) are passed through
 ///   without notifications.
@@ -148,6 +151,20 @@ pub struct RequestNotifier<S> {
     shared: Arc<Shared>,
 }
 
+/// Request headers never sent: Python drops `X-Auth-Token`; we drop the other credentials too
+/// (a notification is not the place for a bearer token or a session cookie).
+const SECRET_REQUEST_KEYS: &[&str] = &[
+    "HTTP_X_AUTH_TOKEN",
+    "HTTP_X_SERVICE_TOKEN",
+    "HTTP_X_SUBJECT_TOKEN",
+    "HTTP_AUTHORIZATION",
+    "HTTP_PROXY_AUTHORIZATION",
+    "HTTP_COOKIE",
+];
+
+/// Response headers never sent (Keystone returns a new token in `X-Subject-Token`).
+const SECRET_RESPONSE_HEADERS: &[&str] = &["x-subject-token", "x-auth-token", "set-cookie"];
+
 /// The WSGI environment variables of `req`, as Python's `environ_to_dict` keeps them.
 fn environ<B>(req: &http::Request<B>, service_name: Option<&str>) -> Map<String, Value> {
     let mut env = Map::new();
@@ -169,7 +186,11 @@ fn environ<B>(req: &http::Request<B>, service_name: Option<&str>) -> Map<String,
         .map(str::to_owned)
         .or_else(|| req.uri().authority().map(|a| a.to_string()))
         .unwrap_or_default();
-    if let Some((name, port)) = host.rsplit_once(':') {
+    // `[::1]:8774` has a port; `[::1]` has none.
+    let port_split = host
+        .rsplit_once(':')
+        .filter(|(_, port)| !port.ends_with(']'));
+    if let Some((name, port)) = port_split {
         env.insert("SERVER_NAME".into(), name.into());
         env.insert("SERVER_PORT".into(), port.into());
     } else if !host.is_empty() {
@@ -182,7 +203,7 @@ fn environ<B>(req: &http::Request<B>, service_name: Option<&str>) -> Map<String,
             "content-length" => "CONTENT_LENGTH".to_owned(),
             other => format!("HTTP_{}", other.to_ascii_uppercase().replace('-', "_")),
         };
-        if key == "HTTP_X_AUTH_TOKEN" {
+        if SECRET_REQUEST_KEYS.contains(&key.as_str()) {
             continue;
         }
         let value = String::from_utf8_lossy(value.as_bytes()).into_owned();
@@ -256,6 +277,9 @@ where
                     let status = response.status();
                     let mut headers = Map::new();
                     for (name, value) in response.headers() {
+                        if SECRET_RESPONSE_HEADERS.contains(&name.as_str()) {
+                            continue;
+                        }
                         headers.insert(
                             name.as_str().to_owned(),
                             String::from_utf8_lossy(value.as_bytes()).into(),

@@ -15,7 +15,7 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::serializer::Serializer;
 use crate::stats;
 use crate::target::Target;
-use crate::telemetry::{SendKind, Span};
+use crate::telemetry::{Measure, SendKind, Span};
 use crate::transport::Transport;
 use crate::version::Version;
 use crate::wire;
@@ -254,25 +254,12 @@ impl RpcClient {
             msg_id = tracing::field::Empty,
             trace_id = span.trace_id().as_deref(),
         );
-        let measure = self
-            .transport
-            .telemetry()
-            .measure(&self.target, method, SendKind::Call);
-        let since = stats::started();
-        let in_flight = stats::InFlight::new(stats::RPC_CLIENT_IN_FLIGHT);
+        let ending = Ending::start(self, method, SendKind::Call, span.clone());
         let result = self
             .call_traced(ctx, request, &span, &log_span)
             .instrument(log_span.clone())
             .await;
-        if let Err(e) = &result {
-            span.fail(&e.to_string());
-        }
-        span.end();
-        if let Some(m) = measure {
-            m.finish(&result);
-        }
-        drop(in_flight);
-        stats::rpc_client("call", method, result.as_ref().err(), since);
+        ending.finish(&result);
         let result = result?;
         serde_json::from_value(result).map_err(|e| {
             Error::serialization(format!(
@@ -342,12 +329,7 @@ impl RpcClient {
             SendKind::Cast,
             &mut request.context,
         );
-        let measure = self
-            .transport
-            .telemetry()
-            .measure(&self.target, method, SendKind::Cast);
-        let since = stats::started();
-        let in_flight = stats::InFlight::new(stats::RPC_CLIENT_IN_FLIGHT);
+        let ending = Ending::start(self, method, SendKind::Cast, span);
         let sent = self
             .transport
             .driver()
@@ -359,21 +341,67 @@ impl RpcClient {
                 at_least_once: self.at_least_once,
             })
             .await;
-        if let Err(e) = &sent {
-            span.fail(&e.to_string());
-        }
-        span.end();
-        if let Some(m) = measure {
-            m.finish(&sent);
-        }
-        drop(in_flight);
-        let kind = if self.target.fanout() {
-            "fanout"
-        } else {
-            "cast"
-        };
-        stats::rpc_client(kind, method, sent.as_ref().err(), since);
+        ending.finish(&sent);
         sent.map(drop)
+    }
+}
+
+/// What a call or cast records when it ends (its span, its oslo.metrics measurement, its
+/// counters); dropped unfinished, because the caller dropped the future, it records the
+/// call as cancelled.
+struct Ending<'a> {
+    span: Span,
+    measure: Option<Measure>,
+    since: Option<std::time::Instant>,
+    kind: &'static str,
+    method: &'a str,
+    _in_flight: stats::InFlight,
+    done: bool,
+}
+
+impl<'a> Ending<'a> {
+    fn start(client: &RpcClient, method: &'a str, kind: SendKind, span: Span) -> Self {
+        let telemetry = client.transport.telemetry();
+        Self {
+            span,
+            measure: telemetry.measure(&client.target, method, kind),
+            since: stats::started(),
+            kind: match kind {
+                SendKind::Call => "call",
+                SendKind::Cast if client.target.fanout() => "fanout",
+                SendKind::Cast => "cast",
+            },
+            method,
+            _in_flight: stats::InFlight::new(stats::RPC_CLIENT_IN_FLIGHT),
+            done: false,
+        }
+    }
+
+    fn finish<T>(mut self, result: &Result<T>) {
+        self.done = true;
+        if let Err(e) = result {
+            self.span.fail(&e.to_string());
+        }
+        self.span.end();
+        if let Some(m) = self.measure.take() {
+            m.finish(result);
+        }
+        let outcome = stats::outcome(result.as_ref().err());
+        stats::rpc_client(self.kind, self.method, outcome, self.since);
+    }
+}
+
+impl Drop for Ending<'_> {
+    fn drop(&mut self) {
+        if self.done {
+            return;
+        }
+        self.span.fail("cancelled: the caller stopped waiting");
+        self.span.end();
+        if let Some(m) = self.measure.take() {
+            m.cancelled();
+        }
+        stats::rpc_client(self.kind, self.method, "cancelled", self.since);
     }
 }
 

@@ -312,7 +312,14 @@ async fn handle(
         Err(e) if e.is_no_such_method() => "no_such_method",
         Err(_) => "error",
     };
-    stats::rpc_server(&method, result, since);
+    // A method no endpoint has is a name from the wire: one label for all of them, so a
+    // client cannot grow the series without bound.
+    let label = if result == "no_such_method" {
+        "(unknown)"
+    } else {
+        method.as_str()
+    };
+    stats::rpc_server(label, result, since);
     if let Some((msg_id, reply_q)) = reply_to {
         let outcome = outcome.map_err(RpcError::into_remote);
         if let Err(e) = replies.reply(&reply_q, &msg_id, outcome).await {

@@ -81,8 +81,9 @@ pub(crate) use oslo_metrics::Measure;
 /// | `oslo_messaging_rabbit_reply_retries_total` | counter | (replies retried for a missing reply queue) |
 ///
 /// A client's `outcome` is `ok` or the error's kind in snake case (`timeout`, `remote`, ...); a
-/// server's is `ok`, `error` (the handler failed) or `no_such_method`. Without the `metrics`
-/// feature this does nothing.
+/// server's is `ok`, `error` (the handler failed) or `no_such_method` (whose `method` label is
+/// `(unknown)`: the name came from the wire). A call or cast whose caller stopped waiting is
+/// `cancelled`. Without the `metrics` feature this does nothing.
 ///
 /// # Examples
 ///

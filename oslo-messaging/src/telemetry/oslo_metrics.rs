@@ -159,6 +159,17 @@ impl Measure {
         }
     }
 
+    /// Sends what ends a call or cast whose caller stopped waiting (dropped its future): an
+    /// exception named `Cancelled`, which Python, whose calls cannot be abandoned, never sends.
+    pub(crate) fn cancelled(self) {
+        self.send(
+            "rpc_client_exception_total",
+            "inc",
+            Value::Null,
+            Some("Cancelled".to_owned()),
+        );
+    }
+
     fn send(&self, name: &str, action: &str, value: Value, exception: Option<String>) {
         let mut labels = self.labels.clone();
         if let Some(exception) = exception {

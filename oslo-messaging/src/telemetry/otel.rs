@@ -99,7 +99,7 @@ pub(crate) struct Pipeline {
 impl fmt::Debug for Pipeline {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Pipeline")
-            .field("endpoint", &self.key.endpoint)
+            .field("endpoint", &shown(&self.key.endpoint))
             .field("protocol", &self.key.protocol)
             .field("service", &self.key.service)
             .finish_non_exhaustive()
@@ -140,7 +140,8 @@ impl Pipeline {
             Ok(Err(e)) => {
                 return Err(Error::config(format!(
                     "[oslo_messaging_tracing] cannot export to {:?} over {}: {e}",
-                    key.endpoint, key.protocol
+                    shown(&key.endpoint),
+                    key.protocol
                 )));
             }
             Err(_) => return Err(Error::config("the span exporter thread ended at start")),
@@ -151,7 +152,7 @@ impl Pipeline {
             .build();
         let tracer = provider.tracer("oslo.messaging");
         tracing::info!(
-            endpoint = key.endpoint,
+            endpoint = shown(&key.endpoint),
             protocol = key.protocol,
             service = key.service,
             "exporting OpenTelemetry spans"
@@ -294,6 +295,11 @@ impl Pipeline {
         }
         cx
     }
+}
+
+/// The endpoint as it may be shown: a password in it masked.
+fn shown(endpoint: &str) -> String {
+    crate::url::mask_password_in_raw(endpoint)
 }
 
 fn push_request_id(attrs: &mut Vec<KeyValue>, ctx: &Context) {
