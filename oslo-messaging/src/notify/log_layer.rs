@@ -11,7 +11,7 @@ use tracing::field::{Field, Visit};
 use tracing::{Event, Level, Subscriber};
 use tracing_subscriber::layer::Context as LayerContext;
 
-use super::{Notifier, Priority};
+use super::{Notifier, NotifierBuilder, Priority};
 use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::transport::Transport;
@@ -82,16 +82,14 @@ enum Shape {
 #[derive(Debug)]
 #[must_use]
 pub struct LoggingNotificationLayerBuilder {
-    transport: Transport,
-    publisher_id: Option<String>,
-    topics: Option<Vec<String>>,
+    notifier: NotifierBuilder,
     level: Level,
 }
 
 impl LoggingNotificationLayerBuilder {
     /// The publisher id of the notifications (default: none, as Python's default).
     pub fn publisher_id(mut self, publisher_id: impl Into<String>) -> Self {
-        self.publisher_id = Some(publisher_id.into());
+        self.notifier = self.notifier.publisher_id(publisher_id);
         self
     }
 
@@ -101,7 +99,7 @@ impl LoggingNotificationLayerBuilder {
         I: IntoIterator<Item = T>,
         T: Into<String>,
     {
-        self.topics = Some(topics.into_iter().map(Into::into).collect());
+        self.notifier = self.notifier.topics(topics);
         self
     }
 
@@ -119,14 +117,7 @@ impl LoggingNotificationLayerBuilder {
     /// As [`NotifierBuilder::build`](super::NotifierBuilder::build); and
     /// [`ErrorKind::InvalidState`](crate::ErrorKind::InvalidState) outside a Tokio runtime.
     pub fn build(self) -> Result<LoggingNotificationLayer> {
-        let mut notifier = Notifier::builder(&self.transport);
-        if let Some(id) = self.publisher_id {
-            notifier = notifier.publisher_id(id);
-        }
-        if let Some(topics) = self.topics {
-            notifier = notifier.topics(topics);
-        }
-        LoggingNotificationLayer::start(notifier.build()?, self.level, Shape::Record)
+        LoggingNotificationLayer::start(self.notifier.build()?, self.level, Shape::Record)
     }
 }
 
@@ -134,9 +125,7 @@ impl LoggingNotificationLayer {
     /// Starts building a layer that publishes on `transport`.
     pub fn builder(transport: &Transport) -> LoggingNotificationLayerBuilder {
         LoggingNotificationLayerBuilder {
-            transport: transport.clone(),
-            publisher_id: None,
-            topics: None,
+            notifier: Notifier::builder(transport),
             level: Level::WARN,
         }
     }

@@ -9,7 +9,7 @@ use std::task::{Context as TaskContext, Poll};
 
 use serde_json::{Map, Value, json};
 
-use super::{Notifier, Priority};
+use super::{Notifier, NotifierBuilder, Priority};
 use crate::context::Context;
 use crate::error::Result;
 use crate::transport::Transport;
@@ -69,8 +69,7 @@ struct Shared {
 #[derive(Debug)]
 #[must_use]
 pub struct RequestNotifierLayerBuilder {
-    transport: Transport,
-    publisher_id: Option<String>,
+    notifier: NotifierBuilder,
     service_name: Option<String>,
     ignore: Vec<String>,
 }
@@ -78,7 +77,7 @@ pub struct RequestNotifierLayerBuilder {
 impl RequestNotifierLayerBuilder {
     /// The publisher id (Python's default: the program's file name).
     pub fn publisher_id(mut self, publisher_id: impl Into<String>) -> Self {
-        self.publisher_id = Some(publisher_id.into());
+        self.notifier = self.notifier.publisher_id(publisher_id);
         self
     }
 
@@ -105,12 +104,7 @@ impl RequestNotifierLayerBuilder {
     ///
     /// As [`NotifierBuilder::build`](super::NotifierBuilder::build).
     pub fn build(self) -> Result<RequestNotifierLayer> {
-        let publisher_id = self
-            .publisher_id
-            .unwrap_or_else(crate::config::default_processname);
-        let notifier = Notifier::builder(&self.transport)
-            .publisher_id(publisher_id)
-            .build()?;
+        let notifier = self.notifier.build()?;
         Ok(RequestNotifierLayer {
             shared: Arc::new(Shared {
                 notifier,
@@ -125,8 +119,8 @@ impl RequestNotifierLayer {
     /// Starts building a layer that notifies on `transport`.
     pub fn builder(transport: &Transport) -> RequestNotifierLayerBuilder {
         RequestNotifierLayerBuilder {
-            transport: transport.clone(),
-            publisher_id: None,
+            notifier: Notifier::builder(transport)
+                .publisher_id(crate::config::default_processname()),
             service_name: None,
             ignore: Vec::new(),
         }
