@@ -655,6 +655,24 @@ impl Channel {
         .await
     }
 
+    /// Acknowledges every unsettled delivery of this channel up to and including
+    /// `delivery_tag` (`basic.ack` with `multiple`): one frame for a batch.
+    ///
+    /// # Errors
+    ///
+    /// As [`ack`](Self::ack).
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`ack`](Self::ack).
+    pub async fn ack_multiple(&self, delivery_tag: u64) -> Result<(), Error> {
+        self.send_frame(&Method::BasicAck {
+            delivery_tag,
+            multiple: true,
+        })
+        .await
+    }
+
     /// Rejects a delivery, requeueing it or not.
     ///
     /// # Errors
