@@ -115,9 +115,12 @@ fn the_sample_has_the_options_and_defaults_of_pythons_generator() {
             assert_eq!(mine, default, "[{group}] {name}");
         }
         for name in options.keys() {
-            // `routing_config` is registered by Python's routing driver, not by list_opts.
+            // `routing_config` is registered by Python's routing driver, not by list_opts;
+            // `rabbit_direct_reply_to` is ours, and its help says so.
             assert!(
-                python.contains_key(name) || name == "routing_config",
+                python.contains_key(name)
+                    || name == "routing_config"
+                    || name == "rabbit_direct_reply_to",
                 "[{group}] {name} is ours only"
             );
         }

@@ -47,6 +47,7 @@ pub(crate) fn outcome(e: Option<&Error>) -> &'static str {
         Some(ErrorKind::AccessRefused) => "access_refused",
         Some(ErrorKind::ShutDown) => "shut_down",
         Some(ErrorKind::InvalidState) => "invalid_state",
+        Some(ErrorKind::ReplyLost) => "reply_lost",
     }
 }
 

@@ -325,7 +325,16 @@ enum Side {
     /// OS thread, the eventlet executor, waits that yield to the hub.
     PythonRsEventlet,
     Rust,
+    /// Ours with `rabbit_direct_reply_to`: replies come back through RabbitMQ's direct
+    /// reply-to, whoever the server is.
+    RustDirect,
 }
+
+/// What a Python server needs for clients on direct reply-to: RabbitMQ 3.x returns every
+/// mandatory publish to a direct reply-to name although it delivered it, and Python takes the
+/// return for a missing queue (it resends the reply for a minute, then drops replies to that
+/// name for another), so its replies must not be mandatory.
+const PYTHON_SERVER_FOR_DIRECT: [(&str, &str); 1] = [("direct_mandatory_flag", "false")];
 
 /// The URL a Python peer of `side` uses for the broker at `url`.
 fn peer_url(side: Side, url: &str) -> String {
@@ -354,15 +363,23 @@ async fn run_matrix(client: Side, server: Side) {
     let url = broker_url();
     let (client_url, server_url) = (peer_url(client, &url), peer_url(server, &url));
     let client_opts = peer_opts(client, &client_url, &scope.exchange);
-    let server_opts = peer_opts(server, &server_url, &scope.exchange);
+    let mut server_opts = peer_opts(server, &server_url, &scope.exchange);
+    if client == Side::RustDirect && server == Side::Python {
+        server_opts.rabbit = &PYTHON_SERVER_FOR_DIRECT;
+    }
     let t = scope.transport();
+    let client_t = if client == Side::RustDirect {
+        scope.transport_with(&[("rabbit_direct_reply_to", "true")])
+    } else {
+        t.clone()
+    };
     let records = Records::default();
     let (mut py_server, rust_srv) = match server {
         Side::Python | Side::PythonRs | Side::PythonRsEventlet => (
             Some(python_server(&topic, "server-1", &server_opts).await),
             None,
         ),
-        Side::Rust => (
+        Side::Rust | Side::RustDirect => (
             None,
             Some(rust_server(&scope, &t, &topic, "server-1", &records).await),
         ),
@@ -377,8 +394,8 @@ async fn run_matrix(client: Side, server: Side) {
                 .map(python_outcome)
                 .collect()
         }
-        Side::Rust => {
-            let c = RpcClient::new(&t, Target::new(&topic));
+        Side::Rust | Side::RustDirect => {
+            let c = RpcClient::new(&client_t, Target::new(&topic));
             let mut out = Vec::new();
             for op in &ops {
                 out.push(rust_op(&c, op).await);
@@ -423,6 +440,7 @@ async fn run_matrix(client: Side, server: Side) {
         s.stop().await;
         s.wait().await;
     }
+    client_t.cleanup().await;
     t.cleanup().await;
 }
 
@@ -448,6 +466,26 @@ async fn our_client_to_python_server() {
 async fn our_client_to_our_server() {
     testkit::require_python!();
     run_matrix(Side::Rust, Side::Rust).await;
+}
+
+// Our client on direct reply-to (`rabbit_direct_reply_to`), against every kind of server.
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn our_direct_reply_to_client_to_our_server() {
+    testkit::require_python!();
+    run_matrix(Side::RustDirect, Side::Rust).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn our_direct_reply_to_client_to_python_server() {
+    testkit::require_python!();
+    run_matrix(Side::RustDirect, Side::Python).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn our_direct_reply_to_client_to_python_on_rabbitrs() {
+    testkit::require_python!();
+    run_matrix(Side::RustDirect, Side::PythonRs).await;
 }
 
 // Python on the Rust engine, against Python on kombu and against Rust, both ways.
@@ -608,8 +646,14 @@ async fn fanout_and_round_robin_across_both_languages() {
     let scope = Scope::new("mixed");
     let topic = scope.topic("mixed");
     let url = broker_url();
-    let opts = PeerOpts::new(&url, &scope.exchange);
+    // Our client takes its replies through direct reply-to here (the matrix covers the reply
+    // queue), so the Python servers reply without `mandatory`.
+    let opts = PeerOpts {
+        rabbit: &PYTHON_SERVER_FOR_DIRECT,
+        ..PeerOpts::new(&url, &scope.exchange)
+    };
     let t = scope.transport();
+    let direct_t = scope.transport_with(&[("rabbit_direct_reply_to", "true")]);
     let records = Records::default();
     let mut py = Vec::new();
     for name in ["py-1", "py-2"] {
@@ -624,7 +668,7 @@ async fn fanout_and_round_robin_across_both_languages() {
     // Fanout casts from each language reach all four servers.
     let fanout = |value: &str| json!({"op": "cast", "method": "record", "args": {"value": value}, "fanout": true});
     python_client(&topic, &[fanout("from-python")], &opts).await;
-    let client = RpcClient::new(&t, Target::new(&topic));
+    let client = RpcClient::new(&direct_t, Target::new(&topic));
     assert_eq!(
         rust_op(&client, &fanout("from-rust")).await,
         json!({"ok": null})
@@ -691,6 +735,7 @@ async fn fanout_and_round_robin_across_both_languages() {
         s.stop().await;
         s.wait().await;
     }
+    direct_t.cleanup().await;
     t.cleanup().await;
 }
 
@@ -710,13 +755,19 @@ async fn at_least_once_with_nobody_listening_fails_fast_in_both() {
         json!({"op": "cast", "method": "echo", "args": {"data": 1}, "at_least_once": true}),
     ];
     let py = python_client(&topic, &ops, &opts).await;
+    // Ours with the reply queue and with direct reply-to.
+    let direct_t = scope.transport_with(&[("rabbit_direct_reply_to", "true")]);
+    let direct = RpcClient::new(&direct_t, Target::new(&topic));
     for (op, r) in ops.iter().zip(&py) {
         assert_eq!(python_outcome(r), json!({"undeliverable": true}), "{op}");
         assert!(r["elapsed"].as_f64().unwrap() < 5.0, "{r}");
-        let started = std::time::Instant::now();
-        assert_eq!(rust_op(&client, op).await, json!({"undeliverable": true}));
-        assert!(started.elapsed() < Duration::from_secs(5));
+        for c in [&client, &direct] {
+            let started = std::time::Instant::now();
+            assert_eq!(rust_op(c, op).await, json!({"undeliverable": true}));
+            assert!(started.elapsed() < Duration::from_secs(5));
+        }
     }
+    direct_t.cleanup().await;
     t.cleanup().await;
 }
 

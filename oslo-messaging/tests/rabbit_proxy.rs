@@ -1,7 +1,8 @@
 //! Network faults between our client and the broker, through an in-process fault proxy
 //! (`support::proxy`) in front of the test broker: a black-holed link (R7), resets in the
-//! middle of publishing (R8), and a handler that blocks its thread for longer than the
-//! heartbeat allows (R12). Each prints its figures and asserts them with a stated bound.
+//! middle of publishing (R8), a handler that blocks its thread for longer than the
+//! heartbeat allows (R12), and a reset while a reply is on its way, with a reply queue and with
+//! direct reply-to. Each prints its figures and asserts them with a stated bound.
 
 mod support;
 
@@ -11,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use oslo_messaging::rpc::{Endpoint, Request, RpcClient, RpcError, RpcServer};
-use oslo_messaging::{Context, Target, Transport};
+use oslo_messaging::{Context, ErrorKind, Target, Transport};
 use serde_json::{Value, json};
 use support::proxy::Proxy;
 use support::rabbit::Scope;
@@ -340,4 +341,67 @@ async fn a_call_the_broker_never_confirms_ends_at_its_timeout() {
     assert!(took < Duration::from_secs(5), "{took:?}");
     proxy.blackhole(false);
     rig.finish(t).await;
+}
+
+/// The trade-off of `rabbit_direct_reply_to`: the client's connections reset while its call's
+/// server is still working. With the reply queue, the reply waits in the queue for the client
+/// to come back and the call succeeds. With direct reply-to the reply has nowhere to go once
+/// the channel is gone: the call fails at once with `ReplyLost` (bound: 5 s, against a 20 s
+/// timeout), and the next calls use the new channel's name and work (within 10 s).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reset_keeps_queued_replies_and_fails_direct_ones_at_once() {
+    testkit::require_broker!();
+    let rig = Rig::start("blip").await;
+    let mut last: Option<Transport> = None;
+    for direct in [false, true] {
+        let mut options = FAST.to_vec();
+        if direct {
+            options.push(("rabbit_direct_reply_to", "true"));
+        }
+        let t = rig.client(&options);
+        let client = RpcClient::builder(&t, Target::new(&rig.topic))
+            .timeout(Duration::from_secs(20))
+            .build()
+            .unwrap();
+        until_a_call_works(&client, Duration::from_secs(10)).await;
+        let call = tokio::spawn({
+            let client = client.clone();
+            async move {
+                let started = Instant::now();
+                let r = client
+                    .call::<Value>(&Context::new(), "sleep", &json!({"seconds": 2}))
+                    .await;
+                (r, started.elapsed())
+            }
+        });
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        rig.proxy.reset();
+        let (result, took) = call.await.unwrap();
+        let again = until_a_call_works(&client, Duration::from_secs(10)).await;
+        let mode = if direct {
+            "direct reply-to"
+        } else {
+            "reply queue"
+        };
+        println!(
+            "reset 0.5 s into a 2 s call, {mode}: the call ended after {:.2} s ({}), calls work again {:.2} s later",
+            took.as_secs_f64(),
+            match &result {
+                Ok(v) => format!("ok {v}"),
+                Err(e) => format!("{:?}: {e}", e.kind()),
+            },
+            again.as_secs_f64()
+        );
+        if direct {
+            let err = result.unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::ReplyLost, "{err}");
+            assert!(took < Duration::from_secs(5), "{took:?}");
+        } else {
+            assert_eq!(result.unwrap(), json!(2.0));
+        }
+        if let Some(previous) = last.replace(t) {
+            previous.cleanup().await;
+        }
+    }
+    rig.finish(last.expect("a client transport")).await;
 }

@@ -841,3 +841,93 @@ async fn a_call_made_before_its_server_exists_is_answered_once_it_does() {
     stop(&s).await;
     t.cleanup().await;
 }
+
+/// `(ready, unacknowledged)` of `queue` on the test broker, from `rabbitmqctl`.
+fn queue_counts(queue: &str) -> Option<(u64, u64)> {
+    let vhost = Broker::from_env().vhost;
+    let out = std::process::Command::new("rabbitmqctl")
+        .args(["-q", "list_queues", "-p", &vhost])
+        .args(["name", "messages_ready", "messages_unacknowledged"])
+        .output()
+        .expect("rabbitmqctl");
+    String::from_utf8_lossy(&out.stdout).lines().find_map(|l| {
+        let mut f = l.split('\t');
+        if f.next()? != queue {
+            return None;
+        }
+        Some((f.next()?.parse().ok()?, f.next()?.parse().ok()?))
+    })
+}
+
+/// oslo's at-most-once: a request is acknowledged on receipt, before its handler runs. A
+/// backlog of 300 arrives at once and shares `basic.ack`s (`multiple`); with every handler
+/// held (64 running, the rest waiting for the pool), the broker holds none of them any more,
+/// neither ready nor unacknowledged (polled with `rabbitmqctl`; bound 10 s, the time a few
+/// `rabbitmqctl` runs take).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_requests_is_acknowledged_before_it_is_handled() {
+    testkit::require_broker!();
+    let scope = Scope::new("ackburst");
+    let t = scope.transport();
+    let topic = scope.topic("ackburst");
+    scope.queue(topic.clone());
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    let (started, done) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let ep = {
+        let (gate, started, done) = (gate.clone(), started.clone(), done.clone());
+        Endpoint::builder()
+            .method("hold", move |_req: Request<Value>| {
+                let (gate, started, done) = (gate.clone(), started.clone(), done.clone());
+                async move {
+                    started.fetch_add(1, Ordering::SeqCst);
+                    let _permit = gate.acquire().await;
+                    done.fetch_add(1, Ordering::SeqCst);
+                    Ok::<_, RpcError>(())
+                }
+            })
+            .build()
+            .unwrap()
+    };
+    // The queues exist; the backlog builds while no server consumes.
+    let first = serve(
+        &scope,
+        &t,
+        &topic,
+        "s1",
+        recording_endpoint("s1", &Calls::default()),
+    )
+    .await;
+    stop(&first).await;
+    let client = RpcClient::new(&t, Target::new(&topic));
+    for _ in 0..300 {
+        client.cast(&ctx(), "hold", &json!({})).await.unwrap();
+    }
+    assert_eq!(queue_counts(&topic), Some((300, 0)));
+    let server = serve(&scope, &t, &topic, "s1", ep).await;
+    let since = Instant::now();
+    let settled = loop {
+        let counts = queue_counts(&topic);
+        if started.load(Ordering::SeqCst) == 64 && counts == Some((0, 0)) {
+            break since.elapsed();
+        }
+        assert!(
+            since.elapsed() < Duration::from_secs(10),
+            "still unacknowledged: {counts:?}, {} handlers started",
+            started.load(Ordering::SeqCst)
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    println!(
+        "300 requests at once: the broker holds none {:.0} ms after the server started (first look with every handler held)",
+        settled.as_secs_f64() * 1000.0
+    );
+    assert_eq!(done.load(Ordering::SeqCst), 0);
+    gate.add_permits(1000);
+    let since = Instant::now();
+    while done.load(Ordering::SeqCst) < 300 {
+        assert!(since.elapsed() < Duration::from_secs(10), "not all handled");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    stop(&server).await;
+    t.cleanup().await;
+}

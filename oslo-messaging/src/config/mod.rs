@@ -142,6 +142,12 @@ options! {
         processname: String = default_processname(), "string";
         /// Fanout through one RabbitMQ stream per topic instead of a queue per server.
         rabbit_stream_fanout: bool = false, "boolean";
+        /// Not Python's: this client's calls take their replies through RabbitMQ's direct
+        /// reply-to (`amq.rabbitmq.reply-to`) instead of a reply queue: no enqueue and no ack
+        /// per reply. Servers need no change, but replies in flight are lost when the
+        /// connection drops (the calls waiting for them fail at once with `ReplyLost`), and
+        /// Python servers on RabbitMQ 3.x need `direct_mandatory_flag = false`.
+        rabbit_direct_reply_to: bool = false, "boolean (not Python's)";
     }
 }
 

@@ -174,8 +174,20 @@ pub(crate) trait Driver: Send + Sync + fmt::Debug + 'static {
 #[derive(Debug)]
 pub(crate) struct ReplyReceiver {
     msg_id: String,
-    rx: mpsc::UnboundedReceiver<wire::Reply>,
+    rx: mpsc::UnboundedReceiver<ReplyEvent>,
     _registration: WaiterGuard,
+}
+
+/// What reaches a waiting call: a reply, or the news that none can come any more.
+// Replies are the common case and move once through a channel: boxing them would only add an
+// allocation per reply.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug)]
+enum ReplyEvent {
+    Reply(wire::Reply),
+    /// The channel replies come back on is gone (direct reply-to): the reason.
+    #[cfg_attr(not(feature = "rabbit"), allow(dead_code))]
+    Lost(Arc<str>),
 }
 
 impl ReplyReceiver {
@@ -184,9 +196,28 @@ impl ReplyReceiver {
         &self.msg_id
     }
 
-    /// The next reply; `None` when the driver shut down.
-    pub(crate) async fn recv(&mut self) -> Option<wire::Reply> {
-        self.rx.recv().await
+    /// The next reply.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::ShutDown`](crate::ErrorKind::ShutDown) when the transport was cleaned up,
+    /// [`ErrorKind::ReplyLost`](crate::ErrorKind::ReplyLost) when the reply can no longer
+    /// arrive.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel-safe: a reply not yet received stays queued for the next call.
+    pub(crate) async fn recv(&mut self) -> crate::error::Result<wire::Reply> {
+        match self.rx.recv().await {
+            Some(ReplyEvent::Reply(r)) => Ok(r),
+            Some(ReplyEvent::Lost(why)) => Err(crate::error::Error::new(
+                crate::error::ErrorKind::ReplyLost,
+                format!("no reply to message ID {} can arrive: {why}", self.msg_id),
+            )),
+            None => Err(crate::error::Error::shut_down(
+                "the transport was cleaned up during a call",
+            )),
+        }
     }
 }
 
@@ -217,7 +248,7 @@ impl Drop for WaiterGuard {
 pub(crate) struct ReplyWaiters {
     // Unbounded: a final reply must never be dropped because heartbeats filled a buffer while
     // the caller's task was busy; a call gets a handful of messages.
-    map: Mutex<HashMap<String, mpsc::UnboundedSender<wire::Reply>>>,
+    map: Mutex<HashMap<String, mpsc::UnboundedSender<ReplyEvent>>>,
 }
 
 impl ReplyWaiters {
@@ -241,7 +272,7 @@ impl ReplyWaiters {
 
     fn lock(
         &self,
-    ) -> std::sync::MutexGuard<'_, HashMap<String, mpsc::UnboundedSender<wire::Reply>>> {
+    ) -> std::sync::MutexGuard<'_, HashMap<String, mpsc::UnboundedSender<ReplyEvent>>> {
         // A poisoned map still holds valid senders: keep going.
         self.map
             .lock()
@@ -257,7 +288,7 @@ impl ReplyWaiters {
         };
         let tx = self.lock().get(&msg_id).cloned();
         match tx {
-            Some(tx) => tx.send(reply).is_ok(),
+            Some(tx) => tx.send(ReplyEvent::Reply(reply)).is_ok(),
             None => {
                 tracing::info!(
                     msg_id,
@@ -274,9 +305,21 @@ impl ReplyWaiters {
         self.lock().len()
     }
 
-    /// Ends every pending call (their receivers return `None`).
+    /// Ends every pending call (their receivers fail with `ShutDown`).
     pub(crate) fn clear(&self) {
         self.lock().clear();
+    }
+
+    /// Fails every pending call with `ReplyLost` and `why`: their replies can no longer
+    /// arrive. Calls registered afterwards are not touched. Returns how many failed.
+    #[cfg_attr(not(feature = "rabbit"), allow(dead_code))]
+    pub(crate) fn fail_all(&self, why: &str) -> usize {
+        let why: Arc<str> = Arc::from(why);
+        let pending: Vec<_> = self.lock().drain().collect();
+        for (_, tx) in &pending {
+            let _ = tx.send(ReplyEvent::Lost(why.clone()));
+        }
+        pending.len()
     }
 }
 
@@ -408,6 +451,29 @@ mod tests {
         let mut no_id = reply("a");
         no_id.msg_id = None;
         assert!(!w.deliver(no_id));
+    }
+
+    #[tokio::test]
+    async fn lost_replies_fail_pending_calls_with_a_typed_error() {
+        let w = Arc::new(ReplyWaiters::default());
+        let mut a = w.register("a".into());
+        assert_eq!(w.fail_all("the reply channel closed"), 1);
+        let err = a.recv().await.unwrap_err();
+        assert_eq!(err.kind(), crate::ErrorKind::ReplyLost);
+        assert!(err.to_string().contains("message ID a"), "{err}");
+        assert!(
+            err.to_string().contains("the reply channel closed"),
+            "{err}"
+        );
+        // A later call is not affected, and a cleaned-up transport is a shutdown.
+        let mut b = w.register("b".into());
+        assert!(w.deliver(reply("b")));
+        assert!(b.recv().await.is_ok());
+        w.clear();
+        assert_eq!(
+            b.recv().await.unwrap_err().kind(),
+            crate::ErrorKind::ShutDown
+        );
     }
 
     #[tokio::test]

@@ -97,6 +97,10 @@ pub enum ErrorKind {
     ShutDown,
     /// The server or listener was used out of order (for example started twice).
     InvalidState,
+    /// A call's reply can no longer arrive: the channel it would come back on closed
+    /// (`rabbit_direct_reply_to`; with a reply queue, replies wait in the queue instead).
+    /// The request may or may not have run.
+    ReplyLost,
 }
 
 impl ErrorKind {
@@ -117,6 +121,7 @@ impl ErrorKind {
             Self::AccessRefused => "access refused",
             Self::ShutDown => "shut down",
             Self::InvalidState => "invalid state",
+            Self::ReplyLost => "reply lost",
         }
     }
 }

@@ -422,12 +422,7 @@ pub(crate) async fn wait_for_reply(
     loop {
         let wake = monitor_deadline.map_or(deadline, |m| m.min(deadline));
         let reply = match tokio::time::timeout_at(wake, receiver.recv()).await {
-            Ok(Some(reply)) => reply,
-            Ok(None) => {
-                return Err(Error::shut_down(
-                    "the transport was cleaned up during a call",
-                ));
-            }
+            Ok(reply) => reply?,
             Err(_) => {
                 return Err(Error::timeout(format!(
                     "Timed out waiting for a reply to message ID {}",

@@ -5,16 +5,23 @@
 //! sets QoS, declares the listener's queues (with Python's fallbacks) and consumes them; after
 //! a lost connection or a broker-side cancel it does all of that again, resuming stream
 //! consumers after the last message seen. Messages that do not decode are rejected without
-//! requeue; RPC requests are acknowledged on receipt, before dispatch.
+//! requeue. RPC requests are acknowledged on receipt: those that arrive together share one
+//! `basic.ack` with `multiple`, sent as soon as no more are waiting and at most
+//! [`ACK_DELAY`] after the first of them. Replies are consumed without acknowledgements, from
+//! the reply queue or, with `rabbit_direct_reply_to`, from RabbitMQ's direct reply-to.
 
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::io::Read;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 
-use super::amqp::{Channel, Connection, ConsumerEvent, Delivery, Error as AmqpError};
+use super::amqp::{
+    Channel, Connection, ConsumerEvent, Delivery, Error as AmqpError, FieldTable, Properties,
+    QueueOptions,
+};
 use super::link::Link;
 use super::topology::{self, QueueDecl, StreamOffset};
 use crate::driver::{
@@ -26,6 +33,23 @@ use crate::wire;
 
 /// Largest body accepted after decompression.
 const MAX_DECOMPRESSED: u64 = 512 << 20;
+
+/// The longest an RPC request waits for its acknowledgement while more arrive behind it: the
+/// at-most-once window stays what one `basic.ack` per request gives, give or take this.
+pub(crate) const ACK_DELAY: Duration = Duration::from_millis(1);
+
+/// Requests acknowledged by one `basic.ack` at most.
+const ACK_BATCH: u32 = 256;
+
+/// RabbitMQ's direct reply-to pseudo-queue.
+pub(crate) const DIRECT_REPLY_TO: &str = "amq.rabbitmq.reply-to";
+
+/// How long the broker may take to tell a direct reply-to consumer its name.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Where a call's replies come back: the reply queue's name, or the direct reply-to name of
+/// the consumer's current channel (`None` while it reconnects).
+pub(crate) type ReplyAddress = watch::Receiver<Option<Arc<str>>>;
 
 /// A queue a listener declares and consumes.
 #[derive(Debug, Clone)]
@@ -39,7 +63,26 @@ pub(crate) struct ConsumeQueue {
 pub(crate) enum Sink {
     Rpc(mpsc::UnboundedSender<IncomingRpc>),
     Notifications(mpsc::UnboundedSender<IncomingNotification>),
-    Replies(Arc<ReplyWaiters>),
+    /// Replies, consumed without acknowledgements. With `direct`, from direct reply-to: the
+    /// consumer publishes each channel's name there, and fails the waiting calls when the
+    /// channel goes.
+    Replies {
+        waiters: Arc<ReplyWaiters>,
+        direct: Option<watch::Sender<Option<Arc<str>>>>,
+    },
+}
+
+impl Sink {
+    fn no_ack(&self) -> bool {
+        matches!(self, Self::Replies { .. })
+    }
+
+    fn direct(&self) -> Option<&watch::Sender<Option<Arc<str>>>> {
+        match self {
+            Self::Replies { direct, .. } => direct.as_ref(),
+            _ => None,
+        }
+    }
 }
 
 /// What to consume.
@@ -158,12 +201,61 @@ struct Consuming {
     events: mpsc::UnboundedReceiver<ConsumerEvent>,
     /// Consumer tag to queue name.
     tags: HashMap<String, String>,
+    /// The channel's direct reply-to name, when it consumes direct reply-to.
+    direct_name: Option<String>,
+}
+
+/// Learns the direct reply-to name of `ch`, which consumes [`DIRECT_REPLY_TO`]: the broker
+/// writes it into the `reply_to` of a message published on `ch` with `reply_to` set to
+/// [`DIRECT_REPLY_TO`], which a private queue hands back.
+async fn direct_reply_name(ch: &Channel) -> std::result::Result<String, AmqpError> {
+    let probe = format!("reply_probe_{}", wire::new_id());
+    ch.queue_declare(
+        &probe,
+        QueueOptions::default().exclusive(true).auto_delete(true),
+        FieldTable::new(),
+    )
+    .await?;
+    let mut consumer = ch.consume(&probe, "", true, FieldTable::new()).await?;
+    let props = Properties {
+        reply_to: Some(DIRECT_REPLY_TO.to_owned()),
+        ..Properties::default()
+    };
+    ch.publish("", &probe, false, &props, b"").await?;
+    let name = loop {
+        match tokio::time::timeout(PROBE_TIMEOUT, consumer.recv()).await {
+            Ok(Some(ConsumerEvent::Delivery(_, d))) => break d.properties.reply_to,
+            Ok(Some(_)) => {}
+            Ok(None) => return Err(ch.error().unwrap_or(AmqpError::Closed)),
+            Err(_) => {
+                return Err(AmqpError::Protocol(
+                    "the broker did not hand back the direct reply-to probe".into(),
+                ));
+            }
+        }
+    };
+    // The probe queue goes with its consumer (auto-delete).
+    consumer.cancel().await?;
+    match name {
+        Some(n) if n.starts_with(DIRECT_REPLY_TO) && n.len() > DIRECT_REPLY_TO.len() => Ok(n),
+        other => Err(AmqpError::Protocol(format!(
+            "the broker does not support direct reply-to (the probe came back with reply_to {other:?})"
+        ))),
+    }
+}
+
+/// Which acknowledgement mode and reply source a listener's [`Sink`] asks for.
+#[derive(Debug, Clone, Copy)]
+struct Mode {
+    no_ack: bool,
+    direct: bool,
 }
 
 async fn setup(
     conn: &Connection,
     link: &Link,
     spec: &ConsumerSpec,
+    mode: Mode,
     offsets: &HashMap<String, StreamOffset>,
 ) -> std::result::Result<Consuming, AmqpError> {
     let mut ch = conn.channel().await?;
@@ -190,14 +282,23 @@ async fn setup(
             .then(|| offsets.get(&q.decl.name).copied().unwrap_or_default());
         let args = topology::consumer_arguments(&link.opts, offset.as_ref());
         let tag = ch
-            .consume_into(&q.decl.name, &n.to_string(), false, args, tx.clone())
+            .consume_into(&q.decl.name, &n.to_string(), mode.no_ack, args, tx.clone())
             .await?;
         tags.insert(tag, q.decl.name.clone());
+    }
+    let mut direct_name = None;
+    if mode.direct {
+        let tag = ch
+            .consume_into(DIRECT_REPLY_TO, "", true, FieldTable::new(), tx.clone())
+            .await?;
+        tags.insert(tag, DIRECT_REPLY_TO.to_owned());
+        direct_name = Some(direct_reply_name(&ch).await?);
     }
     Ok(Consuming {
         channel: ch,
         events,
         tags,
+        direct_name,
     })
 }
 
@@ -298,7 +399,46 @@ impl Drop for RabbitAcker {
     }
 }
 
-async fn deliver(sink: &Sink, ch: &Channel, what: &str, d: Delivery) {
+/// RPC requests received and not yet acknowledged: one `basic.ack` with `multiple` settles
+/// them.
+#[derive(Debug, Default)]
+struct PendingAcks {
+    /// The highest delivery tag to acknowledge, the first one's arrival and how many.
+    last: Option<(u64, Instant, u32)>,
+}
+
+impl PendingAcks {
+    fn add(&mut self, tag: u64) {
+        self.last = Some(match self.last {
+            Some((_, since, n)) => (tag, since, n + 1),
+            None => (tag, Instant::now(), 1),
+        });
+    }
+
+    /// Whether the batch must go now although more requests may be waiting.
+    fn due(&self) -> bool {
+        self.last
+            .is_some_and(|(_, since, n)| n >= ACK_BATCH || since.elapsed() >= ACK_DELAY)
+    }
+
+    fn is_empty(&self) -> bool {
+        self.last.is_none()
+    }
+
+    async fn flush(&mut self, ch: &Channel) {
+        match self.last.take() {
+            Some((tag, _, 1)) => {
+                let _ = ch.ack(tag).await;
+            }
+            Some((tag, _, _)) => {
+                let _ = ch.ack_multiple(tag).await;
+            }
+            None => {}
+        }
+    }
+}
+
+async fn deliver(sink: &Sink, ch: &Channel, what: &str, d: Delivery, acks: &mut PendingAcks) {
     let body = match body_of(&d) {
         Ok(b) => b,
         Err(e) => {
@@ -307,7 +447,9 @@ async fn deliver(sink: &Sink, ch: &Channel, what: &str, d: Delivery) {
                 error = e,
                 "rejecting a message that cannot be decoded"
             );
-            let _ = ch.reject(d.delivery_tag, false).await;
+            if !sink.no_ack() {
+                let _ = ch.reject(d.delivery_tag, false).await;
+            }
             return;
         }
     };
@@ -318,8 +460,9 @@ async fn deliver(sink: &Sink, ch: &Channel, what: &str, d: Delivery) {
                 tracing::error!(what, error = %error, "rejecting an RPC request that does not decode");
                 let _ = ch.reject(d.delivery_tag, false).await;
             } else {
-                // oslo's at-most-once: acknowledged before dispatch.
-                let _ = ch.ack(d.delivery_tag).await;
+                // oslo's at-most-once: acknowledged on receipt, with the requests that came
+                // with it (the consume loop sends the batch within ACK_DELAY).
+                acks.add(d.delivery_tag);
             }
             let _ = tx.send(incoming);
         }
@@ -341,16 +484,13 @@ async fn deliver(sink: &Sink, ch: &Channel, what: &str, d: Delivery) {
                 let _ = ch.reject(d.delivery_tag, false).await;
             }
         },
-        Sink::Replies(waiters) => match wire::decode_reply(&body) {
+        // Consumed without acknowledgements: a reply is no longer the broker's once sent.
+        Sink::Replies { waiters, .. } => match wire::decode_reply(&body) {
             Ok(reply) => {
-                // The waiting call first: the ack is for the broker, and nobody else will
-                // ever consume this queue.
                 waiters.deliver(reply);
-                let _ = ch.ack(d.delivery_tag).await;
             }
             Err(e) => {
-                tracing::error!(what, error = %e, "rejecting a reply that does not decode");
-                let _ = ch.reject(d.delivery_tag, false).await;
+                tracing::error!(what, error = %e, "dropping a reply that does not decode");
             }
         },
     }
@@ -394,6 +534,10 @@ async fn run(
     mut ctl: mpsc::UnboundedReceiver<Ctl>,
     mut ready: Ready,
 ) {
+    let mode = Mode {
+        no_ack: sink.no_ack(),
+        direct: sink.direct().is_some(),
+    };
     let sink = Some(sink);
     let mut offsets: HashMap<String, StreamOffset> = HashMap::new();
     let stream_queues: Vec<String> = spec
@@ -442,7 +586,7 @@ async fn run(
                 continue;
             }
         };
-        let consuming = match setup(&c, &link, &spec, &offsets).await {
+        let consuming = match setup(&c, &link, &spec, mode, &offsets).await {
             Ok(x) => x,
             Err(e) if !e.is_connection_level() => {
                 let err = Error::with_source(
@@ -471,26 +615,46 @@ async fn run(
                 continue;
             }
         };
+        let Consuming {
+            channel: ch,
+            mut events,
+            tags,
+            direct_name,
+        } = consuming;
+        // Calls use the new name from now on (before the start is reported: the first call
+        // finds it).
+        if let (Some(tx), Some(name)) = (sink.as_ref().and_then(Sink::direct), direct_name) {
+            tracing::debug!(what = spec.what, name, "direct reply-to name");
+            tx.send_replace(Some(Arc::from(name)));
+        }
         if let Some(r) = ready.take() {
             let _ = r.send(Ok(()));
         } else {
             tracing::info!(what = spec.what, host, "consuming again after reconnecting");
             crate::stats::reconnect("consumer");
         }
-        let Consuming {
-            channel: ch,
-            mut events,
-            tags,
-        } = consuming;
+        let mut acks = PendingAcks::default();
         let ended = loop {
             tokio::select! {
+                // In this order: control (rare, never starved by a busy queue), deliveries,
+                // and the acknowledgements of requests when no more deliveries are waiting
+                // (sooner when due).
+                biased;
+                c = ctl.recv() => match c {
+                    Some(Ctl::Stop(ack)) => break Ended::Stopped(ack),
+                    Some(Ctl::Cleanup(ack)) => break Ended::Cleanup(ack),
+                    None => break Ended::Cleanup(oneshot::channel().0),
+                },
                 ev = events.recv() => match ev {
                     Some(ConsumerEvent::Delivery(tag, d)) => {
                         if let Some(queue) = tags.get(&tag).filter(|q| stream_queues.contains(q)) {
                             offsets.entry(queue.clone()).or_default().seen(d.properties.headers.as_ref());
                         }
                         if let Some(s) = &sink {
-                            deliver(s, &ch, spec.what, d).await;
+                            deliver(s, &ch, spec.what, d, &mut acks).await;
+                        }
+                        if acks.due() {
+                            acks.flush(&ch).await;
                         }
                     }
                     Some(ConsumerEvent::Cancelled(tag)) => {
@@ -504,20 +668,34 @@ async fn run(
                     // An event of a later client version: nothing to do with it here.
                     Some(_) => {}
                 },
-                c = ctl.recv() => match c {
-                    Some(Ctl::Stop(ack)) => break Ended::Stopped(ack),
-                    Some(Ctl::Cleanup(ack)) => break Ended::Cleanup(ack),
-                    None => break Ended::Cleanup(oneshot::channel().0),
-                },
                 e = c.closed() => {
                     tracing::warn!(what = spec.what, error = %e, "lost the connection to the broker; reconnecting");
                     break Ended::Reconnect;
                 }
+                () = std::future::ready(()), if !acks.is_empty() => acks.flush(&ch).await,
             }
         };
         match ended {
             Ended::Reconnect => {
                 link.lost(&host);
+                if let Some(Sink::Replies {
+                    waiters,
+                    direct: Some(tx),
+                }) = &sink
+                {
+                    // The name died with the channel, and with it every reply on its way.
+                    tx.send_replace(None);
+                    let failed = waiters.fail_all(
+                        "the connection its direct reply-to channel was on closed (rabbit_direct_reply_to)",
+                    );
+                    if failed > 0 {
+                        tracing::warn!(
+                            what = spec.what,
+                            failed,
+                            "calls in flight lost their replies with the direct reply-to channel"
+                        );
+                    }
+                }
                 conn = Some(c);
                 failures = 1;
             }
@@ -525,17 +703,19 @@ async fn run(
                 for tag in tags.keys() {
                     let _ = ch.cancel(tag).await;
                 }
-                // What arrived before the cancel is handed on (RPC requests were acked).
+                // What arrived before the cancel is handed on (RPC requests acknowledged).
                 while let Ok(ev) = events.try_recv() {
                     if let (ConsumerEvent::Delivery(_, d), Some(s)) = (ev, &sink) {
-                        deliver(s, &ch, spec.what, d).await;
+                        deliver(s, &ch, spec.what, d, &mut acks).await;
                     }
                 }
+                acks.flush(&ch).await;
                 conn = Some(c);
                 channel = Some(ch);
                 break 'consume Some(ack);
             }
             Ended::Cleanup(ack) => {
+                acks.flush(&ch).await;
                 drop(sink);
                 cleanup(&spec, Some(&c), Some(&ch)).await;
                 let _ = ack.send(());
@@ -580,5 +760,29 @@ async fn cleanup(spec: &ConsumerSpec, conn: Option<&Connection>, ch: Option<&Cha
     }
     if let Some(c) = conn {
         c.close().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_batch_of_acks_is_due_after_its_delay_or_when_full() {
+        let mut acks = PendingAcks::default();
+        assert!(acks.is_empty() && !acks.due());
+        acks.add(1);
+        acks.add(2);
+        assert!(!acks.is_empty());
+        assert!(!acks.due(), "two requests a moment apart wait for more");
+        std::thread::sleep(ACK_DELAY);
+        assert!(acks.due(), "the first one waited its delay");
+        assert_eq!(acks.last.map(|(tag, _, n)| (tag, n)), Some((2, 2)));
+
+        let mut full = PendingAcks::default();
+        for tag in 1..=u64::from(ACK_BATCH) {
+            full.add(tag);
+        }
+        assert!(full.due(), "a full batch goes at once");
     }
 }

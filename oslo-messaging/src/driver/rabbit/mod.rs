@@ -3,12 +3,15 @@
 //!
 //! * Publishing goes through one connection per transport ([`publisher`]), consuming through
 //!   a connection per listener ([`consumer`]), and a call's replies through the transport's
-//!   reply queue, consumed by its own connection on the first call.
+//!   reply queue, consumed without acknowledgements by its own connection on the first call;
+//!   with `rabbit_direct_reply_to`, through RabbitMQ's direct reply-to on that connection.
 //! * The topology, message properties, retry and failover behaviour are Python's for the same
 //!   options ([`topology`], [`link`]).
 //! * Replies are published mandatory to the default exchange; while the reply queue is missing
 //!   they are retried every 0.25 s up to `kombu_missing_consumer_retry_timeout`, then the queue
-//!   is remembered as gone for 60 s (Python's `ObsoleteReplyQueuesCache`).
+//!   is remembered as gone for 60 s (Python's `ObsoleteReplyQueuesCache`). Replies to a direct
+//!   reply-to name are not mandatory: RabbitMQ 3.x returns every such publish, delivered or
+//!   not, and 4.x none, so a return would say nothing.
 
 /// The AMQP client (its own crate, so nothing above this driver can reach it).
 pub(crate) use oslo_messaging_amqp as amqp;
@@ -25,10 +28,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use tokio::sync::{OnceCell, mpsc};
+use tokio::sync::{OnceCell, mpsc, watch};
 
 use self::amqp::{Channel, FieldTable};
-use self::consumer::{ConsumeQueue, ConsumerHandle, ConsumerSpec, Sink};
+use self::consumer::{ConsumeQueue, ConsumerHandle, ConsumerSpec, ReplyAddress, Sink};
 use self::link::Link;
 use self::publisher::{Declare, Outgoing, Publisher};
 use super::{
@@ -108,7 +111,7 @@ impl RabbitReplies {
         Outgoing {
             exchange: String::new(),
             routing_key: reply_q.to_owned(),
-            mandatory: true,
+            mandatory: !reply_q.starts_with(consumer::DIRECT_REPLY_TO),
             expiration: None,
             body,
             declare: Declare::Nothing,
@@ -181,11 +184,49 @@ impl ReplySink for RabbitReplies {
     }
 }
 
-/// The transport's reply queue and its consumer.
+/// The transport's reply queue (or direct reply-to) and its consumer.
 #[derive(Debug)]
 struct ReplyQueue {
-    name: String,
+    address: ReplyAddress,
     consumer: ConsumerHandle,
+}
+
+impl ReplyQueue {
+    /// Registers a call under `msg_id` and returns the `_reply_q` its request must carry.
+    /// With direct reply-to this waits (up to `timeout`) for the consumer's channel while it
+    /// reconnects, and never pairs a call with a name whose channel has already gone: the
+    /// consumer retracts a name before it fails the calls registered under it.
+    async fn register(
+        &self,
+        waiters: &Arc<ReplyWaiters>,
+        msg_id: &str,
+        timeout: Duration,
+    ) -> Result<(Arc<str>, ReplyReceiver)> {
+        let mut address = self.address.clone();
+        let deadline = super::deadline_after(timeout);
+        loop {
+            let name = match tokio::time::timeout_at(deadline, address.wait_for(Option::is_some))
+                .await
+            {
+                Ok(Ok(name)) => name.clone().unwrap_or_else(|| Arc::from("")),
+                Ok(Err(_)) => return Err(Error::shut_down("the reply consumer has stopped")),
+                Err(_) => {
+                    return Err(Error::timeout(format!(
+                        "Timed out waiting for a reply to message ID {msg_id}: the direct reply-to consumer did not reconnect within {:.1} s",
+                        timeout.as_secs_f64()
+                    )));
+                }
+            };
+            let receiver = waiters.register(msg_id.to_owned());
+            if address
+                .borrow()
+                .as_ref()
+                .is_some_and(|now| Arc::ptr_eq(now, &name))
+            {
+                return Ok((name, receiver));
+            }
+        }
+    }
 }
 
 /// The RabbitMQ driver of one transport.
@@ -250,33 +291,45 @@ impl RabbitDriver {
     }
 
     /// The reply queue, declared and consumed on first use (giving up on an unreachable broker
-    /// as the first call's `retry` says; once consuming, it reconnects forever).
-    async fn reply_queue(&self, retry: Retry) -> Result<&str> {
-        let q = self
-            .reply
+    /// as the first call's `retry` says; once consuming, it reconnects forever); with
+    /// `rabbit_direct_reply_to`, the direct reply-to consumer.
+    async fn reply_queue(&self, retry: Retry) -> Result<&ReplyQueue> {
+        self.reply
             .get_or_try_init(|| async {
-                let name = format!("reply_{}", self.unique()?);
-                let spec = ConsumerSpec {
-                    what: "reply queue consumer",
-                    queues: vec![ConsumeQueue {
-                        decl: topology::reply_queue(self.opts(), &name),
-                        stream: false,
-                    }],
-                    // Ours alone: gone with the transport, not left to expire (a process
-                    // that dies leaves it to its `x-expires`).
-                    delete_on_cleanup: vec![name.clone()],
+                let (spec, sink, address) = if self.opts().rabbit_direct_reply_to {
+                    let (tx, address) = watch::channel(None);
+                    let spec = ConsumerSpec {
+                        what: "direct reply-to consumer",
+                        queues: Vec::new(),
+                        delete_on_cleanup: Vec::new(),
+                    };
+                    let sink = Sink::Replies {
+                        waiters: self.waiters.clone(),
+                        direct: Some(tx),
+                    };
+                    (spec, sink, address)
+                } else {
+                    let name = format!("reply_{}", self.unique()?);
+                    let spec = ConsumerSpec {
+                        what: "reply queue consumer",
+                        queues: vec![ConsumeQueue {
+                            decl: topology::reply_queue(self.opts(), &name),
+                            stream: false,
+                        }],
+                        // Ours alone: gone with the transport, not left to expire (a process
+                        // that dies leaves it to its `x-expires`).
+                        delete_on_cleanup: vec![name.clone()],
+                    };
+                    let sink = Sink::Replies {
+                        waiters: self.waiters.clone(),
+                        direct: None,
+                    };
+                    (spec, sink, watch::channel(Some(Arc::from(name))).1)
                 };
-                let consumer = consumer::spawn(
-                    self.link.clone(),
-                    spec,
-                    Sink::Replies(self.waiters.clone()),
-                    retry,
-                )
-                .await?;
-                Ok::<_, Error>(ReplyQueue { name, consumer })
+                let consumer = consumer::spawn(self.link.clone(), spec, sink, retry).await?;
+                Ok::<_, Error>(ReplyQueue { address, consumer })
             })
-            .await?;
-        Ok(&q.name)
+            .await
     }
 }
 
@@ -361,8 +414,12 @@ impl Driver for RabbitDriver {
             let mut call_id = None;
             let (body, receiver, expiration) = match params.call {
                 Some(call) => {
-                    let reply_q = self.reply_queue(params.retry).await?.to_owned();
                     let msg_id = wire::new_id();
+                    let (reply_q, receiver) = self
+                        .reply_queue(params.retry)
+                        .await?
+                        .register(&self.waiters, &msg_id, call.timeout)
+                        .await?;
                     let info = wire::CallInfo {
                         msg_id: &msg_id,
                         reply_q: &reply_q,
@@ -370,7 +427,6 @@ impl Driver for RabbitDriver {
                     };
                     let body = wire::encode_request(&params.request, Some(&info), &unique_id);
                     let ms = u64::try_from(call.timeout.as_millis()).unwrap_or(u64::MAX);
-                    let receiver = self.waiters.register(msg_id.clone());
                     call_id = Some((msg_id, call.timeout));
                     (body, Some(receiver), Some(ms))
                 }
