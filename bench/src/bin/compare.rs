@@ -66,6 +66,8 @@ enum Side {
     /// oslo-messaging with `[oslo_messaging_tracing]` on, exporting every span to a local
     /// OTLP sink.
     RustOtel,
+    /// oslo-messaging with `rabbit_direct_reply_to` on (calls only: nothing else has replies).
+    RustDirect,
     Python,
     /// Python oslo.messaging on the Rust engine (`rabbitrs://`, the oslo-messaging-rs wheel).
     PythonRs,
@@ -78,6 +80,7 @@ impl Side {
             Self::RawAmqprs => "raw (amqprs)",
             Self::Rust => "oslo-messaging (Rust)",
             Self::RustOtel => "oslo-messaging (Rust), tracing on",
+            Self::RustDirect => "oslo-messaging (Rust), direct reply-to",
             Self::Python => "Python oslo.messaging",
             Self::PythonRs => "Python oslo.messaging on rabbitrs (Rust engine)",
         }
@@ -89,6 +92,7 @@ impl Side {
             Self::RawAmqprs => "raw-amqprs",
             Self::Rust => "rust",
             Self::RustOtel => "rust-otel",
+            Self::RustDirect => "rust-direct",
             Self::Python => "python",
             Self::PythonRs => "python-rs",
         }
@@ -100,6 +104,11 @@ impl Side {
 
     fn python(self) -> bool {
         matches!(self, Self::Python | Self::PythonRs)
+    }
+
+    /// oslo-messaging's own `bench`, in one configuration or another.
+    fn rust(self) -> bool {
+        matches!(self, Self::Rust | Self::RustOtel | Self::RustDirect)
     }
 }
 
@@ -189,6 +198,7 @@ fn pairs(kind: Kind) -> Vec<Pair> {
         p(Side::RawAmqprs, Side::RawAmqprs),
         p(Side::Rust, Side::Rust),
         p(Side::RustOtel, Side::RustOtel),
+        p(Side::RustDirect, Side::RustDirect),
         p(Side::Python, Side::Python),
         p(Side::Python, Side::Rust),
         p(Side::Rust, Side::Python),
@@ -198,6 +208,10 @@ fn pairs(kind: Kind) -> Vec<Pair> {
         // Raw AMQP has no notifications: the cast ceiling (publish with confirms, consume
         // with acks) is the same work.
         v.retain(|x| x.client != Side::RawAmqprs && x.client != Side::RawOurs);
+    }
+    if kind != Kind::Call {
+        // Direct reply-to changes how replies travel: casts would measure `rust` again.
+        v.retain(|x| x.client != Side::RustDirect);
     }
     v
 }
@@ -228,19 +242,18 @@ impl Env {
     /// `oslo-messaging bench` or the Python peer (they take the same subcommands), running
     /// `sub` with the broker and exchange in each one's own place.
     fn bench(&self, side: Side, exchange: &str, sub: &[&str]) -> Command {
-        let mut c = if matches!(side, Side::Rust | Side::RustOtel) {
+        let mut c = if side.rust() {
             let mut c = Command::new(self.bin_dir.join("oslo-messaging"));
             if side == Side::RustOtel {
                 c.arg("--config-file").arg(&self.otel_conf);
             }
-            c.args([
-                "--url",
-                &self.url,
-                "--exchange",
-                exchange,
-                "--json",
-                "bench",
-            ]);
+            let url = if side == Side::RustDirect {
+                let sep = if self.url.contains('?') { '&' } else { '?' };
+                format!("{}{sep}rabbit_direct_reply_to=true", self.url)
+            } else {
+                self.url.clone()
+            };
+            c.args(["--url", &url, "--exchange", exchange, "--json", "bench"]);
             c
         } else {
             let mut c = Command::new(&self.python);
@@ -324,11 +337,7 @@ impl Env {
             sub
         };
         // The Python peer spells -c out.
-        let concurrency = if matches!(side, Side::Rust | Side::RustOtel) {
-            "-c"
-        } else {
-            "--concurrency"
-        };
+        let concurrency = if side.rust() { "-c" } else { "--concurrency" };
         sub.extend_from_slice(&[concurrency, &c, "--payload-size", &b]);
         self.bench(side, exchange, &sub)
     }
@@ -671,6 +680,7 @@ fn markdown(
         "raw-amqprs",
         "rust",
         "rust-otel",
+        "rust-direct",
         "python",
         "python→rust",
         "rust→python",
@@ -684,9 +694,9 @@ fn markdown(
     md.push_str("| workload | ");
     md.push_str(&columns.join(" | "));
     md.push_str(
-        " | rust / raw-ours | rust / python | python-rs / python | rust-otel / rust | rust p50 / p99 ms |\n|---|",
+        " | rust / raw-ours | rust-direct / raw-ours | rust / python | python-rs / python | rust-otel / rust | rust p50 / p99 ms | rust-direct p50 / p99 ms |\n|---|",
     );
-    md.push_str(&"---:|".repeat(columns.len() + 5));
+    md.push_str(&"---:|".repeat(columns.len() + 7));
     md.push('\n');
     for w in order {
         let Some(row) = results.get(&w.name) else {
@@ -715,16 +725,20 @@ fn markdown(
                 .and_then(|v| v["throughput"].as_f64())
         };
         md.push_str(&ratio(get("rust"), raw_value));
+        md.push_str(&ratio(get("rust-direct"), raw_value));
         md.push_str(&ratio(get("rust"), get("python")));
         md.push_str(&ratio(get("python-rs"), get("python")));
         md.push_str(&ratio(get("rust-otel"), get("rust")));
-        let lat = row.get("rust").map_or_else(String::new, |v| {
-            match (v["p50_ms"].as_f64(), v["p99_ms"].as_f64()) {
-                (Some(a), Some(b)) if w.kind == Kind::Call => format!("{a:.2} / {b:.2}"),
-                _ => "–".to_owned(),
-            }
-        });
-        md.push_str(&format!(" {lat} |\n"));
+        let lat = |side: &str| {
+            row.get(side).map_or_else(
+                || "–".to_owned(),
+                |v| match (v["p50_ms"].as_f64(), v["p99_ms"].as_f64()) {
+                    (Some(a), Some(b)) if w.kind == Kind::Call => format!("{a:.2} / {b:.2}"),
+                    _ => "–".to_owned(),
+                },
+            )
+        };
+        md.push_str(&format!(" {} | {} |\n", lat("rust"), lat("rust-direct")));
     }
     md.push_str("\nResident memory of the RPC server (median, MiB): idle after start, and peak during `call-64 100B`.\n\n| server | idle | loaded (peak) |\n|---|---:|---:|\n");
     for side in ["rust", "python", "python-rs"] {
@@ -762,6 +776,7 @@ fn chart(
         "raw-ours",
         "raw-amqprs",
         "rust",
+        "rust-direct",
         "python",
         "python→rust",
         "rust→python",
@@ -771,6 +786,7 @@ fn chart(
         RGBColor(120, 120, 120),
         RGBColor(180, 180, 180),
         RGBColor(206, 66, 43),
+        RGBColor(240, 140, 120),
         RGBColor(55, 118, 171),
         RGBColor(120, 90, 160),
         RGBColor(230, 150, 60),
