@@ -734,10 +734,85 @@ impl Channel {
 
 /// Identifies a mandatory publish in the `basic.return` that may come back for it: returns carry
 /// no delivery tag, so the routing key and body are matched.
+///
+/// Every mandatory publish pays for this over its whole body, so it is a fast multiply-mix
+/// hash over 8-byte words in four independent lanes (several GB/s), not SipHash (about
+/// 1.5 GB/s: 40 µs for a 64 KiB body, the largest cost of publishing one). It only has to
+/// tell apart the publishes pending on one channel; no adversary picks the bodies.
 pub(crate) fn return_key(routing_key: &str, body: &[u8]) -> u64 {
-    use std::hash::{Hash, Hasher};
-    let mut h = std::hash::DefaultHasher::new();
-    routing_key.hash(&mut h);
-    body.hash(&mut h);
-    h.finish() | 1
+    const K: [u64; 4] = [
+        0x9e37_79b9_7f4a_7c15,
+        0xc2b2_ae3d_27d4_eb4f,
+        0x1656_67b1_9e37_79f9,
+        0xd6e8_feb8_6659_fd93,
+    ];
+    fn word(b: &[u8]) -> u64 {
+        let mut w = [0u8; 8];
+        w[..b.len()].copy_from_slice(b);
+        u64::from_le_bytes(w)
+    }
+    fn mix(lane: u64, w: u64, k: u64) -> u64 {
+        (lane ^ w).wrapping_mul(k).rotate_left(31)
+    }
+    fn feed(lanes: &mut [u64; 4], bytes: &[u8]) {
+        let mut chunks = bytes.chunks_exact(32);
+        for c in &mut chunks {
+            for (i, lane) in lanes.iter_mut().enumerate() {
+                *lane = mix(*lane, word(&c[i * 8..i * 8 + 8]), K[i]);
+            }
+        }
+        for (i, w) in chunks.remainder().chunks(8).enumerate() {
+            lanes[i] = mix(lanes[i], word(w), K[i]);
+        }
+    }
+    let mut lanes = K;
+    feed(&mut lanes, routing_key.as_bytes());
+    lanes[0] = mix(lanes[0], routing_key.len() as u64, K[0]);
+    feed(&mut lanes, body);
+    let mut h = (body.len() as u64).wrapping_mul(K[1]);
+    for (i, lane) in lanes.iter().enumerate() {
+        h = (h ^ lane.rotate_left(17 * i as u32)).wrapping_mul(K[i]);
+    }
+    // splitmix64's finaliser spreads every input bit over the result.
+    h ^= h >> 30;
+    h = h.wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    h ^= h >> 27;
+    h = h.wrapping_mul(0x94d0_49bb_1331_11eb);
+    h ^= h >> 31;
+    h | 1
+}
+
+#[cfg(test)]
+mod tests {
+    use super::return_key;
+
+    #[test]
+    fn return_keys_tell_publishes_apart() {
+        let body: Vec<u8> = (0..70_000u32).map(|i| (i % 251) as u8).collect();
+        let base = return_key("reply_1", &body);
+        assert_eq!(
+            base,
+            return_key("reply_1", &body),
+            "the same publish, the same key"
+        );
+        assert_eq!(base & 1, 1, "never 0, which means no key");
+        assert_ne!(base, return_key("reply_2", &body), "another routing key");
+        // One byte changed anywhere, or the length, gives another key.
+        for at in [0, 7, 8, 31, 32, 33, 40_000, body.len() - 1] {
+            let mut other = body.clone();
+            other[at] ^= 1;
+            assert_ne!(base, return_key("reply_1", &other), "byte {at}");
+        }
+        assert_ne!(base, return_key("reply_1", &body[..body.len() - 1]));
+        let mut longer = body;
+        longer.push(0);
+        assert_ne!(
+            base,
+            return_key("reply_1", &longer),
+            "a trailing zero counts"
+        );
+        // The split between routing key and body counts too.
+        assert_ne!(return_key("ab", b"c"), return_key("a", b"bc"));
+        assert_ne!(return_key("", b""), return_key("", b"\0"));
+    }
 }
