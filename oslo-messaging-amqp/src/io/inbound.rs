@@ -8,6 +8,7 @@ use crate::error::Error;
 use crate::frame::{
     self, ContentHeader, FRAME_BODY, FRAME_HEADER, FRAME_HEARTBEAT, FRAME_METHOD, Method, RawFrame,
 };
+use tokio::time::Instant;
 
 impl IoTask {
     pub(super) fn handle_input(&mut self) -> Step {
@@ -40,10 +41,10 @@ impl IoTask {
                 break;
             }
         }
-        self.rbuf.drain(..used_total);
-        if self.rbuf.is_empty() && self.rbuf.capacity() > 4 * BUFFER_KEEP {
-            self.rbuf.shrink_to(BUFFER_KEEP);
+        if self.rbuf.len() > BUFFER_KEEP {
+            self.busy_at = Instant::now();
         }
+        self.rbuf.drain(..used_total);
         step
     }
 

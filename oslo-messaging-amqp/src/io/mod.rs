@@ -21,8 +21,12 @@ use crate::connection::{CLOSE_TIMEOUT, Shared};
 use crate::error::{Error, io_error};
 use crate::frame::{self, Method};
 
-/// Read and write buffers shrink back to this after a burst made them larger.
+/// Read and write buffers shrink back to this once a burst that made them larger is over.
 const BUFFER_KEEP: usize = 256 * 1024;
+/// A burst is over when the buffers have not needed more than [`BUFFER_KEEP`] for this long.
+/// Shrinking at once instead, under a steady load of large messages, would give the memory
+/// back after every write and fault it in again for the next one.
+const BURST_OVER: Duration = Duration::from_secs(1);
 /// Stop taking commands while this much is waiting to be written.
 const WRITE_HIGH_WATER: usize = 4 << 20;
 /// Largest message body accepted (RabbitMQ's own hard maximum is 512 MiB).
@@ -101,6 +105,8 @@ pub(crate) struct IoTask {
     rbuf: Vec<u8>,
     wbuf: Vec<u8>,
     wpos: usize,
+    /// The last time a buffer held more than [`BUFFER_KEEP`].
+    busy_at: Instant,
     cmd_rx: mpsc::Receiver<Command>,
     channels: HashMap<u16, ChanState>,
     /// The highest channel number the broker allows.
@@ -141,6 +147,7 @@ impl IoTask {
             rbuf: Vec::with_capacity(64 * 1024),
             wbuf: Vec::with_capacity(64 * 1024),
             wpos: 0,
+            busy_at: Instant::now(),
             cmd_rx,
             channels: HashMap::new(),
             channel_max,
@@ -183,12 +190,11 @@ impl IoTask {
                         self.wpos += n;
                         self.last_write = Instant::now();
                         if self.wpos == self.wbuf.len() {
-                            self.wbuf.clear();
-                            // A burst (a backlog while the broker was slow) leaves no lasting
-                            // capacity behind.
-                            if self.wbuf.capacity() > BUFFER_KEEP {
-                                self.wbuf.shrink_to(BUFFER_KEEP);
+                            if self.wbuf.len() > BUFFER_KEEP {
+                                self.busy_at = self.last_write;
                             }
+                            // The capacity stays while the load lasts (see `on_tick`).
+                            self.wbuf.clear();
                             self.wpos = 0;
                             self.needs_flush = true;
                         }
@@ -306,6 +312,16 @@ impl IoTask {
     fn on_tick(&mut self) -> Step {
         self.cancel_abandoned();
         let now = Instant::now();
+        // A burst (a backlog while the broker was slow, a run of large messages) leaves no
+        // lasting capacity behind once it is over.
+        if now.duration_since(self.busy_at) >= BURST_OVER {
+            if self.wbuf.is_empty() && self.wbuf.capacity() > BUFFER_KEEP {
+                self.wbuf.shrink_to(BUFFER_KEEP);
+            }
+            if self.rbuf.is_empty() && self.rbuf.capacity() > BUFFER_KEEP {
+                self.rbuf.shrink_to(BUFFER_KEEP);
+            }
+        }
         if let Some((_, deadline)) = &self.closing
             && now >= *deadline
         {
