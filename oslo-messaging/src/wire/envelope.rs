@@ -26,6 +26,43 @@ pub fn wrap_envelope(inner: &[u8]) -> Vec<u8> {
     wrap_printable(inner)
 }
 
+thread_local! {
+    /// The inner text of the message this thread is encoding. It stays between messages, so a
+    /// large one is neither grown from nothing by doubling (copying it again at each step) nor
+    /// freed: glibc serves a 128 KiB buffer with a fresh mapping, faulted in page by page and
+    /// returned at each free.
+    static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Scratch capacity kept between messages at most (one larger message keeps no more).
+const SCRATCH_KEEP: usize = 1 << 20;
+
+/// Writes an inner message with `write` into this thread's scratch buffer and returns it in
+/// the 2.0 envelope (or, without `envelope`, as it is), in a buffer of its own size. What
+/// `write` writes must be printable ASCII, as everything our encoders write is.
+pub(crate) fn encode_with(envelope: bool, write: impl FnOnce(&mut Vec<u8>)) -> Vec<u8> {
+    let finish = |inner: &mut Vec<u8>| {
+        write(inner);
+        if envelope {
+            wrap_printable(inner)
+        } else {
+            inner.as_slice().to_vec()
+        }
+    };
+    SCRATCH.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut inner) => {
+            inner.clear();
+            let out = finish(&mut inner);
+            if inner.capacity() > SCRATCH_KEEP {
+                *inner = Vec::new();
+            }
+            out
+        }
+        // Never nested, but a fresh buffer would do.
+        Err(_) => finish(&mut Vec::with_capacity(256)),
+    })
+}
+
 /// [`wrap_envelope`] for inner text known to be printable ASCII (everything our encoders
 /// write): only quotes and backslashes need escaping.
 pub(crate) fn wrap_printable(inner: &[u8]) -> Vec<u8> {

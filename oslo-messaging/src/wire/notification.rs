@@ -79,29 +79,29 @@ impl Notification {
 /// assert!(v2.starts_with(b"{\"oslo.version\""), "messagingv2: the envelope");
 /// ```
 pub fn encode_notification(n: &Notification, unique_id: &str, envelope: bool) -> Vec<u8> {
-    let mut out = Vec::with_capacity(256);
-    out.push(b'{');
-    let mut first = true;
-    write_key(&mut out, &mut first, "message_id");
-    json::write_str(&mut out, &n.message_id);
-    write_key(&mut out, &mut first, "publisher_id");
-    match &n.publisher_id {
-        Some(p) => json::write_str(&mut out, p),
-        None => out.extend_from_slice(b"null"),
-    }
-    write_key(&mut out, &mut first, "event_type");
-    json::write_str(&mut out, &n.event_type);
-    write_key(&mut out, &mut first, "priority");
-    json::write_str(&mut out, &n.priority);
-    write_key(&mut out, &mut first, "payload");
-    write_value(&mut out, &n.payload);
-    write_key(&mut out, &mut first, "timestamp");
-    json::write_str(&mut out, &n.timestamp);
-    write_key(&mut out, &mut first, "_unique_id");
-    json::write_str(&mut out, unique_id);
-    write_context(&mut out, &mut first, &n.context);
-    out.push(b'}');
-    if envelope { wrap_printable(&out) } else { out }
+    super::envelope::encode_with(envelope, |out| {
+        out.push(b'{');
+        let mut first = true;
+        write_key(out, &mut first, "message_id");
+        json::write_str(out, &n.message_id);
+        write_key(out, &mut first, "publisher_id");
+        match &n.publisher_id {
+            Some(p) => json::write_str(out, p),
+            None => out.extend_from_slice(b"null"),
+        }
+        write_key(out, &mut first, "event_type");
+        json::write_str(out, &n.event_type);
+        write_key(out, &mut first, "priority");
+        json::write_str(out, &n.priority);
+        write_key(out, &mut first, "payload");
+        write_value(out, &n.payload);
+        write_key(out, &mut first, "timestamp");
+        json::write_str(out, &n.timestamp);
+        write_key(out, &mut first, "_unique_id");
+        json::write_str(out, unique_id);
+        write_context(out, &mut first, &n.context);
+        out.push(b'}');
+    })
 }
 
 /// A notification as a listener receives it. Fields Python reads with `.get()` are optional.

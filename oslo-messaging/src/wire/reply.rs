@@ -24,24 +24,24 @@ pub fn encode_reply(
     unique_id: &str,
     outcome: &Result<Value, RemoteError>,
 ) -> Vec<u8> {
-    let mut out = Vec::with_capacity(128);
-    out.push(b'{');
-    let mut first = true;
-    write_key(&mut out, &mut first, "result");
-    match outcome {
-        Ok(v) => write_value(&mut out, v),
-        Err(_) => out.extend_from_slice(b"null"),
-    }
-    write_key(&mut out, &mut first, "failure");
-    match outcome {
-        Ok(_) => out.extend_from_slice(b"null"),
-        Err(failure) => json::write_str(&mut out, &failure.to_json()),
-    }
-    write_key(&mut out, &mut first, "ending");
-    out.extend_from_slice(b"true");
-    write_reply_ids(&mut out, &mut first, msg_id, unique_id);
-    out.push(b'}');
-    wrap_printable(&out)
+    super::envelope::encode_with(true, |out| {
+        out.push(b'{');
+        let mut first = true;
+        write_key(out, &mut first, "result");
+        match outcome {
+            Ok(v) => write_value(out, v),
+            Err(_) => out.extend_from_slice(b"null"),
+        }
+        write_key(out, &mut first, "failure");
+        match outcome {
+            Ok(_) => out.extend_from_slice(b"null"),
+            Err(failure) => json::write_str(out, &failure.to_json()),
+        }
+        write_key(out, &mut first, "ending");
+        out.extend_from_slice(b"true");
+        write_reply_ids(out, &mut first, msg_id, unique_id);
+        out.push(b'}');
+    })
 }
 
 /// Encodes a call-monitor heartbeat: `{"result": null, "failure": null, "ending": false, ...}`.

@@ -110,37 +110,37 @@ impl<'a> CallInfo<'a> {
 /// # Ok::<(), wire::WireError>(())
 /// ```
 pub fn encode_request(req: &Request, call: Option<&CallInfo<'_>>, unique_id: &str) -> Vec<u8> {
-    let mut out = Vec::with_capacity(256);
-    out.push(b'{');
-    let mut first = true;
-    write_key(&mut out, &mut first, "method");
-    json::write_str(&mut out, &req.method);
-    write_key(&mut out, &mut first, "args");
-    json::write_object(&mut out, &req.args);
-    if let Some(ns) = &req.namespace {
-        write_key(&mut out, &mut first, "namespace");
-        json::write_str(&mut out, ns);
-    }
-    if let Some(v) = &req.version {
-        write_key(&mut out, &mut first, "version");
-        json::write_str(&mut out, v);
-    }
-    if let Some(call) = call {
-        write_key(&mut out, &mut first, "_msg_id");
-        json::write_str(&mut out, call.msg_id);
-        write_key(&mut out, &mut first, "_reply_q");
-        json::write_str(&mut out, call.reply_q);
-        write_key(&mut out, &mut first, "_timeout");
-        match call.call_monitor_timeout {
-            Some(d) => write_seconds(&mut out, d),
-            None => out.extend_from_slice(b"null"),
+    super::envelope::encode_with(true, |out| {
+        out.push(b'{');
+        let mut first = true;
+        write_key(out, &mut first, "method");
+        json::write_str(out, &req.method);
+        write_key(out, &mut first, "args");
+        json::write_object(out, &req.args);
+        if let Some(ns) = &req.namespace {
+            write_key(out, &mut first, "namespace");
+            json::write_str(out, ns);
         }
-    }
-    write_key(&mut out, &mut first, "_unique_id");
-    json::write_str(&mut out, unique_id);
-    write_context(&mut out, &mut first, &req.context);
-    out.push(b'}');
-    wrap_printable(&out)
+        if let Some(v) = &req.version {
+            write_key(out, &mut first, "version");
+            json::write_str(out, v);
+        }
+        if let Some(call) = call {
+            write_key(out, &mut first, "_msg_id");
+            json::write_str(out, call.msg_id);
+            write_key(out, &mut first, "_reply_q");
+            json::write_str(out, call.reply_q);
+            write_key(out, &mut first, "_timeout");
+            match call.call_monitor_timeout {
+                Some(d) => write_seconds(out, d),
+                None => out.extend_from_slice(b"null"),
+            }
+        }
+        write_key(out, &mut first, "_unique_id");
+        json::write_str(out, unique_id);
+        write_context(out, &mut first, &req.context);
+        out.push(b'}');
+    })
 }
 
 /// An RPC request as a server receives it.
