@@ -130,7 +130,7 @@ options! {
         heartbeat_timeout_threshold: i64 = 60, "integer";
         /// Heartbeat checks per timeout period.
         heartbeat_rate: i64 = 3, "integer";
-        /// Deprecated: replies are always published mandatory.
+        /// Deprecated: replies are always published mandatory (but to a direct reply-to name).
         direct_mandatory_flag: bool = true, "boolean (deprecated, always on)";
         /// Ask the broker to cancel consumers on mirrored-queue failover.
         enable_cancel_on_failover: bool = false, "boolean";
@@ -146,7 +146,7 @@ options! {
         /// reply-to (`amq.rabbitmq.reply-to`) instead of a reply queue: no enqueue and no ack
         /// per reply. Servers need no change, but replies in flight are lost when the
         /// connection drops (the calls waiting for them fail at once with `ReplyLost`), and
-        /// Python servers on RabbitMQ 3.x need `direct_mandatory_flag = false`.
+        /// Python servers on RabbitMQ 3.x need `direct_mandatory_flag` set to false.
         rabbit_direct_reply_to: bool = false, "boolean (not Python's)";
     }
 }

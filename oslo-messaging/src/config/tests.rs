@@ -388,7 +388,7 @@ fn the_sample_lists_every_option_and_loads_as_the_defaults() {
             count += 1;
         }
     }
-    assert_eq!(count, 5 + 5 + 37 + 5 + 5, "every option of the five groups");
+    assert_eq!(count, 5 + 5 + 38 + 5 + 5, "every option of the five groups");
     assert!(sample.contains("\n#kombu_reconnect_delay = 1.0\n"));
     assert!(sample.contains("\n#kombu_compression = <None>\n"));
     assert!(sample.contains("\n#driver = \n"));
