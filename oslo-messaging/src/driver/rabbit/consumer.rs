@@ -238,8 +238,9 @@ async fn direct_reply_name(ch: &Channel) -> std::result::Result<String, AmqpErro
     consumer.cancel().await?;
     match name {
         Some(n) if n.starts_with(DIRECT_REPLY_TO) && n.len() > DIRECT_REPLY_TO.len() => Ok(n),
-        other => Err(AmqpError::Protocol(format!(
-            "the broker does not support direct reply-to (the probe came back with reply_to {other:?})"
+        // Not worth retrying: the broker does not do direct reply-to.
+        other => Err(AmqpError::Invalid(format!(
+            "rabbit_direct_reply_to: the broker does not support direct reply-to (the probe came back with reply_to {other:?})"
         ))),
     }
 }
