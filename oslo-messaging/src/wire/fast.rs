@@ -31,14 +31,25 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
 /// The envelope exactly as Python (and this crate) writes it.
 const ENVELOPE_HEAD: &[u8] = b"{\"oslo.version\": \"2.0\", \"oslo.message\": \"";
 
+/// Python's envelope unwrapped into a new buffer (the tests' form of
+/// [`python_envelope_into`]).
+#[cfg(test)]
+fn python_envelope(body: &[u8]) -> Option<Vec<u8>> {
+    let mut out = Vec::new();
+    python_envelope_into(body, &mut out)?;
+    Some(out)
+}
+
 /// Unescapes the inner message of an envelope written as Python writes it: the head above,
 /// one JSON string, then `"}`. The inner message is itself JSON, so its string only holds the
 /// escapes `\"` and `\\` in practice; anything else (`\u`, a different layout) returns `None`
 /// and the general parser takes over. One vectorised scan instead of serde's byte loop: this
-/// is most of the cost of decoding large messages.
-fn python_envelope(body: &[u8]) -> Option<Vec<u8>> {
+/// is most of the cost of decoding large messages. The result goes into `out` (cleared
+/// first).
+fn python_envelope_into(body: &[u8], out: &mut Vec<u8>) -> Option<()> {
     let rest = body.strip_prefix(ENVELOPE_HEAD)?;
-    let mut out = Vec::with_capacity(rest.len());
+    out.clear();
+    out.reserve(rest.len());
     let mut start = 0;
     loop {
         let i = start + memchr::memchr2(b'"', b'\\', &rest[start..])?;
@@ -54,7 +65,7 @@ fn python_envelope(body: &[u8]) -> Option<Vec<u8>> {
             if tail[close] != b'}' || !tail[close + 1..].iter().all(u8::is_ascii_whitespace) {
                 return None;
             }
-            return Some(out);
+            return Some(());
         }
         match rest.get(i + 1)? {
             c @ (b'"' | b'\\' | b'/') => out.push(*c),
@@ -87,19 +98,55 @@ fn is_object(bytes: &[u8]) -> bool {
     bytes.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{')
 }
 
-/// The inner message's bytes: the envelope's `oslo.message`, or the body itself. Only valid
-/// UTF-8 holding a JSON object passes: serde skips the strings of fields it ignores without
-/// checking them, and the reference decoder (like Python) refuses a body that is not UTF-8.
-fn inner(body: &[u8]) -> Option<Cow<'_, [u8]>> {
-    let inner = inner_bytes(body)?;
-    is_object(&inner).then_some(inner)
+thread_local! {
+    /// The unescaped inner message being parsed on this thread: kept between messages, so a
+    /// large one costs no allocation (and, on glibc, no pages given back and faulted in again).
+    static UNESCAPED: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
-fn inner_bytes(body: &[u8]) -> Option<Cow<'_, [u8]>> {
-    if let Some(unescaped) = python_envelope(body) {
-        std::str::from_utf8(&unescaped).ok()?;
-        return Some(Cow::Owned(unescaped));
+/// Scratch capacity kept between messages at most.
+const UNESCAPED_KEEP: usize = 1 << 20;
+
+/// Parses the inner message (the envelope's `oslo.message`, or the body itself) into `T`. Only
+/// valid UTF-8 holding a JSON object passes: serde skips the strings of fields it ignores
+/// without checking them, and the reference decoder (like Python) refuses a body that is not
+/// UTF-8.
+fn parse_inner<T: serde::de::DeserializeOwned>(body: &[u8]) -> Option<T> {
+    fn parse<T: serde::de::DeserializeOwned>(inner: &[u8]) -> Option<T> {
+        if !is_object(inner) {
+            return None;
+        }
+        serde_json::from_slice(inner).ok()
     }
+    // `Some` when the body has Python's layout, holding what the fast path made of it.
+    fn enveloped<T: serde::de::DeserializeOwned>(
+        body: &[u8],
+        buf: &mut Vec<u8>,
+    ) -> Option<Option<T>> {
+        python_envelope_into(body, buf)?;
+        Some(std::str::from_utf8(buf).ok().and_then(|_| parse(buf)))
+    }
+    if body.starts_with(ENVELOPE_HEAD) {
+        let parsed = UNESCAPED.with(|cell| match cell.try_borrow_mut() {
+            Ok(mut buf) => {
+                let parsed = enveloped(body, &mut buf);
+                if buf.capacity() > UNESCAPED_KEEP {
+                    *buf = Vec::new();
+                }
+                parsed
+            }
+            // Never nested, but a fresh buffer would do.
+            Err(_) => enveloped(body, &mut Vec::new()),
+        });
+        if let Some(parsed) = parsed {
+            return parsed;
+        }
+    }
+    parse(&other_layout(body)?)
+}
+
+/// The inner message of a body not in Python's exact envelope layout.
+fn other_layout(body: &[u8]) -> Option<Cow<'_, [u8]>> {
     // serde skips unknown envelope fields unchecked too, and would read an array as one.
     std::str::from_utf8(body).ok()?;
     if !is_object(body) {
@@ -169,8 +216,7 @@ impl<'de> Deserialize<'de> for RequestFields {
 }
 
 pub(super) fn request(body: &[u8]) -> Option<IncomingRequest> {
-    let inner = inner(body)?;
-    let f: RequestFields = serde_json::from_slice(&inner).ok()?;
+    let f: RequestFields = parse_inner(body)?;
     Some(IncomingRequest {
         request: Request {
             method: f.method?,
@@ -201,8 +247,7 @@ struct ReplyFields {
 }
 
 pub(super) fn reply(body: &[u8]) -> Option<Reply> {
-    let inner = inner(body)?;
-    let f: ReplyFields = serde_json::from_slice(&inner).ok()?;
+    let f: ReplyFields = parse_inner(body)?;
     let failure = match f.failure {
         None => None,
         Some(s) if s.is_empty() => None,
@@ -276,8 +321,7 @@ fn string(v: Value) -> Option<String> {
 }
 
 pub(super) fn notification(body: &[u8]) -> Option<IncomingNotification> {
-    let inner = inner(body)?;
-    let n: NotificationFields = serde_json::from_slice(&inner).ok()?;
+    let n: NotificationFields = parse_inner(body)?;
     Some(IncomingNotification {
         message_id: n.message_id,
         publisher_id: string(n.publisher_id),
