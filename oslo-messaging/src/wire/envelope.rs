@@ -34,8 +34,10 @@ thread_local! {
     static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
-/// Scratch capacity kept between messages at most (one larger message keeps no more).
-const SCRATCH_KEEP: usize = 1 << 20;
+/// Scratch capacity kept between messages at most: a message up to about this size costs no
+/// allocation; a larger one gets a buffer of its own, freed after it. (Threads that encode
+/// keep this much each; the Python binding encodes on the caller's thread too.)
+const SCRATCH_KEEP: usize = 256 << 10;
 
 /// Writes an inner message with `write` into this thread's scratch buffer and returns it in
 /// the 2.0 envelope (or, without `envelope`, as it is), in a buffer of its own size. What

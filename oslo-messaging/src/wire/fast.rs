@@ -104,8 +104,8 @@ thread_local! {
     static UNESCAPED: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
-/// Scratch capacity kept between messages at most.
-const UNESCAPED_KEEP: usize = 1 << 20;
+/// Scratch capacity kept between messages at most (as the encoder's).
+const UNESCAPED_KEEP: usize = 256 << 10;
 
 /// Parses the inner message (the envelope's `oslo.message`, or the body itself) into `T`. Only
 /// valid UTF-8 holding a JSON object passes: serde skips the strings of fields it ignores
