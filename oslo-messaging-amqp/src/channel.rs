@@ -536,7 +536,9 @@ impl Channel {
     /// cancelled (`basic.cancel`) at its next delivery, which is rejected and requeued for
     /// other consumers instead of being redelivered to it in a loop. Deliveries the receiver
     /// held unread when it was dropped stay unacknowledged until the channel closes, as with
-    /// any unsettled delivery.
+    /// any unsettled delivery. A `no_ack` consumer's delivery is already settled and the
+    /// broker answers such a reject by closing the channel: cancel `no_ack` consumers
+    /// ([`Channel::cancel`]) before dropping their receiver, or drop it with the channel.
     ///
     /// # Errors
     ///

@@ -344,8 +344,8 @@ async fn a_call_the_broker_never_confirms_ends_at_its_timeout() {
 }
 
 /// The trade-off of `rabbit_direct_reply_to`: the client's connections reset while its call's
-/// server is still working. With the reply queue, the reply waits in the queue for the client
-/// to come back and the call succeeds. With direct reply-to the reply has nowhere to go once
+/// server is still working. With the reply queue, the reply (published after the reset) waits
+/// in the queue for the client to come back and the call succeeds. With direct reply-to the reply has nowhere to go once
 /// the channel is gone: the call fails at once with `ReplyLost` (bound: 5 s, against a 20 s
 /// timeout), and the next calls use the new channel's name and work (within 10 s).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -130,7 +130,7 @@ options! {
         heartbeat_timeout_threshold: i64 = 60, "integer";
         /// Heartbeat checks per timeout period.
         heartbeat_rate: i64 = 3, "integer";
-        /// Deprecated: replies are always published mandatory (but to a direct reply-to name).
+        /// Deprecated: replies are always published mandatory (except to a direct reply-to name).
         direct_mandatory_flag: bool = true, "boolean (deprecated, always on)";
         /// Ask the broker to cancel consumers on mirrored-queue failover.
         enable_cancel_on_failover: bool = false, "boolean";

@@ -97,9 +97,9 @@ pub enum ErrorKind {
     ShutDown,
     /// The server or listener was used out of order (for example started twice).
     InvalidState,
-    /// A call's reply can no longer arrive: the channel it would come back on closed
-    /// (`rabbit_direct_reply_to`; with a reply queue, replies wait in the queue instead).
-    /// The request may or may not have run.
+    /// A call's reply can no longer arrive: the direct reply-to channel it would come back on
+    /// is gone (`rabbit_direct_reply_to`; with a reply queue, a reply published while the
+    /// caller reconnects waits in the queue instead). The request may or may not have run.
     ReplyLost,
 }
 

@@ -660,6 +660,9 @@ async fn run(
                     }
                     Some(ConsumerEvent::Cancelled(tag)) => {
                         tracing::warn!(what = spec.what, tag, "the broker cancelled a consumer; reconnecting");
+                        // The channel still works: requests already handed on are settled, not
+                        // redelivered when the connection closes.
+                        acks.flush(&ch).await;
                         if let Some(queue) = tags.get(&tag).filter(|q| stream_queues.contains(q)) {
                             offsets.insert(queue.clone(), StreamOffset::Last);
                         }
@@ -687,7 +690,7 @@ async fn run(
                     // The name died with the channel, and with it every reply on its way.
                     tx.send_replace(None);
                     let failed = waiters.fail_all(
-                        "the connection its direct reply-to channel was on closed (rabbit_direct_reply_to)",
+                        "its direct reply-to channel is gone (the connection was lost, or the broker closed the channel or cancelled the consumer; rabbit_direct_reply_to)",
                     );
                     if failed > 0 {
                         tracing::warn!(

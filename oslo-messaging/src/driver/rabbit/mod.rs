@@ -415,11 +415,13 @@ impl Driver for RabbitDriver {
             let (body, receiver, expiration) = match params.call {
                 Some(call) => {
                     let msg_id = wire::new_id();
-                    let (reply_q, receiver) = self
-                        .reply_queue(params.retry)
-                        .await?
-                        .register(&self.waiters, &msg_id, call.timeout)
-                        .await?;
+                    let reply = self.reply_queue(params.retry).await?;
+                    let registering = tokio::time::Instant::now();
+                    let (reply_q, receiver) =
+                        reply.register(&self.waiters, &msg_id, call.timeout).await?;
+                    // Waiting for a direct reply-to name counts against the send's share of
+                    // the timeout: a call still takes at most about twice its timeout.
+                    let send_within = call.timeout.saturating_sub(registering.elapsed());
                     let info = wire::CallInfo {
                         msg_id: &msg_id,
                         reply_q: &reply_q,
@@ -427,7 +429,7 @@ impl Driver for RabbitDriver {
                     };
                     let body = wire::encode_request(&params.request, Some(&info), &unique_id);
                     let ms = u64::try_from(call.timeout.as_millis()).unwrap_or(u64::MAX);
-                    call_id = Some((msg_id, call.timeout));
+                    call_id = Some((msg_id, send_within));
                     (body, Some(receiver), Some(ms))
                 }
                 None => (
