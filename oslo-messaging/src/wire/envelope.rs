@@ -26,42 +26,53 @@ pub fn wrap_envelope(inner: &[u8]) -> Vec<u8> {
     wrap_printable(inner)
 }
 
+/// A byte buffer a thread reuses from message to message (see [`with_scratch`]).
+pub(super) type Scratch = std::cell::RefCell<Vec<u8>>;
+
 thread_local! {
-    /// The inner text of the message this thread is encoding. It stays between messages, so a
-    /// large one is neither grown from nothing by doubling (copying it again at each step) nor
-    /// freed: glibc serves a 128 KiB buffer with a fresh mapping, faulted in page by page and
-    /// returned at each free.
-    static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+    /// The inner text of the message this thread is encoding.
+    static ENCODING: Scratch = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 /// Scratch capacity kept between messages at most: a message up to about this size costs no
-/// allocation; a larger one gets a buffer of its own, freed after it. (Threads that encode
-/// keep this much each; the Python binding encodes on the caller's thread too.)
+/// allocation; a larger one gets a buffer of its own, freed after it. (Threads that encode or
+/// decode keep this much per buffer; the Python binding encodes on the caller's thread too.)
 const SCRATCH_KEEP: usize = 256 << 10;
+
+/// Runs `f` with this thread's buffer `scratch`, empty. It stays between messages, so a large
+/// one is neither grown from nothing by doubling (copying it again at each step) nor freed:
+/// glibc serves a 128 KiB buffer with a fresh mapping, faulted in page by page and returned at
+/// each free, and trims the heap after large frees. Nothing nests, but if the buffer is in use
+/// `f` gets a fresh one. (The encoder and the decoder keep a buffer each: sharing one made
+/// `codec/call_encode_decode/65536` a third slower, the heap trimmed again.)
+pub(super) fn with_scratch<R>(
+    scratch: &'static std::thread::LocalKey<Scratch>,
+    f: impl FnOnce(&mut Vec<u8>) -> R,
+) -> R {
+    scratch.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut buf) => {
+            buf.clear();
+            let out = f(&mut buf);
+            if buf.capacity() > SCRATCH_KEEP {
+                *buf = Vec::new();
+            }
+            out
+        }
+        Err(_) => f(&mut Vec::new()),
+    })
+}
 
 /// Writes an inner message with `write` into this thread's scratch buffer and returns it in
 /// the 2.0 envelope (or, without `envelope`, as it is), in a buffer of its own size. What
 /// `write` writes must be printable ASCII, as everything our encoders write is.
 pub(crate) fn encode_with(envelope: bool, write: impl FnOnce(&mut Vec<u8>)) -> Vec<u8> {
-    let finish = |inner: &mut Vec<u8>| {
+    with_scratch(&ENCODING, |inner| {
         write(inner);
         if envelope {
             wrap_printable(inner)
         } else {
             inner.as_slice().to_vec()
         }
-    };
-    SCRATCH.with(|cell| match cell.try_borrow_mut() {
-        Ok(mut inner) => {
-            inner.clear();
-            let out = finish(&mut inner);
-            if inner.capacity() > SCRATCH_KEEP {
-                *inner = Vec::new();
-            }
-            out
-        }
-        // Never nested, but a fresh buffer would do.
-        Err(_) => finish(&mut Vec::with_capacity(256)),
     })
 }
 

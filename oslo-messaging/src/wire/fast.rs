@@ -99,13 +99,9 @@ fn is_object(bytes: &[u8]) -> bool {
 }
 
 thread_local! {
-    /// The unescaped inner message being parsed on this thread: kept between messages, so a
-    /// large one costs no allocation (and, on glibc, no pages given back and faulted in again).
-    static UNESCAPED: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+    /// The unescaped inner message this thread is parsing.
+    static UNESCAPED: super::envelope::Scratch = const { std::cell::RefCell::new(Vec::new()) };
 }
-
-/// Scratch capacity kept between messages at most (as the encoder's).
-const UNESCAPED_KEEP: usize = 256 << 10;
 
 /// Parses the inner message (the envelope's `oslo.message`, or the body itself) into `T`. Only
 /// valid UTF-8 holding a JSON object passes: serde skips the strings of fields it ignores
@@ -126,21 +122,11 @@ fn parse_inner<T: serde::de::DeserializeOwned>(body: &[u8]) -> Option<T> {
         python_envelope_into(body, buf)?;
         Some(std::str::from_utf8(buf).ok().and_then(|_| parse(buf)))
     }
-    if body.starts_with(ENVELOPE_HEAD) {
-        let parsed = UNESCAPED.with(|cell| match cell.try_borrow_mut() {
-            Ok(mut buf) => {
-                let parsed = enveloped(body, &mut buf);
-                if buf.capacity() > UNESCAPED_KEEP {
-                    *buf = Vec::new();
-                }
-                parsed
-            }
-            // Never nested, but a fresh buffer would do.
-            Err(_) => enveloped(body, &mut Vec::new()),
-        });
-        if let Some(parsed) = parsed {
-            return parsed;
-        }
+    // Unescaped into the thread's scratch buffer: a large message costs no allocation.
+    if body.starts_with(ENVELOPE_HEAD)
+        && let Some(parsed) = super::envelope::with_scratch(&UNESCAPED, |buf| enveloped(body, buf))
+    {
+        return parsed;
     }
     parse(&other_layout(body)?)
 }

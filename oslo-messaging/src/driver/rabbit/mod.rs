@@ -208,7 +208,7 @@ impl ReplyQueue {
             let name = match tokio::time::timeout_at(deadline, address.wait_for(Option::is_some))
                 .await
             {
-                Ok(Ok(name)) => name.clone().unwrap_or_else(|| Arc::from("")),
+                Ok(Ok(name)) => name.clone(),
                 Ok(Err(_)) => return Err(Error::shut_down("the reply consumer has stopped")),
                 Err(_) => {
                     return Err(Error::timeout(format!(
@@ -216,6 +216,9 @@ impl ReplyQueue {
                         timeout.as_secs_f64()
                     )));
                 }
+            };
+            let Some(name) = name else {
+                continue; // `wait_for` returned a present name; never absent here
             };
             let receiver = waiters.register(msg_id.to_owned());
             if address
