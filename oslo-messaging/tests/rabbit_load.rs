@@ -15,27 +15,19 @@ use oslo_messaging::{Context, Target};
 use serde_json::{Value, json};
 use support::rabbit::Scope;
 use support::{Calls, alive_tasks, open_fds, recording_endpoint, rss_kib, settles, stop};
+use testkit::broker::rabbitmqctl;
 
 /// Connections and channels this process has open on the test broker, from `rabbitmqctl`:
 /// connections named `<program>:<pid>:<uuid>` with this process's pid, and their channels.
 /// (Other tests run beside this one, in other processes, with connections of their own.)
 fn broker_counts() -> (usize, usize) {
-    let list = |args: &[&str]| {
-        let out = std::process::Command::new("rabbitmqctl")
-            .arg("-q")
-            .args(args)
-            .output()
-            .expect("rabbitmqctl");
-        assert!(out.status.success(), "rabbitmqctl {args:?}: {out:?}");
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    };
     let ours = format!(":{}:", std::process::id());
-    let connections: Vec<String> = list(&["list_connections", "pid", "client_properties"])
+    let connections: Vec<String> = rabbitmqctl(&["list_connections", "pid", "client_properties"])
         .lines()
         .filter(|l| l.contains("\"connection_name\"") && l.contains(&ours))
         .filter_map(|l| l.split('\t').next().map(str::to_owned))
         .collect();
-    let channels = list(&["list_channels", "connection", "pid"])
+    let channels = rabbitmqctl(&["list_channels", "connection", "pid"])
         .lines()
         .filter(|l| {
             l.split('\t')

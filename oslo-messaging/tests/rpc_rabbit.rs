@@ -846,17 +846,15 @@ async fn a_call_made_before_its_server_exists_is_answered_once_it_does() {
 /// reach the broker of `OSLO_MESSAGING_TEST_URL`: the local one).
 fn queue_counts(queue: &str) -> Option<(u64, u64)> {
     let vhost = Broker::from_env().vhost;
-    let out = std::process::Command::new("rabbitmqctl")
-        .args(["-q", "list_queues", "-p", &vhost])
-        .args(["name", "messages_ready", "messages_unacknowledged"])
-        .output()
-        .expect("rabbitmqctl, to read the broker's queue counts");
-    assert!(
-        out.status.success(),
-        "rabbitmqctl list_queues: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).lines().find_map(|l| {
+    let listing = testkit::broker::rabbitmqctl(&[
+        "list_queues",
+        "-p",
+        &vhost,
+        "name",
+        "messages_ready",
+        "messages_unacknowledged",
+    ]);
+    listing.lines().find_map(|l| {
         let mut f = l.split('\t');
         if f.next()? != queue {
             return None;
