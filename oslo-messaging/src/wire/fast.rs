@@ -13,6 +13,7 @@ use serde::Deserialize;
 use serde::de::{Deserializer, IgnoredAny, MapAccess, Visitor};
 use serde_json::{Map, Value};
 
+use super::envelope::ENVELOPE_HEAD;
 use super::{CONTEXT_PREFIX, IncomingNotification, IncomingRequest, RemoteError, Reply, Request};
 use crate::context::Context;
 
@@ -28,9 +29,6 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     memchr::memmem::find(haystack, needle).is_some()
 }
 
-/// The envelope exactly as Python (and this crate) writes it.
-const ENVELOPE_HEAD: &[u8] = b"{\"oslo.version\": \"2.0\", \"oslo.message\": \"";
-
 /// Python's envelope unwrapped into a new buffer (the tests' form of
 /// [`python_envelope_into`]).
 #[cfg(test)]
@@ -40,12 +38,12 @@ fn python_envelope(body: &[u8]) -> Option<Vec<u8>> {
     Some(out)
 }
 
-/// Unescapes the inner message of an envelope written as Python writes it: the head above,
+/// Unescapes the inner message of an envelope written as Python writes it: [`ENVELOPE_HEAD`],
 /// one JSON string, then `"}`. The inner message is itself JSON, so its string only holds the
 /// escapes `\"` and `\\` in practice; anything else (`\u`, a different layout) returns `None`
 /// and the general parser takes over. One vectorised scan instead of serde's byte loop: this
-/// is most of the cost of decoding large messages. The result goes into `out` (cleared
-/// first).
+/// is most of the cost of decoding large messages. Only UTF-8 without raw control characters
+/// passes. The result goes into `out` (cleared first).
 fn python_envelope_into(body: &[u8], out: &mut Vec<u8>) -> Option<()> {
     let rest = body.strip_prefix(ENVELOPE_HEAD)?;
     out.clear();
@@ -55,8 +53,9 @@ fn python_envelope_into(body: &[u8], out: &mut Vec<u8>) -> Option<()> {
         let i = start + memchr::memchr2(b'"', b'\\', &rest[start..])?;
         out.extend_from_slice(&rest[start..i]);
         if rest[i] == b'"' {
-            // Raw control characters are not allowed in a JSON string.
-            if has_control(&rest[..i]) {
+            // Raw control characters are not allowed in a JSON string, and the reference
+            // decoder refuses text that is not UTF-8 (which unescaping cannot change).
+            if !is_utf8_without_controls(&rest[..i]) {
                 return None;
             }
             // The string's end: only `}` (and whitespace) may follow.
@@ -92,6 +91,28 @@ fn has_control(bytes: &[u8]) -> bool {
     blocks.remainder().iter().any(|b| *b < 0x20)
 }
 
+/// Whether `bytes` are UTF-8 without an ASCII control character: for ASCII text (all of
+/// Python's, which escapes the rest), one pass checks both.
+fn is_utf8_without_controls(bytes: &[u8]) -> bool {
+    let mut blocks = bytes.chunks_exact(64);
+    for (n, block) in (&mut blocks).enumerate() {
+        let (control, high) = block.iter().fold((0u8, 0u8), |(c, h), b| {
+            (c | u8::from(*b < 0x20), h | (b & 0x80))
+        });
+        if control != 0 {
+            return false;
+        }
+        if high != 0 {
+            // Not ASCII from here on: check the rest the plain way (the blocks before ended
+            // with ASCII, so no character is cut).
+            let tail = &bytes[n * 64..];
+            return !has_control(tail) && std::str::from_utf8(tail).is_ok();
+        }
+    }
+    let tail = blocks.remainder();
+    !has_control(tail) && std::str::from_utf8(tail).is_ok()
+}
+
 /// Whether `bytes` hold a JSON object: serde would also fill a struct from an array, which the
 /// reference decoder (like Python) refuses.
 fn is_object(bytes: &[u8]) -> bool {
@@ -120,7 +141,7 @@ fn parse_inner<T: serde::de::DeserializeOwned>(body: &[u8]) -> Option<T> {
         buf: &mut Vec<u8>,
     ) -> Option<Option<T>> {
         python_envelope_into(body, buf)?;
-        Some(std::str::from_utf8(buf).ok().and_then(|_| parse(buf)))
+        Some(parse(buf))
     }
     // Unescaped into the thread's scratch buffer: a large message costs no allocation.
     if body.starts_with(ENVELOPE_HEAD)
@@ -349,6 +370,41 @@ mod tests {
                 "{}",
                 String::from_utf8_lossy(bad)
             );
+        }
+    }
+
+    /// The one-pass check agrees with checking UTF-8 and control characters apart, wherever
+    /// the odd byte is (before, inside or after a 64-byte block, after non-ASCII text).
+    #[test]
+    fn the_text_check_agrees_with_the_two_checks() {
+        let reference = |b: &[u8]| std::str::from_utf8(b).is_ok() && !b.iter().any(|&c| c < 0x20);
+        for len in [0, 1, 63, 64, 65, 130] {
+            for pos in 0..len {
+                for odd in [
+                    &[0x00u8][..],
+                    &[0x1f],
+                    &[0x7f],
+                    &[0xff],
+                    &[0xc3, 0xa9],
+                    &[0xc3],
+                ] {
+                    let mut text = vec![b'a'; len];
+                    text.splice(pos..pos + 1, odd.iter().copied());
+                    assert_eq!(
+                        is_utf8_without_controls(&text),
+                        reference(&text),
+                        "{odd:x?} at {pos} of {len}"
+                    );
+                    // After a character that is not ASCII, further on.
+                    let mut text = "é".repeat(len).into_bytes();
+                    text.splice(pos..pos + 1, odd.iter().copied());
+                    assert_eq!(
+                        is_utf8_without_controls(&text),
+                        reference(&text),
+                        "{odd:x?} at {pos} of {len} after non-ASCII"
+                    );
+                }
+            }
         }
     }
 

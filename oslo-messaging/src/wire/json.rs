@@ -105,15 +105,7 @@ impl Formatter for PythonFormatter {
 const HEX: &[u8; 16] = b"0123456789abcdef";
 
 fn write_u_escape<W: ?Sized + Write>(writer: &mut W, unit: u16) -> io::Result<()> {
-    let buf = [
-        b'\\',
-        b'u',
-        HEX[usize::from(unit >> 12)],
-        HEX[usize::from((unit >> 8) & 0xf)],
-        HEX[usize::from((unit >> 4) & 0xf)],
-        HEX[usize::from(unit & 0xf)],
-    ];
-    writer.write_all(&buf)
+    writer.write_all(&u_escape(unit))
 }
 
 /// Writes `fragment` (which holds no quote, backslash or control character: serde_json escapes
@@ -289,92 +281,172 @@ fn first_needing_escape(bytes: &[u8]) -> Option<usize> {
         .map(|p| p + i)
 }
 
-/// Appends `s` as a quoted, Python-escaped JSON string.
-pub(crate) fn write_str(out: &mut Vec<u8>, s: &str) {
-    out.reserve(s.len() + 2);
-    out.push(b'"');
-    let bytes = s.as_bytes();
-    let mut start = 0;
-    while let Some(offset) = first_needing_escape(&bytes[start..]) {
-        let i = start + offset;
-        out.extend_from_slice(&bytes[start..i]);
-        let b = bytes[i];
-        if b < 0x80 {
-            match b {
-                b'"' => out.extend_from_slice(b"\\\""),
-                b'\\' => out.extend_from_slice(b"\\\\"),
-                b'\n' => out.extend_from_slice(b"\\n"),
-                b'\r' => out.extend_from_slice(b"\\r"),
-                b'\t' => out.extend_from_slice(b"\\t"),
-                0x08 => out.extend_from_slice(b"\\b"),
-                0x0c => out.extend_from_slice(b"\\f"),
-                _ => {
-                    let _ = write_u_escape(out, u16::from(b));
-                }
-            }
-            start = i + 1;
-        } else {
-            // A multi-byte character: escape it as UTF-16 units.
-            let ch = s[i..].chars().next().unwrap_or('\u{fffd}');
-            let mut units = [0u16; 2];
-            for unit in ch.encode_utf16(&mut units) {
-                let _ = write_u_escape(out, *unit);
-            }
-            start = i + ch.len_utf8();
-        }
-    }
-    out.extend_from_slice(&bytes[start..]);
-    out.push(b'"');
+/// Where the encoders write JSON text: as it is, or already escaped as the content of a JSON
+/// string, which is what the 2.0 envelope's `oslo.message` holds. Writing an inner message
+/// escaped in the first place spares the envelope a second pass over the text. Everything
+/// written is printable ASCII (Python's `ensure_ascii`), so nesting changes only `"` and `\`.
+#[derive(Debug)]
+pub(crate) struct JsonOut<'a> {
+    buf: &'a mut Vec<u8>,
+    nested: bool,
 }
 
-/// Appends a JSON value as Python's `json.dumps` writes it (a direct walk, faster than going
-/// through `serde`'s serializer for the trees messages carry).
-pub(crate) fn write_value(out: &mut Vec<u8>, v: &Value) {
-    match v {
-        Value::Null => out.extend_from_slice(b"null"),
-        Value::Bool(true) => out.extend_from_slice(b"true"),
-        Value::Bool(false) => out.extend_from_slice(b"false"),
-        Value::Number(n) => {
-            if let Some(u) = n.as_u64() {
-                out.extend_from_slice(itoa::Buffer::new().format(u).as_bytes());
-            } else if let Some(i) = n.as_i64() {
-                out.extend_from_slice(itoa::Buffer::new().format(i).as_bytes());
-            } else {
-                let f = n.as_f64().unwrap_or(f64::NAN);
-                if f.is_finite() {
-                    let _ = write_python_float(out, ryu::Buffer::new().format_finite(f));
-                } else {
-                    out.extend_from_slice(b"null");
-                }
-            }
-        }
-        Value::String(s) => write_str(out, s),
-        Value::Array(items) => {
-            out.push(b'[');
-            for (i, item) in items.iter().enumerate() {
-                if i > 0 {
-                    out.extend_from_slice(b", ");
-                }
-                write_value(out, item);
-            }
-            out.push(b']');
-        }
-        Value::Object(map) => write_object(out, map),
+impl<'a> JsonOut<'a> {
+    /// JSON text as it is.
+    pub(crate) fn plain(buf: &'a mut Vec<u8>) -> Self {
+        Self { buf, nested: false }
     }
+
+    /// JSON text escaped as the content of a JSON string (no quotes around it).
+    pub(crate) fn nested(buf: &'a mut Vec<u8>) -> Self {
+        Self { buf, nested: true }
+    }
+
+    /// Bytes that read the same at both levels: punctuation, numbers, literals; never `"` or
+    /// `\`.
+    pub(crate) fn raw(&mut self, bytes: &[u8]) {
+        debug_assert!(!bytes.iter().any(|b| matches!(b, b'"' | b'\\')));
+        self.buf.extend_from_slice(bytes);
+    }
+
+    fn quote(&mut self) {
+        if self.nested {
+            self.buf.extend_from_slice(b"\\\"");
+        } else {
+            self.buf.push(b'"');
+        }
+    }
+
+    /// An escape sequence of a JSON string (`\n`, `\u00e9`...).
+    fn escape(&mut self, sequence: &[u8]) {
+        if !self.nested {
+            self.buf.extend_from_slice(sequence);
+            return;
+        }
+        for &b in sequence {
+            if matches!(b, b'"' | b'\\') {
+                self.buf.push(b'\\');
+            }
+            self.buf.push(b);
+        }
+    }
+
+    /// A quoted, Python-escaped JSON string.
+    pub(crate) fn str(&mut self, s: &str) {
+        self.buf.reserve(s.len() + 4);
+        self.quote();
+        let bytes = s.as_bytes();
+        let mut start = 0;
+        while let Some(offset) = first_needing_escape(&bytes[start..]) {
+            let i = start + offset;
+            self.buf.extend_from_slice(&bytes[start..i]);
+            let b = bytes[i];
+            if b < 0x80 {
+                match b {
+                    b'"' => self.escape(b"\\\""),
+                    b'\\' => self.escape(b"\\\\"),
+                    b'\n' => self.escape(b"\\n"),
+                    b'\r' => self.escape(b"\\r"),
+                    b'\t' => self.escape(b"\\t"),
+                    0x08 => self.escape(b"\\b"),
+                    0x0c => self.escape(b"\\f"),
+                    _ => self.escape(&u_escape(u16::from(b))),
+                }
+                start = i + 1;
+            } else {
+                // A multi-byte character: escape it as UTF-16 units.
+                let ch = s[i..].chars().next().unwrap_or('\u{fffd}');
+                let mut units = [0u16; 2];
+                for unit in ch.encode_utf16(&mut units) {
+                    self.escape(&u_escape(*unit));
+                }
+                start = i + ch.len_utf8();
+            }
+        }
+        self.buf.extend_from_slice(&bytes[start..]);
+        self.quote();
+    }
+
+    /// A float as Python's `repr` writes it (`null` when not finite, as serde_json has it).
+    pub(crate) fn float(&mut self, f: f64) {
+        if f.is_finite() {
+            let _ = write_python_float(self.buf, ryu::Buffer::new().format_finite(f));
+        } else {
+            self.buf.extend_from_slice(b"null");
+        }
+    }
+
+    /// A JSON value as Python's `json.dumps` writes it (a direct walk, faster than going
+    /// through `serde`'s serializer for the trees messages carry).
+    pub(crate) fn value(&mut self, v: &Value) {
+        match v {
+            Value::Null => self.raw(b"null"),
+            Value::Bool(true) => self.raw(b"true"),
+            Value::Bool(false) => self.raw(b"false"),
+            Value::Number(n) => {
+                if let Some(u) = n.as_u64() {
+                    self.raw(itoa::Buffer::new().format(u).as_bytes());
+                } else if let Some(i) = n.as_i64() {
+                    self.raw(itoa::Buffer::new().format(i).as_bytes());
+                } else {
+                    self.float(n.as_f64().unwrap_or(f64::NAN));
+                }
+            }
+            Value::String(s) => self.str(s),
+            Value::Array(items) => {
+                self.raw(b"[");
+                for (i, item) in items.iter().enumerate() {
+                    if i > 0 {
+                        self.raw(b", ");
+                    }
+                    self.value(item);
+                }
+                self.raw(b"]");
+            }
+            Value::Object(map) => self.object(map),
+        }
+    }
+
+    /// A JSON object as Python's `json.dumps` writes it.
+    pub(crate) fn object(&mut self, map: &serde_json::Map<String, Value>) {
+        self.raw(b"{");
+        for (i, (k, item)) in map.iter().enumerate() {
+            if i > 0 {
+                self.raw(b", ");
+            }
+            self.str(k);
+            self.raw(b": ");
+            self.value(item);
+        }
+        self.raw(b"}");
+    }
+}
+
+/// `\uXXXX` for one UTF-16 unit.
+fn u_escape(unit: u16) -> [u8; 6] {
+    [
+        b'\\',
+        b'u',
+        HEX[usize::from(unit >> 12)],
+        HEX[usize::from((unit >> 8) & 0xf)],
+        HEX[usize::from((unit >> 4) & 0xf)],
+        HEX[usize::from(unit & 0xf)],
+    ]
+}
+
+/// Appends `s` as a quoted, Python-escaped JSON string.
+pub(crate) fn write_str(out: &mut Vec<u8>, s: &str) {
+    JsonOut::plain(out).str(s);
+}
+
+/// Appends a JSON value as Python's `json.dumps` writes it.
+pub(crate) fn write_value(out: &mut Vec<u8>, v: &Value) {
+    JsonOut::plain(out).value(v);
 }
 
 /// Appends a JSON object as Python's `json.dumps` writes it.
 pub(crate) fn write_object(out: &mut Vec<u8>, map: &serde_json::Map<String, Value>) {
-    out.push(b'{');
-    for (i, (k, item)) in map.iter().enumerate() {
-        if i > 0 {
-            out.extend_from_slice(b", ");
-        }
-        write_str(out, k);
-        out.extend_from_slice(b": ");
-        write_value(out, item);
-    }
-    out.push(b'}');
+    JsonOut::plain(out).object(map);
 }
 
 /// Parses JSON, also accepting what Python's `json` accepts beyond the standard: the `NaN`,
@@ -624,6 +696,28 @@ mod tests {
         let mut walked = Vec::new();
         write_value(&mut walked, &v);
         assert_eq!(String::from_utf8(walked).unwrap(), to_string(&v).unwrap());
+    }
+
+    /// Written nested (the envelope's inner message, in one pass) is written plain, then
+    /// escaped as a JSON string: for every kind of value and escape.
+    #[test]
+    fn nested_output_is_the_plain_output_escaped_as_a_string() {
+        let v = json!({
+            "s": "é\u{2028}\u{1F600}\u{7f}\u{0}/\"\\\n\t\u{8}\u{c}\r\u{1f} plain \\\"",
+            "n": [0, -1, u64::MAX, i64::MIN, 0.1, 1e16, 1e-5, -0.0, 123.456],
+            "nested": {"a": [], "b": {}, "c": [true, false, null]},
+            "k\"ey\\": "odd key"
+        });
+        let mut plain = Vec::new();
+        write_value(&mut plain, &v);
+        let mut nested = Vec::new();
+        JsonOut::nested(&mut nested).value(&v);
+        let mut want = Vec::new();
+        write_str(&mut want, std::str::from_utf8(&plain).unwrap());
+        assert_eq!(
+            String::from_utf8(nested).unwrap(),
+            std::str::from_utf8(&want[1..want.len() - 1]).unwrap()
+        );
     }
 
     /// The word-at-a-time scan finds the same byte as a plain scan, wherever it is.

@@ -34,7 +34,7 @@ mod reply;
 mod request;
 mod time;
 
-pub(crate) use envelope::{envelope_version_ok, wrap_printable};
+pub(crate) use envelope::envelope_version_ok;
 pub use envelope::{unwrap_envelope, wrap_envelope};
 #[cfg(any(test, feature = "fuzzing"))]
 use notification::decode_notification_general;
@@ -144,27 +144,23 @@ pub fn new_id() -> String {
 
 // What the codecs share.
 
-fn write_key(out: &mut Vec<u8>, first: &mut bool, key: &str) {
+fn write_key(out: &mut json::JsonOut<'_>, first: &mut bool, key: &str) {
     if !*first {
-        out.extend_from_slice(b", ");
+        out.raw(b", ");
     }
     *first = false;
-    json::write_str(out, key);
-    out.extend_from_slice(b": ");
+    out.str(key);
+    out.raw(b": ");
 }
 
-fn write_value(out: &mut Vec<u8>, value: &Value) {
-    json::write_value(out, value);
-}
-
-fn write_context(out: &mut Vec<u8>, first: &mut bool, context: &Context) {
+fn write_context(out: &mut json::JsonOut<'_>, first: &mut bool, context: &Context) {
     let mut key = String::with_capacity(32);
     for (k, v) in context.iter() {
         key.clear();
         key.push_str(CONTEXT_PREFIX);
         key.push_str(k);
         write_key(out, first, &key);
-        write_value(out, v);
+        out.value(v);
     }
 }
 
@@ -204,11 +200,11 @@ fn take_opt_string(
 }
 
 /// Writes a duration in seconds as Python would have it: an integer when whole, else a float.
-fn write_seconds(out: &mut Vec<u8>, d: Duration) {
+fn write_seconds(out: &mut json::JsonOut<'_>, d: Duration) {
     if d.subsec_nanos() == 0 {
-        out.extend_from_slice(d.as_secs().to_string().as_bytes());
+        out.raw(itoa::Buffer::new().format(d.as_secs()).as_bytes());
     } else {
-        let _ = json::write(out, &d.as_secs_f64());
+        out.float(d.as_secs_f64());
     }
 }
 

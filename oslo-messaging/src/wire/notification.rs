@@ -80,27 +80,27 @@ impl Notification {
 /// ```
 pub fn encode_notification(n: &Notification, unique_id: &str, envelope: bool) -> Vec<u8> {
     super::envelope::encode_with(envelope, |out| {
-        out.push(b'{');
+        out.raw(b"{");
         let mut first = true;
         write_key(out, &mut first, "message_id");
-        json::write_str(out, &n.message_id);
+        out.str(&n.message_id);
         write_key(out, &mut first, "publisher_id");
         match &n.publisher_id {
-            Some(p) => json::write_str(out, p),
-            None => out.extend_from_slice(b"null"),
+            Some(p) => out.str(p),
+            None => out.raw(b"null"),
         }
         write_key(out, &mut first, "event_type");
-        json::write_str(out, &n.event_type);
+        out.str(&n.event_type);
         write_key(out, &mut first, "priority");
-        json::write_str(out, &n.priority);
+        out.str(&n.priority);
         write_key(out, &mut first, "payload");
-        write_value(out, &n.payload);
+        out.value(&n.payload);
         write_key(out, &mut first, "timestamp");
-        json::write_str(out, &n.timestamp);
+        out.str(&n.timestamp);
         write_key(out, &mut first, "_unique_id");
-        json::write_str(out, unique_id);
+        out.str(unique_id);
         write_context(out, &mut first, &n.context);
-        out.push(b'}');
+        out.raw(b"}");
     })
 }
 

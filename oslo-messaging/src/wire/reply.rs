@@ -25,22 +25,22 @@ pub fn encode_reply(
     outcome: &Result<Value, RemoteError>,
 ) -> Vec<u8> {
     super::envelope::encode_with(true, |out| {
-        out.push(b'{');
+        out.raw(b"{");
         let mut first = true;
         write_key(out, &mut first, "result");
         match outcome {
-            Ok(v) => write_value(out, v),
-            Err(_) => out.extend_from_slice(b"null"),
+            Ok(v) => out.value(v),
+            Err(_) => out.raw(b"null"),
         }
         write_key(out, &mut first, "failure");
         match outcome {
-            Ok(_) => out.extend_from_slice(b"null"),
-            Err(failure) => json::write_str(out, &failure.to_json()),
+            Ok(_) => out.raw(b"null"),
+            Err(failure) => out.str(&failure.to_json()),
         }
         write_key(out, &mut first, "ending");
-        out.extend_from_slice(b"true");
+        out.raw(b"true");
         write_reply_ids(out, &mut first, msg_id, unique_id);
-        out.push(b'}');
+        out.raw(b"}");
     })
 }
 
@@ -56,19 +56,25 @@ pub fn encode_reply(
 /// # Ok::<(), wire::WireError>(())
 /// ```
 pub fn encode_heartbeat(msg_id: &str, unique_id: &str) -> Vec<u8> {
-    let mut out = Vec::with_capacity(128);
-    out.extend_from_slice(b"{\"result\": null, \"failure\": null, \"ending\": false");
-    let mut first = false;
-    write_reply_ids(&mut out, &mut first, msg_id, unique_id);
-    out.push(b'}');
-    wrap_printable(&out)
+    super::envelope::encode_with(true, |out| {
+        out.raw(b"{");
+        let mut first = true;
+        write_key(out, &mut first, "result");
+        out.raw(b"null");
+        write_key(out, &mut first, "failure");
+        out.raw(b"null");
+        write_key(out, &mut first, "ending");
+        out.raw(b"false");
+        write_reply_ids(out, &mut first, msg_id, unique_id);
+        out.raw(b"}");
+    })
 }
 
-fn write_reply_ids(out: &mut Vec<u8>, first: &mut bool, msg_id: &str, unique_id: &str) {
+fn write_reply_ids(out: &mut json::JsonOut<'_>, first: &mut bool, msg_id: &str, unique_id: &str) {
     write_key(out, first, "_msg_id");
-    json::write_str(out, msg_id);
+    out.str(msg_id);
     write_key(out, first, "_unique_id");
-    json::write_str(out, unique_id);
+    out.str(unique_id);
 }
 
 /// One reply message as the caller receives it.

@@ -111,35 +111,35 @@ impl<'a> CallInfo<'a> {
 /// ```
 pub fn encode_request(req: &Request, call: Option<&CallInfo<'_>>, unique_id: &str) -> Vec<u8> {
     super::envelope::encode_with(true, |out| {
-        out.push(b'{');
+        out.raw(b"{");
         let mut first = true;
         write_key(out, &mut first, "method");
-        json::write_str(out, &req.method);
+        out.str(&req.method);
         write_key(out, &mut first, "args");
-        json::write_object(out, &req.args);
+        out.object(&req.args);
         if let Some(ns) = &req.namespace {
             write_key(out, &mut first, "namespace");
-            json::write_str(out, ns);
+            out.str(ns);
         }
         if let Some(v) = &req.version {
             write_key(out, &mut first, "version");
-            json::write_str(out, v);
+            out.str(v);
         }
         if let Some(call) = call {
             write_key(out, &mut first, "_msg_id");
-            json::write_str(out, call.msg_id);
+            out.str(call.msg_id);
             write_key(out, &mut first, "_reply_q");
-            json::write_str(out, call.reply_q);
+            out.str(call.reply_q);
             write_key(out, &mut first, "_timeout");
             match call.call_monitor_timeout {
                 Some(d) => write_seconds(out, d),
-                None => out.extend_from_slice(b"null"),
+                None => out.raw(b"null"),
             }
         }
         write_key(out, &mut first, "_unique_id");
-        json::write_str(out, unique_id);
+        out.str(unique_id);
         write_context(out, &mut first, &req.context);
-        out.push(b'}');
+        out.raw(b"}");
     })
 }
 
