@@ -60,14 +60,14 @@ fn the_sample_has_the_options_and_defaults_of_pythons_generator() {
     assert!(out.status.success(), "{out:?}");
     let ours = defaults(&String::from_utf8(out.stdout).unwrap());
 
-    // Python's generator also lists the Kafka driver's group, which we do not implement, and
-    // leaves out the metrics and tracing groups, which 18.3.1 registers on the global CONF
-    // only: their options come from the modules that register them.
+    // Python's generator leaves out the metrics and tracing groups, which 18.3.1 registers on
+    // the global CONF only: their options come from the modules that register them.
     let groups: Vec<&String> = ours.keys().collect();
     assert_eq!(
         groups,
         [
             "DEFAULT",
+            "oslo_messaging_kafka",
             "oslo_messaging_metrics",
             "oslo_messaging_notifications",
             "oslo_messaging_rabbit",
@@ -138,7 +138,8 @@ fn check_shows_the_configuration_masked_and_what_is_ignored() {
         "[DEFAULT]\ntransport_url = rabbit://nova:s3cret@rmq1:5672/\ncontrol_exchange = nova\n\
          [oslo_messaging_notifications]\ndriver = messagingv2\n\
          [oslo_messaging_tracing]\ntracing_enabled = true\n\
-         [oslo_messaging_kafka]\nconsumer_group = g\n",
+         [oslo_messaging_kafka]\nconsumer_group = g\n\
+         [oslo_messaging_amqp]\nidle_timeout = 10\n",
     )
     .unwrap();
     let path = conf.to_str().unwrap();
@@ -152,16 +153,17 @@ fn check_shows_the_configuration_masked_and_what_is_ignored() {
     );
     assert!(text.contains("control_exchange = nova"), "{text}");
     assert!(
-        text.contains("warning: [oslo_messaging_kafka] is set"),
+        text.contains("warning: [oslo_messaging_amqp] is set"),
         "{text}"
     );
     assert!(!text.contains("[oslo_messaging_tracing] is set"), "{text}");
+    assert!(!text.contains("[oslo_messaging_kafka] is set"), "{text}");
 
     let out = ours(&["--json", "--config-file", path, "config", "check"]);
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(
         v["unsupported_groups"],
-        serde_json::json!(["oslo_messaging_kafka"])
+        serde_json::json!(["oslo_messaging_amqp"])
     );
     assert_eq!(
         v["notification_drivers"],

@@ -1,8 +1,10 @@
 //! Configuration: oslo.config option names, groups and defaults.
 //!
-//! [`Config`] holds the three groups oslo.messaging reads: `[DEFAULT]` ([`DefaultOptions`]),
-//! `[oslo_messaging_rabbit]` ([`RabbitOptions`]) and `[oslo_messaging_notifications]`
-//! ([`NotificationOptions`]). Load it from oslo-style INI files, later files overriding earlier
+//! [`Config`] holds the groups oslo.messaging reads: `[DEFAULT]` ([`DefaultOptions`]),
+//! `[oslo_messaging_rabbit]` ([`RabbitOptions`]), `[oslo_messaging_notifications]`
+//! ([`NotificationOptions`]), `[oslo_messaging_kafka]` ([`KafkaOptions`]),
+//! `[oslo_messaging_tracing]` ([`TracingOptions`]) and `[oslo_messaging_metrics]`
+//! ([`MetricsOptions`]). Load it from oslo-style INI files, later files overriding earlier
 //! ones, or build it in Rust:
 //!
 //! ```
@@ -31,7 +33,8 @@
 //! As in oslo.config, options a file sets that this library does not know are ignored (a
 //! `nova.conf` holds many other groups), while a bad value for a known option is an error naming
 //! the group, option and value. Query parameters of a `rabbit://` URL override
-//! `[oslo_messaging_rabbit]` options for that transport; there an unknown name is an error.
+//! `[oslo_messaging_rabbit]` options for that transport (of a `kafka://` URL,
+//! `[oslo_messaging_kafka]` options); there an unknown name is an error.
 
 use std::path::{Path, PathBuf};
 
@@ -152,6 +155,46 @@ options! {
 }
 
 options! {
+    /// `[oslo_messaging_kafka]`: the Kafka notification driver's options, with the names and
+    /// defaults of Python oslo.messaging 18.3.1 (`kafka_driver/kafka_options.py`). Query
+    /// parameters of a `kafka://` URL override them for that transport, as in Python.
+    pub struct KafkaOptions("oslo_messaging_kafka") {
+        /// Most bytes a listener fetches from one partition at once
+        /// (`max.partition.fetch.bytes`).
+        kafka_max_fetch_bytes: i64 = 1024 * 1024, "integer, min 1", min 1;
+        /// Seconds a listener waits for messages in one poll.
+        kafka_consumer_timeout: f64 = 1.0, "float, min 0.0", min 0.0;
+        /// The consumer group of listeners started without a pool: listeners of one group
+        /// share the notifications.
+        consumer_group: String = "oslo_messaging_consumer".to_owned(), "string";
+        /// Seconds the producer may wait to batch messages (`linger.ms`).
+        producer_batch_timeout: f64 = 0.0, "float, min 0.0", min 0.0;
+        /// Most messages in one producer batch (`batch.num.messages`).
+        producer_batch_size: i64 = 16384, "integer, min 1", min 1;
+        /// Compression of produced messages: `none`, `gzip`, `snappy`, `lz4` or `zstd`.
+        compression_codec: String = "none".to_owned(), "none, gzip, snappy, lz4 or zstd", choices ["none", "gzip", "snappy", "lz4", "zstd"];
+        /// Commit offsets in the background; when false, a listener commits each batch it
+        /// fetched before handling it (as Python does).
+        enable_auto_commit: bool = false, "boolean";
+        /// Most messages one poll hands a listener.
+        max_poll_records: i64 = 500, "integer, min 1", min 1;
+        /// How to talk to the brokers: `PLAINTEXT`, `SASL_PLAINTEXT`, `SSL` or `SASL_SSL`.
+        security_protocol: String = "PLAINTEXT".to_owned(), "PLAINTEXT, SASL_PLAINTEXT, SSL or SASL_SSL", choices ["PLAINTEXT", "SASL_PLAINTEXT", "SSL", "SASL_SSL"];
+        /// The SASL mechanism (`PLAIN`, `SCRAM-SHA-256`, `SCRAM-SHA-512`); the user name and
+        /// password come from the transport URL.
+        sasl_mechanism: String = "PLAIN".to_owned(), "string";
+        /// CA certificates (PEM) to verify the brokers with.
+        ssl_cafile: String = String::new(), "string";
+        /// Client certificate (PEM).
+        ssl_client_cert_file: String = String::new(), "string";
+        /// Client private key (PEM).
+        ssl_client_key_file: String = String::new(), "string";
+        /// The client private key's password.
+        ssl_client_key_password: Secret = Secret::new(""), "secret string";
+    }
+}
+
+options! {
     /// `[oslo_messaging_notifications]`: how notifications are sent.
     pub struct NotificationOptions("oslo_messaging_notifications") {
         /// Notification drivers (`messagingv2`, `messaging`, `log`, `routing`, `test`, `noop`).
@@ -232,7 +275,7 @@ pub(crate) fn default_processname() -> String {
 
 /// oslo.messaging groups that this library does not implement: options a file sets there
 /// would otherwise be ignored without a word, so loading such a file warns.
-const UNSUPPORTED_GROUPS: &[&str] = &["oslo_messaging_amqp", "oslo_messaging_kafka"];
+const UNSUPPORTED_GROUPS: &[&str] = &["oslo_messaging_amqp"];
 
 /// All the options oslo.messaging reads, by group.
 ///
@@ -259,6 +302,8 @@ pub struct Config {
     pub tracing: TracingOptions,
     /// `[oslo_messaging_metrics]`.
     pub metrics: MetricsOptions,
+    /// `[oslo_messaging_kafka]`.
+    pub kafka: KafkaOptions,
     /// oslo.messaging groups the loaded files set that this library does not implement.
     unsupported: Vec<String>,
 }
@@ -299,6 +344,7 @@ impl Config {
             (RabbitOptions::GROUP, RabbitOptions::options()),
             (TracingOptions::GROUP, TracingOptions::options()),
             (MetricsOptions::GROUP, MetricsOptions::options()),
+            (KafkaOptions::GROUP, KafkaOptions::options()),
         ]
     }
 
@@ -338,7 +384,8 @@ impl Config {
     }
 
     /// The oslo.messaging groups that the loaded files set and this library does not implement
-    /// (`oslo_messaging_kafka`, `oslo_messaging_amqp`): their options have no effect. Loading warns about each once.
+    /// (`oslo_messaging_amqp`, whose driver Python removed too): their options have no
+    /// effect. Loading warns about each once.
     pub fn unsupported_groups(&self) -> &[String] {
         &self.unsupported
     }
@@ -401,6 +448,7 @@ impl Config {
             "oslo_messaging_notifications" => self.notifications.text_of(name),
             "oslo_messaging_tracing" => self.tracing.text_of(name),
             "oslo_messaging_metrics" => self.metrics.text_of(name),
+            "oslo_messaging_kafka" => self.kafka.text_of(name),
             _ => None,
         }
     }
@@ -415,6 +463,7 @@ impl Config {
             "oslo_messaging_notifications" => NotificationOptions::knows(name),
             "oslo_messaging_tracing" => TracingOptions::knows(name),
             "oslo_messaging_metrics" => MetricsOptions::knows(name),
+            "oslo_messaging_kafka" => KafkaOptions::knows(name),
             _ => false,
         }
     }
@@ -438,6 +487,7 @@ impl Config {
             "oslo_messaging_notifications" => self.notifications.set(name, values),
             "oslo_messaging_tracing" => self.tracing.set(name, values),
             "oslo_messaging_metrics" => self.metrics.set(name, values),
+            "oslo_messaging_kafka" => self.kafka.set(name, values),
             _ => Err(SetError::Unknown),
         }
     }
@@ -471,6 +521,53 @@ impl Config {
     }
 }
 
+impl KafkaOptions {
+    /// Applies `[oslo_messaging_kafka]` overrides from a `kafka://` URL query, as Python's
+    /// `ConfigOptsProxy` does.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::Configuration`](crate::ErrorKind::Configuration) naming an unknown option or
+    /// a bad value.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let mut kafka = oslo_messaging::config::KafkaOptions::default();
+    /// kafka.apply_query(&[("consumer_group".into(), "ceilometer".into())])?;
+    /// assert_eq!(kafka.consumer_group, "ceilometer");
+    /// assert!(kafka.apply_query(&[("compression_codec".into(), "brotli".into())]).is_err());
+    /// # Ok::<(), oslo_messaging::Error>(())
+    /// ```
+    pub fn apply_query(&mut self, query: &[(String, String)]) -> Result<()> {
+        apply_query(Self::GROUP, query, |k, v| self.set(k, v))
+    }
+}
+
+/// Sets each `name=value` of a URL query with `set`, naming `group` in the errors.
+fn apply_query(
+    group: &str,
+    query: &[(String, String)],
+    mut set: impl FnMut(&str, &[String]) -> Result<(), SetError>,
+) -> Result<()> {
+    for (k, v) in query {
+        match set(k, std::slice::from_ref(v)) {
+            Ok(()) => {}
+            Err(SetError::Unknown) => {
+                return Err(Error::config(format!(
+                    "no such option {k:?} in group [{group}] (from the transport URL query)"
+                )));
+            }
+            Err(SetError::Invalid(msg)) => {
+                return Err(Error::config(format!(
+                    "{msg} (from the transport URL query)"
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
 impl RabbitOptions {
     /// Applies `[oslo_messaging_rabbit]` overrides from a URL query, as Python's
     /// `ConfigOptsProxy` does.
@@ -480,21 +577,7 @@ impl RabbitOptions {
     /// [`ErrorKind::Configuration`](crate::ErrorKind::Configuration) naming an unknown option or
     /// a bad value.
     pub fn apply_query(&mut self, query: &[(String, String)]) -> Result<()> {
-        for (k, v) in query {
-            match self.set(k, std::slice::from_ref(v)) {
-                Ok(()) => {}
-                Err(SetError::Unknown) => {
-                    return Err(Error::config(format!(
-                        "no such option {k:?} in group [oslo_messaging_rabbit] (from the transport URL query)"
-                    )));
-                }
-                Err(SetError::Invalid(msg)) => {
-                    return Err(Error::config(format!(
-                        "{msg} (from the transport URL query)"
-                    )));
-                }
-            }
-        }
+        apply_query(Self::GROUP, query, |k, v| self.set(k, v))?;
         self.validate()
     }
 

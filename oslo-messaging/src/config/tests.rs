@@ -366,10 +366,9 @@ fn groups_this_library_does_not_implement_are_reported() {
     )
     .unwrap();
     // A service's own groups are not ours to judge; oslo.messaging's unimplemented ones are.
-    assert_eq!(
-        c.unsupported_groups(),
-        ["oslo_messaging_amqp", "oslo_messaging_kafka"]
-    );
+    assert_eq!(c.unsupported_groups(), ["oslo_messaging_amqp"]);
+    // The Kafka driver's group is read.
+    assert_eq!(c.kafka.consumer_group, "g");
     assert!(Config::default().unsupported_groups().is_empty());
 }
 
@@ -388,7 +387,11 @@ fn the_sample_lists_every_option_and_loads_as_the_defaults() {
             count += 1;
         }
     }
-    assert_eq!(count, 5 + 5 + 38 + 5 + 5, "every option of the five groups");
+    assert_eq!(
+        count,
+        5 + 5 + 38 + 5 + 5 + 14,
+        "every option of the six groups"
+    );
     assert!(sample.contains("\n#kombu_reconnect_delay = 1.0\n"));
     assert!(sample.contains("\n#kombu_compression = <None>\n"));
     assert!(sample.contains("\n#driver = \n"));
