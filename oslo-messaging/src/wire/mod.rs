@@ -11,7 +11,8 @@
 //!   a JSON string `{"class", "module", "message", "tb", "args", "kwargs"}`. A call-monitor
 //!   heartbeat is a reply with `"ending": false` and nulls.
 //! * **Notification**: `{"message_id", "publisher_id", "event_type", "priority", "payload",
-//!   "timestamp", "_unique_id", "_context_<key>"...}`, enveloped (v2) or raw (v1).
+//!   "timestamp", "_unique_id", "_context_<key>"...}`, enveloped (v2) or raw (v1). Over Kafka:
+//!   `{"message_id", ..., "timestamp", "_context": {...}}`, always enveloped.
 //!
 //! Output is byte-identical to Python's for the same content; input may be any valid JSON
 //! (compact, raw UTF-8, any key order).
@@ -39,7 +40,8 @@ pub use envelope::{unwrap_envelope, wrap_envelope};
 #[cfg(any(test, feature = "fuzzing"))]
 use notification::decode_notification_general;
 pub use notification::{
-    IncomingNotification, Notification, decode_notification, encode_notification,
+    IncomingNotification, Notification, decode_kafka_notification, decode_notification,
+    encode_kafka_notification, encode_notification,
 };
 #[cfg(any(test, feature = "fuzzing"))]
 use reply::decode_reply_general;

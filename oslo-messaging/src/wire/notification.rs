@@ -82,26 +82,102 @@ pub fn encode_notification(n: &Notification, unique_id: &str, envelope: bool) ->
     super::envelope::encode_with(envelope, |out| {
         out.raw(b"{");
         let mut first = true;
-        write_key(out, &mut first, "message_id");
-        out.str(&n.message_id);
-        write_key(out, &mut first, "publisher_id");
-        match &n.publisher_id {
-            Some(p) => out.str(p),
-            None => out.raw(b"null"),
-        }
-        write_key(out, &mut first, "event_type");
-        out.str(&n.event_type);
-        write_key(out, &mut first, "priority");
-        out.str(&n.priority);
-        write_key(out, &mut first, "payload");
-        out.value(&n.payload);
-        write_key(out, &mut first, "timestamp");
-        out.str(&n.timestamp);
+        write_notification_fields(out, &mut first, n);
         write_key(out, &mut first, "_unique_id");
         out.str(unique_id);
         write_context(out, &mut first, &n.context);
         out.raw(b"}");
     })
+}
+
+/// The fields Python's notifier builds, in its order.
+fn write_notification_fields(out: &mut json::JsonOut<'_>, first: &mut bool, n: &Notification) {
+    write_key(out, first, "message_id");
+    out.str(&n.message_id);
+    write_key(out, first, "publisher_id");
+    match &n.publisher_id {
+        Some(p) => out.str(p),
+        None => out.raw(b"null"),
+    }
+    write_key(out, first, "event_type");
+    out.str(&n.event_type);
+    write_key(out, first, "priority");
+    out.str(&n.priority);
+    write_key(out, first, "payload");
+    out.value(&n.payload);
+    write_key(out, first, "timestamp");
+    out.str(&n.timestamp);
+}
+
+/// Encodes a notification as Python's Kafka driver does (`pack_message`): always in the 2.0
+/// envelope, with the context as one nested `_context` object (not `_context_*` keys) and no
+/// `_unique_id`.
+///
+/// # Examples
+///
+/// ```
+/// use oslo_messaging::{Context, wire};
+///
+/// let mut n = wire::Notification::new("image.update", "INFO", serde_json::json!({"id": 1}));
+/// n.context = Context::new().with("user", "alice");
+/// let body = wire::encode_kafka_notification(&n);
+/// let text = String::from_utf8(body.clone()).unwrap();
+/// assert!(text.contains(r#"\"_context\": {\"user\": \"alice\"}"#), "{text}");
+/// let back = wire::decode_kafka_notification(&body)?;
+/// assert_eq!(back.context.get("user"), Some(&serde_json::json!("alice")));
+/// # Ok::<(), wire::WireError>(())
+/// ```
+pub fn encode_kafka_notification(n: &Notification) -> Vec<u8> {
+    super::envelope::encode_with(true, |out| {
+        out.raw(b"{");
+        let mut first = true;
+        write_notification_fields(out, &mut first, n);
+        write_key(out, &mut first, "_context");
+        out.raw(b"{");
+        for (i, (k, v)) in n.context.iter().enumerate() {
+            if i > 0 {
+                out.raw(b", ");
+            }
+            out.str(k);
+            out.raw(b": ");
+            out.value(v);
+        }
+        out.raw(b"}");
+        out.raw(b"}");
+    })
+}
+
+/// Decodes a notification as Python's Kafka driver does (`unpack_message`): enveloped or not,
+/// with the context in a nested `_context` object. A message with `_context_*` keys instead
+/// (as the AMQP drivers write them) is read too.
+///
+/// # Errors
+///
+/// Any [`WireError`]; also [`WireError::BadField`] when `_context` is not an object.
+///
+/// # Examples
+///
+/// ```
+/// use oslo_messaging::wire;
+///
+/// let n = wire::decode_kafka_notification(br#"{"event_type": "x", "priority": "INFO", "_context": {"user": "u"}}"#)?;
+/// assert_eq!(n.event_type.as_deref(), Some("x"));
+/// assert!(wire::decode_kafka_notification(br#"{"_context": 1}"#).is_err());
+/// # Ok::<(), wire::WireError>(())
+/// ```
+pub fn decode_kafka_notification(body: &[u8]) -> Result<IncomingNotification, WireError> {
+    let mut map = unwrap_envelope(body)?;
+    let context = match map.shift_remove("_context") {
+        Some(Value::Object(ctx)) => Context::from_map(ctx),
+        None | Some(Value::Null) => take_context(&mut map),
+        Some(_) => {
+            return Err(WireError::BadField {
+                field: "_context",
+                expected: "a JSON object",
+            });
+        }
+    };
+    Ok(notification_fields(map, context))
 }
 
 /// A notification as a listener receives it. Fields Python reads with `.get()` are optional.
@@ -158,11 +234,16 @@ pub fn decode_notification(body: &[u8]) -> Result<IncomingNotification, WireErro
 pub(crate) fn decode_notification_general(body: &[u8]) -> Result<IncomingNotification, WireError> {
     let mut map = unwrap_envelope(body)?;
     let context = take_context(&mut map);
+    Ok(notification_fields(map, context))
+}
+
+/// The fields of a decoded notification; what Python reads with `.get()` may be missing.
+fn notification_fields(mut map: Map<String, Value>, context: Context) -> IncomingNotification {
     let lenient_string = |map: &mut Map<String, Value>, k: &str| match map.shift_remove(k) {
         Some(Value::String(s)) => Some(s),
         _ => None,
     };
-    Ok(IncomingNotification {
+    IncomingNotification {
         publisher_id: lenient_string(&mut map, "publisher_id"),
         event_type: lenient_string(&mut map, "event_type"),
         priority: lenient_string(&mut map, "priority"),
@@ -171,5 +252,5 @@ pub(crate) fn decode_notification_general(body: &[u8]) -> Result<IncomingNotific
         payload: map.shift_remove("payload").unwrap_or(Value::Null),
         timestamp: map.shift_remove("timestamp").unwrap_or(Value::Null),
         context,
-    })
+    }
 }
