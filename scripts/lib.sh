@@ -1,5 +1,5 @@
-# Shared by scripts/test and scripts/bench-compare: the build cache, RabbitMQ and the Python
-# oslo.messaging 18.3.1 virtualenv. Source it from the repository root.
+# Shared by scripts/test and scripts/bench-compare: the build cache, RabbitMQ, the tansu Kafka
+# broker and the Python oslo.messaging 18.3.1 virtualenv. Source it from the repository root.
 
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/oslo-messaging-target}"
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
@@ -35,6 +35,22 @@ ensure_rabbitmq() {
     fi
     broker_up || { echo "RabbitMQ did not start" >&2; exit 1; }
     rabbitmqctl -q status | grep -m1 -i 'RabbitMQ version' || true
+}
+
+# The Kafka-protocol broker of the Kafka driver's tests and benchmarks: tansu, built once from
+# crates.io into a cache (about 9 minutes); exports OSLO_MESSAGING_TANSU. Each test starts its
+# own broker, in memory, on a free port.
+TANSU_VERSION=0.6.0
+ensure_tansu() {
+    step "tansu $TANSU_VERSION (a Kafka-protocol broker)"
+    local root="$HOME/.cache/tansu-$TANSU_VERSION"
+    if [ ! -x "$root/bin/tansu" ]; then
+        CARGO_TARGET_DIR="$HOME/.cache/tansu-build" cargo install --locked tansu \
+            --version "$TANSU_VERSION" --features dynostore --root "$root"
+        rm -rf "$HOME/.cache/tansu-build"
+    fi
+    export OSLO_MESSAGING_TANSU="$root/bin/tansu"
+    "$OSLO_MESSAGING_TANSU" --version
 }
 
 # Python oslo.messaging 18.3.1 in a cached virtualenv, rebuilt when interop/requirements.txt

@@ -8,7 +8,7 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::secret::Secret;
 
 /// The drivers compiled into this library, by URL scheme.
-pub(crate) const KNOWN_SCHEMES: &[&str] = &["rabbit", "kombu", "memory", "fake"];
+pub(crate) const KNOWN_SCHEMES: &[&str] = &["rabbit", "kombu", "kafka", "memory", "fake"];
 
 /// Which driver a URL selects.
 ///
@@ -29,6 +29,8 @@ pub enum DriverKind {
     Memory,
     /// The RabbitMQ driver (`rabbit://`, or its alias `kombu://`).
     Rabbit,
+    /// The Kafka driver (`kafka://`), for notifications only, as in Python.
+    Kafka,
 }
 
 /// One host of a [`TransportUrl`].
@@ -297,6 +299,7 @@ impl TransportUrl {
         match self.driver_name() {
             "memory" | "fake" => Ok(DriverKind::Memory),
             "rabbit" | "kombu" => Ok(DriverKind::Rabbit),
+            "kafka" => Ok(DriverKind::Kafka),
             other => Err(Error::new(
                 ErrorKind::InvalidUrl,
                 format!(
@@ -670,6 +673,10 @@ mod tests {
         assert_eq!(p("fake://").driver_kind().unwrap(), DriverKind::Memory);
         assert_eq!(p("rabbit://").driver_kind().unwrap(), DriverKind::Rabbit);
         assert_eq!(p("kombu://h").driver_kind().unwrap(), DriverKind::Rabbit);
+        assert_eq!(
+            p("kafka://k1:9092").driver_kind().unwrap(),
+            DriverKind::Kafka
+        );
         assert_eq!(p("kombu+memory:////").driver_name(), "kombu");
         assert_eq!(p("RABBIT://h/").scheme(), "rabbit");
     }

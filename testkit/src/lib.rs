@@ -6,6 +6,7 @@
 //! * [`node`] and [`cluster`]: private RabbitMQ nodes and three-node clusters on their own
 //!   ports, for faults ([`require_nodes!`]);
 //! * [`proxy`]: a fault proxy between a client and a broker;
+//! * [`kafka`]: a private Kafka-protocol broker (tansu) for the Kafka driver ([`require_kafka!`]);
 //! * [`python`]: the Python oslo.messaging 18.3.1 peers ([`require_python!`]);
 //! * [`process`]: a background process read line by line;
 //! * [`metrics`]: this process's memory, file descriptors and tasks;
@@ -21,6 +22,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 pub mod broker;
 pub mod cluster;
 pub mod fuzz;
+pub mod kafka;
 pub mod metrics;
 pub mod node;
 pub mod otlp;

@@ -56,6 +56,8 @@ use crate::target::Target;
 use crate::wire;
 
 pub(crate) mod backoff;
+#[cfg(feature = "kafka")]
+pub(crate) mod kafka;
 pub(crate) mod memory;
 #[cfg(feature = "rabbit")]
 pub(crate) mod rabbit;

@@ -33,8 +33,9 @@ pub use crate::url::{DriverKind, TransportHost, TransportUrl};
 /// A connection to a messaging backend: cheap to clone, shared by clients, servers, notifiers
 /// and listeners.
 ///
-/// The URL scheme picks the driver: `rabbit://` (or `kombu://`) for RabbitMQ, `memory://` (or
-/// `fake://`) for the in-process broker. Connections are opened lazily, when first needed, so
+/// The URL scheme picks the driver: `rabbit://` (or `kombu://`) for RabbitMQ, `kafka://` for
+/// Kafka (notifications only, with the `kafka` feature), `memory://` (or `fake://`) for the
+/// in-process broker. Connections are opened lazily, when first needed, so
 /// building a transport never blocks.
 ///
 /// # Examples
@@ -102,6 +103,22 @@ fn rabbit_driver(
     ))
 }
 
+#[cfg(feature = "kafka")]
+fn kafka_driver(url: &TransportUrl, config: &Config) -> Result<Arc<dyn Driver>> {
+    Ok(Arc::new(crate::driver::kafka::KafkaDriver::new(
+        url,
+        &config.kafka,
+    )?))
+}
+
+#[cfg(not(feature = "kafka"))]
+fn kafka_driver(url: &TransportUrl, _config: &Config) -> Result<Arc<dyn Driver>> {
+    Err(Error::new(
+        crate::ErrorKind::Configuration,
+        format!("the Kafka driver is not in this build (enable the `kafka` feature); URL {url}"),
+    ))
+}
+
 impl Transport {
     /// A transport for `[DEFAULT] transport_url` of `config`.
     ///
@@ -157,6 +174,11 @@ impl Transport {
             DriverKind::Rabbit => {
                 config.rabbit.apply_query(url.query())?;
                 let driver = rabbit_driver(&url, &config, exchange)?;
+                Ok(Self::from_parts(driver, None, config, url, telemetry))
+            }
+            DriverKind::Kafka => {
+                config.kafka.apply_query(url.query())?;
+                let driver = kafka_driver(&url, &config)?;
                 Ok(Self::from_parts(driver, None, config, url, telemetry))
             }
         }

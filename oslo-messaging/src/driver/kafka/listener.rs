@@ -1,0 +1,430 @@
+//! A Kafka notification listener: one consumer, polled on a thread of its own.
+//!
+//! librdkafka's consumer is driven by polling (which also runs its group callbacks), so each
+//! listener gets a thread that polls as Python's listener does: a batch of at most
+//! `max_poll_records`, its offsets committed (without `enable_auto_commit`), then its
+//! notifications handed up. At most `max_poll_records` notifications are with the handlers at
+//! once; the thread fetches more as they finish.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
+
+use rdkafka::ClientContext;
+use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{BorrowedMessage, Message};
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use rdkafka::types::RDKafkaRespErr;
+use tokio::sync::{mpsc, watch};
+
+use super::super::{
+    BoxFuture, IncomingNotification, ListenerControl, NotificationAcker, NotificationListenerStream,
+};
+use crate::config::KafkaOptions;
+use crate::error::Result;
+use crate::wire;
+
+/// How long `listen` waits for the group to assign partitions, as Python's first poll.
+const ASSIGNMENT_WAIT: Duration = Duration::from_secs(5);
+
+/// How often the thread polls until its partitions are assigned.
+const READY_POLL: Duration = Duration::from_millis(20);
+
+/// How long looking up a partition's starting offset may take.
+const OFFSET_LOOKUP: Duration = Duration::from_secs(5);
+
+/// How long `cleanup` waits for the consumer to leave its group.
+const CLOSE_WAIT: Duration = Duration::from_secs(10);
+
+/// Starts a consumer in `group` on `topics` and its polling thread; returns once the group
+/// assigned it partitions, with the offsets they start from (so nothing sent afterwards is
+/// missed, even by a new group, which starts at the end), or after [`ASSIGNMENT_WAIT`].
+pub(super) async fn start(
+    base: &ClientConfig,
+    opts: &KafkaOptions,
+    group: String,
+    topics: Vec<String>,
+    transport_closed: Arc<AtomicBool>,
+) -> Result<NotificationListenerStream> {
+    let mut config = base.clone();
+    config
+        .set("group.id", &group)
+        .set("enable.auto.commit", opts.enable_auto_commit.to_string())
+        .set(
+            "max.partition.fetch.bytes",
+            opts.kafka_max_fetch_bytes.to_string(),
+        )
+        .set("enable.partition.eof", "false")
+        .set("auto.offset.reset", "latest");
+    let (ready_tx, mut ready) = watch::channel(false);
+    let consumer: BaseConsumer<ConsumerLog> = config
+        .create_with_context(ConsumerLog {
+            assigned: AtomicBool::new(false),
+        })
+        .map_err(|e| super::client_error("cannot create the Kafka consumer", &e))?;
+    let names: Vec<&str> = topics.iter().map(String::as_str).collect();
+    consumer
+        .subscribe(&names)
+        .map_err(|e| super::client_error("cannot subscribe to the Kafka topics", &e))?;
+    tracing::debug!(?topics, group, "subscribed to Kafka topics");
+    let limit = usize::try_from(opts.max_poll_records).unwrap_or(1).max(1);
+    let shared = Arc::new(Shared {
+        stopped: AtomicBool::new(false),
+        transport_closed,
+        window: Window::default(),
+        done: Mutex::new(false),
+        done_cv: Condvar::new(),
+    });
+    let (tx, rx) = mpsc::unbounded_channel();
+    let poll = PollLoop {
+        consumer,
+        shared: shared.clone(),
+        tx,
+        limit,
+        timeout: Duration::from_secs_f64(opts.kafka_consumer_timeout.max(0.01)),
+        commit: !opts.enable_auto_commit,
+        ready_tx: Some(ready_tx),
+    };
+    std::thread::Builder::new()
+        .name("kafka-listener".to_owned())
+        .spawn(move || poll.run())
+        .map_err(|e| {
+            crate::error::Error::transport(format!("cannot start the Kafka listener thread: {e}"))
+        })?;
+    if tokio::time::timeout(ASSIGNMENT_WAIT, ready.wait_for(|r| *r))
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            ?topics,
+            group,
+            "no Kafka partitions assigned to this listener yet (do the topics exist?); it keeps trying"
+        );
+    }
+    Ok(NotificationListenerStream {
+        incoming: rx,
+        control: Box::new(Control { shared }),
+        prefetch: Some(limit),
+    })
+}
+
+/// What the polling thread and the listener's handles share.
+#[derive(Debug)]
+struct Shared {
+    stopped: AtomicBool,
+    transport_closed: Arc<AtomicBool>,
+    window: Window,
+    /// Set by the thread when the consumer has left its group.
+    done: Mutex<bool>,
+    done_cv: Condvar,
+}
+
+impl Shared {
+    fn stopping(&self) -> bool {
+        self.stopped.load(Ordering::Acquire) || self.transport_closed.load(Ordering::Acquire)
+    }
+}
+
+/// Notifications with the handlers: the thread fetches no more while `limit` are out.
+#[derive(Debug, Default)]
+struct Window {
+    out: Mutex<usize>,
+    cv: Condvar,
+}
+
+impl Window {
+    /// Waits (at most `timeout`) until fewer than `limit` are out; returns the room.
+    fn room(&self, limit: usize, timeout: Duration) -> usize {
+        let out = self
+            .out
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let (out, _) = self
+            .cv
+            .wait_timeout_while(out, timeout, |out| *out >= limit)
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        limit.saturating_sub(*out)
+    }
+
+    fn take(&self) {
+        *self
+            .out
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) += 1;
+    }
+
+    fn give_back(&self) {
+        let mut out = self
+            .out
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        *out = out.saturating_sub(1);
+        self.cv.notify_one();
+    }
+}
+
+struct PollLoop {
+    consumer: BaseConsumer<ConsumerLog>,
+    shared: Arc<Shared>,
+    tx: mpsc::UnboundedSender<IncomingNotification>,
+    limit: usize,
+    timeout: Duration,
+    commit: bool,
+    /// Told once the partitions and their starting offsets are known; `None` after.
+    ready_tx: Option<watch::Sender<bool>>,
+}
+
+impl PollLoop {
+    fn run(mut self) {
+        while !self.shared.stopping() {
+            let room = self.shared.window.room(self.limit, self.timeout);
+            if room == 0 || self.shared.stopping() {
+                continue;
+            }
+            // Until ready, poll briefly: the group's callbacks run inside `poll`.
+            let wait = if self.ready_tx.is_some() {
+                READY_POLL
+            } else {
+                self.timeout
+            };
+            let first = self.next(wait);
+            self.tell_when_ready();
+            let Some(first) = first else {
+                continue;
+            };
+            let mut batch = vec![first];
+            while batch.len() < room {
+                match self.next(Duration::ZERO) {
+                    Some(n) => batch.push(n),
+                    None => break,
+                }
+            }
+            if self.commit {
+                // As Python: the batch is committed before it is handled.
+                match self.consumer.commit_consumer_state(CommitMode::Sync) {
+                    Ok(()) | Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {}
+                    Err(e) => tracing::warn!(error = %e, "cannot commit Kafka offsets"),
+                }
+            }
+            for decoded in batch {
+                let Some(message) = decoded else { continue };
+                self.shared.window.take();
+                let acker = Box::new(KafkaAcker {
+                    shared: Some(self.shared.clone()),
+                });
+                if self
+                    .tx
+                    .send(IncomingNotification { message, acker })
+                    .is_err()
+                {
+                    // The listener is gone.
+                    self.shared.stopped.store(true, Ordering::Release);
+                    break;
+                }
+            }
+        }
+        let shared = self.shared.clone();
+        // Dropping the consumer leaves the group (librdkafka's close).
+        drop(self);
+        *shared
+            .done
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = true;
+        shared.done_cv.notify_all();
+    }
+
+    /// Tells `listen` once partitions are assigned, with the offsets they start from.
+    fn tell_when_ready(&mut self) {
+        if self.consumer.context().assigned.load(Ordering::Acquire)
+            && let Some(tx) = self.ready_tx.take()
+        {
+            tx.send_replace(true);
+        }
+    }
+
+    /// The next message within `timeout`: `Some(None)` for one that did not decode (logged).
+    #[allow(clippy::option_option)]
+    fn next(&self, timeout: Duration) -> Option<Option<wire::IncomingNotification>> {
+        match self.consumer.poll(timeout)? {
+            Ok(m) => Some(decode(&m)),
+            Err(e) => {
+                tracing::warn!(error = %e, "Kafka consumer error");
+                None
+            }
+        }
+    }
+}
+
+/// Decodes one message; one that does not decode is logged and skipped.
+fn decode(m: &BorrowedMessage<'_>) -> Option<wire::IncomingNotification> {
+    match wire::decode_kafka_notification(m.payload().unwrap_or_default()) {
+        Ok(n) => Some(n),
+        Err(error) => {
+            tracing::error!(
+                topic = m.topic(),
+                partition = m.partition(),
+                offset = m.offset(),
+                %error,
+                "skipping a Kafka message that is not a notification"
+            );
+            None
+        }
+    }
+}
+
+/// Offsets are committed when fetched, so acknowledging only frees room in the window.
+#[derive(Debug)]
+struct KafkaAcker {
+    shared: Option<Arc<Shared>>,
+}
+
+impl KafkaAcker {
+    fn release(&mut self) {
+        if let Some(shared) = self.shared.take() {
+            shared.window.give_back();
+        }
+    }
+}
+
+impl Drop for KafkaAcker {
+    fn drop(&mut self) {
+        self.release();
+    }
+}
+
+impl NotificationAcker for KafkaAcker {
+    fn ack(mut self: Box<Self>) -> BoxFuture<'static, Result<()>> {
+        self.release();
+        Box::pin(async { Ok(()) })
+    }
+
+    fn requeue(mut self: Box<Self>) -> BoxFuture<'static, Result<()>> {
+        tracing::warn!(
+            "requeue is not supported by the Kafka driver (as in Python): the notification is dropped"
+        );
+        self.release();
+        Box::pin(async { Ok(()) })
+    }
+}
+
+#[derive(Debug)]
+struct Control {
+    shared: Arc<Shared>,
+}
+
+impl ListenerControl for Control {
+    fn stop(&self) -> BoxFuture<'_, ()> {
+        self.shared.stopped.store(true, Ordering::Release);
+        self.shared.window.cv.notify_all();
+        Box::pin(async {})
+    }
+
+    fn cleanup(&self) -> BoxFuture<'_, ()> {
+        self.shared.stopped.store(true, Ordering::Release);
+        self.shared.window.cv.notify_all();
+        let shared = self.shared.clone();
+        Box::pin(async move {
+            // The thread stops within one poll, then leaves the group.
+            let left = tokio::task::spawn_blocking(move || {
+                let done = shared
+                    .done
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                let (done, _) = shared
+                    .done_cv
+                    .wait_timeout_while(done, CLOSE_WAIT, |d| !*d)
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                *done
+            })
+            .await
+            .unwrap_or(false);
+            if !left {
+                tracing::warn!("the Kafka listener did not leave its group in time; going on");
+            }
+        })
+    }
+}
+
+/// The consumer's context: librdkafka's logs into `tracing`, and whether partitions are
+/// assigned.
+struct ConsumerLog {
+    assigned: AtomicBool,
+}
+
+impl ClientContext for ConsumerLog {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, message: &str) {
+        super::log_librdkafka(level, fac, message);
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        tracing::warn!(error = %error, "Kafka consumer: {reason}");
+    }
+}
+
+impl ConsumerContext for ConsumerLog {
+    // As librdkafka's own handling, but the offsets partitions start from are looked up
+    // before they are assigned (committed, else the end, as `auto.offset.reset = latest`):
+    // librdkafka would look them up after, so a notification sent just after `listen`
+    // returned could land before a new group's starting point and never be seen.
+    fn rebalance(
+        &self,
+        consumer: &BaseConsumer<Self>,
+        err: RDKafkaRespErr,
+        partitions: &mut TopicPartitionList,
+    ) {
+        match err {
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
+                start_offsets(consumer, partitions);
+                for p in partitions.elements() {
+                    tracing::debug!(
+                        topic = p.topic(),
+                        partition = p.partition(),
+                        offset = ?p.offset(),
+                        "Kafka partition assigned"
+                    );
+                }
+                if let Err(e) = consumer.assign(partitions) {
+                    tracing::warn!(error = %e, "cannot take the Kafka partitions assigned");
+                }
+                self.assigned.store(true, Ordering::Release);
+            }
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
+                tracing::debug!(count = partitions.count(), "Kafka partitions revoked");
+                if let Err(e) = consumer.unassign() {
+                    tracing::warn!(error = %e, "cannot give the Kafka partitions back");
+                }
+            }
+            other => {
+                let code: RDKafkaErrorCode = other.into();
+                tracing::warn!(error = %code, "Kafka group rebalance failed");
+                let _ = consumer.unassign();
+            }
+        }
+    }
+}
+
+/// Sets each partition's starting offset: its committed one, else its end.
+fn start_offsets(consumer: &BaseConsumer<ConsumerLog>, partitions: &mut TopicPartitionList) {
+    let committed = match consumer.committed_offsets(partitions.clone(), OFFSET_LOOKUP) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read committed Kafka offsets; librdkafka will");
+            return;
+        }
+    };
+    for p in committed.elements() {
+        let offset = match p.offset() {
+            Offset::Offset(n) => Offset::Offset(n),
+            _ => match consumer.fetch_watermarks(p.topic(), p.partition(), OFFSET_LOOKUP) {
+                Ok((_, high)) => Offset::Offset(high),
+                Err(e) => {
+                    tracing::warn!(error = %e, topic = p.topic(), "cannot read a Kafka partition's end; librdkafka will");
+                    continue;
+                }
+            },
+        };
+        let _ = partitions.set_partition_offset(p.topic(), p.partition(), offset);
+    }
+}

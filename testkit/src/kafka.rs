@@ -1,0 +1,162 @@
+//! A private Kafka-protocol broker for the Kafka driver's tests: `tansu`, in memory, on its
+//! own port, stopped on drop.
+//!
+//! The binary is `OSLO_MESSAGING_TANSU`, else `~/.cache/tansu-0.6.0/bin/tansu` (what
+//! `scripts/test` installs with `cargo install tansu --features dynostore`). Without one the
+//! tests are skipped with a message, unless `CI` is set: then they fail. tansu creates no topic
+//! on first use: tests create theirs with [`Tansu::create_topic`].
+
+use std::net::TcpStream;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The tansu binary, if there is one.
+pub fn tansu() -> Option<PathBuf> {
+    let path = std::env::var_os("OSLO_MESSAGING_TANSU")
+        .map(PathBuf::from)
+        .or_else(|| {
+            std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/tansu-0.6.0/bin/tansu"))
+        })
+        .filter(|p| p.exists());
+    if path.is_none() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI is set but there is no tansu broker (OSLO_MESSAGING_TANSU)"
+        );
+        eprintln!("SKIPPED: no tansu Kafka broker (set OSLO_MESSAGING_TANSU)");
+    }
+    path
+}
+
+/// Returns from the test without a tansu broker (unless `CI` is set).
+#[macro_export]
+macro_rules! require_kafka {
+    () => {
+        if $crate::kafka::tansu().is_none() {
+            return;
+        }
+    };
+}
+
+/// A free port on 127.0.0.1 (free when this returns).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A running tansu broker; killed on drop.
+pub struct Tansu {
+    bin: PathBuf,
+    child: Option<Child>,
+    /// The port it listens on.
+    pub port: u16,
+    /// The port it tells clients to use (a fault proxy's, or `port`).
+    pub advertised: u16,
+}
+
+impl Tansu {
+    /// A broker on a free port, advertising that port.
+    pub fn start() -> Self {
+        let port = free_port();
+        Self::start_on(port, port)
+    }
+
+    /// A broker listening on `port` that tells clients to connect to `advertised` (a proxy in
+    /// front of it, say).
+    pub fn start_on(port: u16, advertised: u16) -> Self {
+        let bin = tansu().expect("tansu is installed");
+        let mut broker = Self {
+            bin,
+            child: None,
+            port,
+            advertised,
+        };
+        broker.spawn();
+        broker
+    }
+
+    fn spawn(&mut self) {
+        let child = Command::new(&self.bin)
+            .args([
+                "broker",
+                "--listener-url",
+                &format!("tcp://127.0.0.1:{}", self.port),
+                "--advertised-listener-url",
+                &format!("tcp://127.0.0.1:{}", self.advertised),
+                "--storage-engine",
+                "memory://tansu/",
+            ])
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start tansu");
+        self.child = Some(child);
+        let started = Instant::now();
+        while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "tansu did not listen on port {} within 30 s",
+                self.port
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Kills the broker (everything it held is gone: it keeps it in memory).
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts it again on the same ports, empty.
+    pub fn restart(&mut self) {
+        self.kill();
+        self.spawn();
+    }
+
+    /// `host:port` as clients reach it.
+    pub fn bootstrap(&self) -> String {
+        format!("127.0.0.1:{}", self.advertised)
+    }
+
+    /// A `kafka://` URL for it, with `query` (`""` or `?name=value&...`).
+    pub fn url(&self, query: &str) -> String {
+        format!("kafka://127.0.0.1:{}/{query}", self.advertised)
+    }
+
+    /// Creates `topic` with `partitions` partitions (tansu does not create topics on use).
+    pub fn create_topic(&self, topic: &str, partitions: u32) {
+        let out = Command::new(&self.bin)
+            .args([
+                "topic",
+                "create",
+                topic,
+                "--partitions",
+                &partitions.to_string(),
+                "--broker",
+                &format!("tcp://127.0.0.1:{}", self.port),
+            ])
+            .env("RUST_LOG", "warn")
+            .output()
+            .expect("run tansu topic create");
+        assert!(
+            out.status.success(),
+            "tansu topic create {topic}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+impl Drop for Tansu {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
