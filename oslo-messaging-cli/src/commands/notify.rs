@@ -129,8 +129,9 @@ pub(crate) async fn listen(global: &Global, args: &ListenArgs) -> Result<u8, Fai
         builder = builder.pool(pool);
     } else {
         eprintln!(
-            "note: without --pool this listener consumes the shared {}.<priority> queues, \
-             taking notifications from the services that read them; use --pool to get copies",
+            "note: without --pool this listener consumes the shared {}.<priority> queues (on \
+             Kafka: joins their consumer group), taking notifications from the services that \
+             read them; use --pool to get copies",
             args.topic
         );
     }
