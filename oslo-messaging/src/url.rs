@@ -660,7 +660,10 @@ mod tests {
             text.contains("unknown transport driver \"amqp1\""),
             "{text}"
         );
-        assert!(text.contains("rabbit, kombu, memory, fake"), "{text}");
+        assert!(
+            text.contains("rabbit, kombu, kafka, memory, fake"),
+            "{text}"
+        );
         assert!(!text.contains("Sup3r"), "{text}");
 
         let e = TransportUrl::parse("rabbit://[::1/").unwrap_err();
