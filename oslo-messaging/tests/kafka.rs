@@ -4,7 +4,9 @@
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use oslo_messaging::notify::{Notification, NotificationEndpoint, NotifyDriver};
+use oslo_messaging::notify::{
+    Notification, NotificationEndpoint, NotificationResult, NotifyDriver,
+};
 use oslo_messaging::{
     Context, ErrorKind, NotificationListener, Notifier, Priority, Target, Transport,
 };
@@ -525,6 +527,68 @@ async fn notifications_sent_while_the_broker_is_unreachable_arrive_when_it_is_ba
         back.elapsed()
     );
     assert_eq!(got, (0..10).collect());
+    nothing_more(&mut rx, 1).await;
+    l.stop().await;
+    l.wait().await;
+    t.cleanup().await;
+}
+
+/// A listener that forwards every notification and asks for each to be requeued.
+fn requeueing() -> (NotificationEndpoint, Seen) {
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let ep = NotificationEndpoint::builder()
+        .on(Priority::Info, move |n: Notification| {
+            let tx = tx.clone();
+            async move {
+                let _ = tx.send(n);
+                NotificationResult::Requeue
+            }
+        })
+        .build()
+        .unwrap();
+    (ep, rx)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pool_resumes_where_it_committed_and_requeue_is_not_redelivery() {
+    testkit::require_kafka!();
+    let topic = testkit::unique("commit");
+    let broker = broker_with(&topic, 1);
+    let t = Transport::from_url(&broker.url("")).unwrap();
+    let n = notifier(&t, &topic, "rs");
+    // As Python: offsets are committed when fetched, so a requeue is only logged.
+    let (ep, mut rx) = requeueing();
+    let l = NotificationListener::builder(&t, vec![Target::new(&topic)])
+        .endpoint(ep)
+        .pool("p")
+        .allow_requeue(true)
+        .build()
+        .unwrap();
+    l.start().await.unwrap();
+    for i in 0..5 {
+        n.info(&Context::new(), "first", &json!(i)).await.unwrap();
+    }
+    for _ in 0..5 {
+        assert_eq!(next(&mut rx, 30).await.event_type.as_deref(), Some("first"));
+    }
+    nothing_more(&mut rx, 2).await;
+    l.stop().await;
+    l.wait().await;
+    // Sent while the pool has no listener: its next listener starts from the pool's
+    // committed offsets, so it gets these and none of the first five again.
+    for i in 0..5 {
+        n.info(&Context::new(), "while away", &json!(i))
+            .await
+            .unwrap();
+    }
+    let (l, mut rx) = rust_listener(&t, &topic, Some("p")).await;
+    let mut got = BTreeSet::new();
+    for _ in 0..5 {
+        let n = next(&mut rx, 30).await;
+        assert_eq!(n.event_type.as_deref(), Some("while away"));
+        got.insert(n.payload.as_i64().unwrap());
+    }
+    assert_eq!(got, (0..5).collect());
     nothing_more(&mut rx, 1).await;
     l.stop().await;
     l.wait().await;

@@ -1,6 +1,6 @@
 //! The layer rule of ARCHITECTURE.md, enforced: each top-level module of the library uses only
-//! modules of a lower layer (so there is no module cycle), and nothing outside
-//! `driver/rabbit/` names the AMQP client crate.
+//! modules of a lower layer (so there is no module cycle), nothing outside `driver/rabbit/`
+//! names the AMQP client crate, and nothing outside `driver/kafka/` names librdkafka.
 //!
 //! The check reads the sources: every `crate::<module>` path outside comments counts as a use,
 //! and so do the crate-root re-exports (`crate::Error` is a use of `error`).
@@ -235,4 +235,27 @@ fn the_path_reader_sees_groups_and_macros() {
         code("let a = 1; // crate::rpc\n/// crate::notify"),
         "let a = 1; \n"
     );
+}
+
+#[test]
+fn only_the_kafka_driver_names_librdkafka() {
+    let mut files = Vec::new();
+    rust_files(&src(), &mut files);
+    let kafka = src().join("driver").join("kafka");
+    let names_it = |text: &str| {
+        ["rdkafka::", "use rdkafka"]
+            .iter()
+            .any(|p| text.contains(p))
+    };
+    let mut named = Vec::new();
+    for file in &files {
+        let text = code(&std::fs::read_to_string(file).unwrap());
+        if names_it(&text) && !file.starts_with(&kafka) {
+            named.push(file.display().to_string());
+        }
+    }
+    assert!(named.is_empty(), "the Kafka client is named in {named:?}");
+    // The guard reads real code: the Kafka driver does name it.
+    let driver = std::fs::read_to_string(kafka.join("mod.rs")).unwrap();
+    assert!(names_it(&code(&driver)));
 }
