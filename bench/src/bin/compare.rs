@@ -1,12 +1,18 @@
 //! `bench-compare`: one run, one broker, every implementation side by side.
 //!
 //! For each workload (calls with 1 and 64 in flight, casts, a fanout cast to 3 servers,
-//! notifications; 100 B and 64 KiB payloads) it runs the raw-AMQP ceilings (`raw-amqp` on
+//! notifications, notifications through Kafka; 100 B and 64 KiB payloads) it runs the raw-AMQP ceilings (`raw-amqp` on
 //! oslo-messaging's AMQP client and on amqprs), oslo-messaging (Rust client and server),
 //! Python oslo.messaging 18.3.1 (Python client and server), and the mixed pairs, for several
 //! rounds, and reports medians. It also reads the resident memory of idle and loaded RPC
 //! servers. Results go to `bench/results/latest.json`, `bench/results/latest.md` and
 //! `bench/results/latest.svg`.
+//!
+//! The Kafka rows run oslo-messaging and Python oslo.messaging (on confluent-kafka) against a
+//! fresh tansu broker per measurement (`OSLO_MESSAGING_TANSU`; without it they are skipped):
+//! `kafka-publish` is the notifier's rate (until its last `notify` returned: both hand
+//! notifications to librdkafka's queue), `kafka-notify` the end-to-end rate (until the listener
+//! got the last one).
 //!
 //! Servers and clients are separate processes speaking the line protocol of
 //! `oslo-messaging bench` (ready, done, stopped, one summary per client).
@@ -135,6 +141,21 @@ enum Kind {
     Cast,
     Fanout,
     Notify,
+    /// Notifications through Kafka, the notifier's rate.
+    KafkaPublish,
+    /// Notifications through Kafka, end to end.
+    KafkaNotify,
+}
+
+impl Kind {
+    /// Notifier and listener, not RPC client and server.
+    fn notifications(self) -> bool {
+        matches!(self, Self::Notify | Self::KafkaPublish | Self::KafkaNotify)
+    }
+
+    fn kafka(self) -> bool {
+        matches!(self, Self::KafkaPublish | Self::KafkaNotify)
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -155,6 +176,8 @@ fn workloads() -> Vec<Workload> {
             (Kind::Cast, 64, "cast"),
             (Kind::Fanout, 64, "fanout-3"),
             (Kind::Notify, 64, "notify"),
+            (Kind::KafkaPublish, 64, "kafka-publish"),
+            (Kind::KafkaNotify, 64, "kafka-notify"),
         ] {
             w.push(Workload {
                 name: format!("{name} {size}"),
@@ -173,6 +196,8 @@ const WARMUP: u64 = 20;
 /// Messages per run: enough for a few seconds of each implementation.
 fn count(w: &Workload, side: Side, quick: bool) -> u64 {
     let base: u64 = match (w.kind, w.concurrency, side.fast()) {
+        (Kind::KafkaPublish | Kind::KafkaNotify, _, true) => 50_000,
+        (Kind::KafkaPublish | Kind::KafkaNotify, _, false) => 3000,
         (Kind::Call, 1, true) => 4000,
         (Kind::Call, _, true) => 20_000,
         (Kind::Fanout, _, true) => 10_000,
@@ -187,7 +212,12 @@ fn count(w: &Workload, side: Side, quick: bool) -> u64 {
     } else {
         base
     };
-    let base = if w.payload > 10_000 { base / 5 } else { base };
+    // Large messages: fewer (the Kafka broker keeps them all in memory).
+    let base = match (w.payload > 10_000, w.kind.kafka()) {
+        (false, _) => base,
+        (true, false) => base / 5,
+        (true, true) => base / 10,
+    };
     if quick { (base / 10).max(50) } else { base }
 }
 
@@ -204,6 +234,15 @@ fn pairs(kind: Kind) -> Vec<Pair> {
         p(Side::Rust, Side::Python),
         p(Side::PythonRs, Side::PythonRs),
     ];
+    if kind.kafka() {
+        // Kafka is for notifications only: oslo-messaging and Python, and the mixed pairs.
+        return vec![
+            p(Side::Rust, Side::Rust),
+            p(Side::Python, Side::Python),
+            p(Side::Python, Side::Rust),
+            p(Side::Rust, Side::Python),
+        ];
+    }
     if kind == Kind::Notify {
         // Raw AMQP has no notifications: the cast ceiling (publish with confirms, consume
         // with acks) is the same work.
@@ -240,18 +279,20 @@ impl Env {
     }
 
     /// `oslo-messaging bench` or the Python peer (they take the same subcommands), running
-    /// `sub` with the broker and exchange in each one's own place.
-    fn bench(&self, side: Side, exchange: &str, sub: &[&str]) -> Command {
+    /// `sub` with the broker (`kafka`: the Kafka broker's URL instead of RabbitMQ's) and
+    /// exchange in each one's own place.
+    fn bench(&self, side: Side, exchange: &str, sub: &[&str], kafka: Option<&str>) -> Command {
+        let base = kafka.unwrap_or(&self.url);
         let mut c = if side.rust() {
             let mut c = Command::new(self.bin_dir.join("oslo-messaging"));
             if side == Side::RustOtel {
                 c.arg("--config-file").arg(&self.otel_conf);
             }
             let url = if side == Side::RustDirect {
-                let sep = if self.url.contains('?') { '&' } else { '?' };
-                format!("{}{sep}rabbit_direct_reply_to=true", self.url)
+                let sep = if base.contains('?') { '&' } else { '?' };
+                format!("{base}{sep}rabbit_direct_reply_to=true")
             } else {
-                self.url.clone()
+                base.to_owned()
             };
             c.args(["--url", &url, "--exchange", exchange, "--json", "bench"]);
             c
@@ -265,10 +306,10 @@ impl Env {
             let url = if side == Side::PythonRs {
                 format!(
                     "rabbitrs://{}",
-                    self.url.split_once("://").map_or("", |(_, rest)| rest)
+                    base.split_once("://").map_or("", |(_, rest)| rest)
                 )
             } else {
-                self.url.clone()
+                base.to_owned()
             };
             c.args(["--url", &url, "--exchange", exchange]);
             if self.eventlet {
@@ -278,6 +319,7 @@ impl Env {
         c
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn server_cmd(
         &self,
         side: Side,
@@ -286,6 +328,7 @@ impl Env {
         topic: &str,
         server: &str,
         n: u64,
+        kafka: Option<&str>,
     ) -> Command {
         let n = n.to_string();
         if matches!(side, Side::RawOurs | Side::RawAmqprs) {
@@ -293,7 +336,7 @@ impl Env {
             c.args(["rpc-server", "--topic", topic, "--count", &n]);
             return c;
         }
-        let sub: &[&str] = if kind == Kind::Notify {
+        let sub: &[&str] = if kind.notifications() {
             &["notify-server", "--topic", topic, "--count", &n]
         } else {
             &[
@@ -306,10 +349,18 @@ impl Env {
                 &n,
             ]
         };
-        self.bench(side, exchange, sub)
+        self.bench(side, exchange, sub, kafka)
     }
 
-    fn client_cmd(&self, side: Side, w: &Workload, exchange: &str, topic: &str, n: u64) -> Command {
+    fn client_cmd(
+        &self,
+        side: Side,
+        w: &Workload,
+        exchange: &str,
+        topic: &str,
+        n: u64,
+        kafka: Option<&str>,
+    ) -> Command {
         let (n, c, b, warmup) = (
             n.to_string(),
             w.concurrency.to_string(),
@@ -317,7 +368,7 @@ impl Env {
             WARMUP.to_string(),
         );
         let flags: &[&str] = match w.kind {
-            Kind::Call | Kind::Notify => &[],
+            Kind::Call | Kind::Notify | Kind::KafkaPublish | Kind::KafkaNotify => &[],
             Kind::Cast => &["--cast"],
             Kind::Fanout => &["--cast", "--fanout"],
         };
@@ -328,7 +379,7 @@ impl Env {
                 .args(flags);
             return cmd;
         }
-        let mut sub = if w.kind == Kind::Notify {
+        let mut sub = if w.kind.notifications() {
             vec!["notify-client", "--topic", topic, "--count", &n]
         } else {
             let mut sub = vec!["rpc-client", "--topic", topic, "--calls", &n];
@@ -339,7 +390,7 @@ impl Env {
         // The Python peer spells -c out.
         let concurrency = if side.rust() { "-c" } else { "--concurrency" };
         sub.extend_from_slice(&[concurrency, &c, "--payload-size", &b]);
-        self.bench(side, exchange, &sub)
+        self.bench(side, exchange, &sub, kafka)
     }
 }
 
@@ -467,7 +518,25 @@ async fn measure(
     let n_client = count(w, pair.client, quick).min(count(w, pair.server, quick));
     let servers = if w.kind == Kind::Fanout { 3 } else { 1 };
     // Servers count warmup messages too.
-    let expected = n_client + if w.kind == Kind::Notify { 0 } else { WARMUP };
+    let expected = n_client + if w.kind.notifications() { 0 } else { WARMUP };
+    // A fresh Kafka broker per measurement, with the topics of every priority (tansu creates
+    // none on use).
+    let kafka = if w.kind.kafka() {
+        if testkit::kafka::tansu().is_none() {
+            return Err("no tansu broker (OSLO_MESSAGING_TANSU)".to_owned());
+        }
+        let broker = testkit::kafka::Tansu::start();
+        for p in [
+            "audit", "debug", "info", "warn", "error", "critical", "sample",
+        ] {
+            broker.create_topic(&format!("{topic}.{p}"), 1);
+        }
+        Some(broker)
+    } else {
+        None
+    };
+    let kafka_url = kafka.as_ref().map(|b| b.url(""));
+    let kafka_url = kafka_url.as_deref();
     let mut running = Vec::new();
     for i in 0..servers {
         running.push(
@@ -478,6 +547,7 @@ async fn measure(
                 &topic,
                 &format!("s{i}"),
                 expected,
+                kafka_url,
             ))
             .await?,
         );
@@ -485,7 +555,7 @@ async fn measure(
     tokio::time::sleep(Duration::from_millis(500)).await;
     let idle = running[0].memory().0;
     let summary = run_client(
-        env.client_cmd(pair.client, w, &exchange, &topic, n_client),
+        env.client_cmd(pair.client, w, &exchange, &topic, n_client, kafka_url),
         Duration::from_secs(300),
     )
     .await;
@@ -501,6 +571,15 @@ async fn measure(
     let errors = summary.errors;
     let mut result = if w.kind == Kind::Call {
         Ok(summary.throughput)
+    } else if w.kind == Kind::KafkaPublish {
+        // The notifier's rate; the listener must still get every one.
+        let mut failed = None;
+        for s in &mut running {
+            if let Err(e) = s.wait_for("done", Duration::from_secs(120)).await {
+                failed = Some(e);
+            }
+        }
+        failed.map_or(Ok(summary.throughput), Err)
     } else {
         // End to end: until the last server received the last message.
         let mut last = 0.0_f64;
@@ -526,7 +605,10 @@ async fn measure(
     for s in running {
         s.stop().await;
     }
-    cleanup(&env.url, &exchange, &topic).await;
+    if kafka.is_none() {
+        cleanup(&env.url, &exchange, &topic).await;
+    }
+    drop(kafka);
     let throughput = result?;
     Ok(Measure {
         throughput,
@@ -688,7 +770,7 @@ fn markdown(
     ];
     let mut md = String::new();
     md.push_str(&format!(
-        "Messages per second (median of {} rounds; calls: round trips/s, others: end to end, until the last server got the last message).\n\n",
+        "Messages per second (median of {} rounds; calls: round trips/s; kafka-publish: until the notifier's last `notify` returned; others: end to end, until the last server got the last message).\n\n",
         meta["rounds"]
     ));
     md.push_str("| workload | ");
@@ -740,15 +822,18 @@ fn markdown(
         };
         md.push_str(&format!(" {} | {} |\n", lat("rust"), lat("rust-direct")));
     }
-    md.push_str("\nResident memory of the RPC server (median, MiB): idle after start, and peak during `call-64 100B`.\n\n| server | idle | loaded (peak) |\n|---|---:|---:|\n");
-    for side in ["rust", "python", "python-rs"] {
-        if let Some(m) = memory.get(side) {
-            md.push_str(&format!(
-                "| {} | {:.1} | {:.1} |\n",
-                side,
-                m["idle_mib"].as_f64().unwrap_or(0.0),
-                m["peak_mib"].as_f64().unwrap_or(0.0)
-            ));
+    // Measured with `call-64 100B` only.
+    if memory.as_object().is_some_and(|m| !m.is_empty()) {
+        md.push_str("\nResident memory of the RPC server (median, MiB): idle after start, and peak during `call-64 100B`.\n\n| server | idle | loaded (peak) |\n|---|---:|---:|\n");
+        for side in ["rust", "python", "python-rs"] {
+            if let Some(m) = memory.get(side) {
+                md.push_str(&format!(
+                    "| {} | {:.1} | {:.1} |\n",
+                    side,
+                    m["idle_mib"].as_f64().unwrap_or(0.0),
+                    m["peak_mib"].as_f64().unwrap_or(0.0)
+                ));
+            }
         }
     }
     md.push_str(&format!(
