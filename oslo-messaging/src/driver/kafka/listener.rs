@@ -62,6 +62,7 @@ pub(super) async fn start(
     let consumer: BaseConsumer<ConsumerLog> = config
         .create_with_context(ConsumerLog {
             assigned: AtomicBool::new(false),
+            commit: !opts.enable_auto_commit,
         })
         .map_err(|e| super::client_error("cannot create the Kafka consumer", &e))?;
     let names: Vec<&str> = topics.iter().map(String::as_str).collect();
@@ -83,10 +84,14 @@ pub(super) async fn start(
         shared: shared.clone(),
         tx,
         limit,
-        timeout: Duration::from_secs_f64(opts.kafka_consumer_timeout.max(0.01)),
+        timeout: Duration::try_from_secs_f64(opts.kafka_consumer_timeout.max(0.01))
+            .unwrap_or(Duration::from_secs(3600))
+            .min(Duration::from_secs(3600)),
         commit: !opts.enable_auto_commit,
         ready_tx: Some(ready_tx),
     };
+    // If `listen` is dropped before it returns, the thread stops and leaves the group.
+    let guard = StopOnDrop(Some(shared.clone()));
     std::thread::Builder::new()
         .name("kafka-listener".to_owned())
         .spawn(move || poll.run())
@@ -103,11 +108,29 @@ pub(super) async fn start(
             "no Kafka partitions assigned to this listener yet (do the topics exist?); it keeps trying"
         );
     }
+    guard.disarm();
     Ok(NotificationListenerStream {
         incoming: rx,
         control: Box::new(Control { shared }),
         prefetch: Some(limit),
     })
+}
+
+/// Stops the polling thread when dropped armed: a `listen` cancelled during its wait.
+struct StopOnDrop(Option<Arc<Shared>>);
+
+impl StopOnDrop {
+    fn disarm(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        if let Some(shared) = self.0.take() {
+            shared.stop();
+        }
+    }
 }
 
 /// What the polling thread and the listener's handles share.
@@ -125,6 +148,18 @@ impl Shared {
     fn stopping(&self) -> bool {
         self.stopped.load(Ordering::Acquire) || self.transport_closed.load(Ordering::Acquire)
     }
+
+    /// Tells the thread to stop, waking it if it waits for room.
+    fn stop(&self) {
+        self.stopped.store(true, Ordering::Release);
+        // Taken so the wake-up cannot fall between the waiter's check and its wait.
+        let _out = self
+            .window
+            .out
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        self.window.cv.notify_all();
+    }
 }
 
 /// Notifications with the handlers: the thread fetches no more while `limit` are out.
@@ -135,15 +170,18 @@ struct Window {
 }
 
 impl Window {
-    /// Waits (at most `timeout`) until fewer than `limit` are out; returns the room.
-    fn room(&self, limit: usize, timeout: Duration) -> usize {
+    /// Waits (at most `timeout`, and not once `stopped`) until fewer than `limit` are out;
+    /// returns the room.
+    fn room(&self, limit: usize, timeout: Duration, stopped: &AtomicBool) -> usize {
         let out = self
             .out
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let (out, _) = self
             .cv
-            .wait_timeout_while(out, timeout, |out| *out >= limit)
+            .wait_timeout_while(out, timeout, |out| {
+                *out >= limit && !stopped.load(Ordering::Acquire)
+            })
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         limit.saturating_sub(*out)
     }
@@ -178,8 +216,11 @@ struct PollLoop {
 
 impl PollLoop {
     fn run(mut self) {
-        while !self.shared.stopping() {
-            let room = self.shared.window.room(self.limit, self.timeout);
+        while !self.shared.stopping() && !self.tx.is_closed() {
+            let room = self
+                .shared
+                .window
+                .room(self.limit, self.timeout, &self.shared.stopped);
             if room == 0 || self.shared.stopping() {
                 continue;
             }
@@ -225,9 +266,17 @@ impl PollLoop {
                 }
             }
         }
-        let shared = self.shared.clone();
-        // Dropping the consumer leaves the group (librdkafka's close).
-        drop(self);
+        // The channel ends first (the listener waits for that before its cleanup, which
+        // bounds the close); then dropping the consumer leaves the group (librdkafka's close).
+        let Self {
+            consumer,
+            shared,
+            tx,
+            ready_tx,
+            ..
+        } = self;
+        drop((tx, ready_tx));
+        drop(consumer);
         *shared
             .done
             .lock()
@@ -316,14 +365,12 @@ struct Control {
 
 impl ListenerControl for Control {
     fn stop(&self) -> BoxFuture<'_, ()> {
-        self.shared.stopped.store(true, Ordering::Release);
-        self.shared.window.cv.notify_all();
+        self.shared.stop();
         Box::pin(async {})
     }
 
     fn cleanup(&self) -> BoxFuture<'_, ()> {
-        self.shared.stopped.store(true, Ordering::Release);
-        self.shared.window.cv.notify_all();
+        self.shared.stop();
         let shared = self.shared.clone();
         Box::pin(async move {
             // The thread stops within one poll, then leaves the group.
@@ -351,6 +398,8 @@ impl ListenerControl for Control {
 /// assigned.
 struct ConsumerLog {
     assigned: AtomicBool,
+    /// Offsets are committed by hand (not `enable_auto_commit`).
+    commit: bool,
 }
 
 impl ClientContext for ConsumerLog {
@@ -376,7 +425,16 @@ impl ConsumerContext for ConsumerLog {
     ) {
         match err {
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
-                start_offsets(consumer, partitions);
+                let at_end = start_offsets(consumer, partitions);
+                // A starting point found at the end is committed at once, so a partition
+                // that moves to another listener of the pool before this one commits a batch
+                // resumes there, not at a later end.
+                if self.commit
+                    && at_end.count() > 0
+                    && let Err(e) = consumer.commit(&at_end, CommitMode::Sync)
+                {
+                    tracing::warn!(error = %e, "cannot commit Kafka starting offsets");
+                }
                 for p in partitions.elements() {
                     tracing::debug!(
                         topic = p.topic(),
@@ -392,6 +450,15 @@ impl ConsumerContext for ConsumerLog {
             }
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
                 tracing::debug!(count = partitions.count(), "Kafka partitions revoked");
+                // What this listener fetched is committed before the partitions go (the
+                // batch being gathered is handed up after), so their next owner does not
+                // fetch it again.
+                if self.commit {
+                    match consumer.commit_consumer_state(CommitMode::Sync) {
+                        Ok(()) | Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {}
+                        Err(e) => tracing::warn!(error = %e, "cannot commit Kafka offsets"),
+                    }
+                }
                 if let Err(e) = consumer.unassign() {
                     tracing::warn!(error = %e, "cannot give the Kafka partitions back");
                 }
@@ -405,26 +472,40 @@ impl ConsumerContext for ConsumerLog {
     }
 }
 
-/// Sets each partition's starting offset: its committed one, else its end.
-fn start_offsets(consumer: &BaseConsumer<ConsumerLog>, partitions: &mut TopicPartitionList) {
+/// Sets each partition's starting offset: its committed one, else its end. Returns the
+/// partitions started at their end, with that offset.
+fn start_offsets(
+    consumer: &BaseConsumer<ConsumerLog>,
+    partitions: &mut TopicPartitionList,
+) -> TopicPartitionList {
+    let mut at_end = TopicPartitionList::new();
     let committed = match consumer.committed_offsets(partitions.clone(), OFFSET_LOOKUP) {
         Ok(c) => c,
         Err(e) => {
             tracing::warn!(error = %e, "cannot read committed Kafka offsets; librdkafka will");
-            return;
+            return at_end;
         }
     };
     for p in committed.elements() {
         let offset = match p.offset() {
             Offset::Offset(n) => Offset::Offset(n),
             _ => match consumer.fetch_watermarks(p.topic(), p.partition(), OFFSET_LOOKUP) {
-                Ok((_, high)) => Offset::Offset(high),
+                Ok((_, high)) => {
+                    let _ =
+                        at_end.add_partition_offset(p.topic(), p.partition(), Offset::Offset(high));
+                    Offset::Offset(high)
+                }
                 Err(e) => {
-                    tracing::warn!(error = %e, topic = p.topic(), "cannot read a Kafka partition's end; librdkafka will");
+                    tracing::warn!(
+                        error = %e,
+                        topic = p.topic(),
+                        "cannot read a Kafka partition's end; librdkafka will"
+                    );
                     continue;
                 }
             },
         };
         let _ = partitions.set_partition_offset(p.topic(), p.partition(), offset);
     }
+    at_end
 }

@@ -23,8 +23,10 @@
 //!   partitions. A new group starts at the end of the topics (`auto.offset.reset = latest`).
 //!   Without `enable_auto_commit`, the offsets of each batch fetched (at most
 //!   `max_poll_records`) are committed before its notifications are handled, so a crash
-//!   loses at most that batch and never handles one twice. Requeueing is not supported and is
-//!   logged, as in Python.
+//!   loses at most that batch (as in Python), and what was fetched is committed before a
+//!   rebalance takes partitions away. A commit that fails is logged and the batch is still
+//!   handed up (Python drops it), so its next reader may handle it again. Requeueing is not
+//!   supported and is logged, as in Python.
 //!
 //! Deliberate differences, all additions: with a virtual host, a listener also subscribes to
 //! `t.p.<virtual host>`, where Python's (and our) notifiers send with that URL, besides the
@@ -185,6 +187,9 @@ impl KafkaDriver {
             .producer
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
+        // Checked under the lock: `cleanup` takes the producer under it, so none is created
+        // after it flushed.
+        self.check_open()?;
         if let Some(p) = &*slot {
             return Ok(p.clone());
         }
@@ -215,13 +220,16 @@ impl KafkaDriver {
     }
 }
 
-/// A librdkafka client error as ours.
+/// A librdkafka client error as ours. A refused setting is named without its value, which
+/// may be a password.
 fn client_error(what: &str, e: &KafkaError) -> Error {
-    let kind = match e {
-        KafkaError::ClientConfig(..) | KafkaError::ClientCreation(_) => ErrorKind::Configuration,
-        _ => ErrorKind::Transport,
-    };
-    Error::new(kind, format!("{what}: {e}"))
+    match e {
+        KafkaError::ClientConfig(_, description, key, _) => Error::config(format!(
+            "{what}: librdkafka refuses the setting {key}: {description}"
+        )),
+        KafkaError::ClientCreation(_) => Error::config(format!("{what}: {e}")),
+        _ => Error::transport(format!("{what}: {e}")),
+    }
 }
 
 impl Driver for KafkaDriver {
@@ -275,7 +283,7 @@ impl Driver for KafkaDriver {
             self.check_open()?;
             let mut topics: Vec<String> = Vec::new();
             for target in &targets {
-                let topic = target.topic().unwrap_or_default();
+                let topic = target.require_listener_topic()?;
                 for t in [
                     Some(topic.to_owned()),
                     self.vhost.as_ref().map(|_| self.topic_for(topic)),
@@ -380,6 +388,21 @@ mod tests {
             driver("kafka:///").unwrap_err().kind(),
             ErrorKind::Configuration
         );
+    }
+
+    #[test]
+    fn a_refused_setting_is_named_without_its_value() {
+        let refused = KafkaError::ClientConfig(
+            rdkafka::types::RDKafkaConfRes::RD_KAFKA_CONF_INVALID,
+            "Invalid value".into(),
+            "sasl.password".into(),
+            "hunter2".into(),
+        );
+        let err = client_error("cannot create the Kafka producer", &refused);
+        assert_eq!(err.kind(), ErrorKind::Configuration);
+        assert!(err.to_string().contains("sasl.password"), "{err}");
+        assert!(!err.to_string().contains("hunter2"), "{err}");
+        assert!(!format!("{err:?}").contains("hunter2"), "{err:?}");
     }
 
     #[test]
