@@ -22,6 +22,7 @@ use oslo_messaging::rpc::{Endpoint, NoArgs, Request, RpcClient, RpcError, RpcSer
 use oslo_messaging::{Context, ErrorKind, Retry, Target, Transport, Version};
 use serde::Deserialize;
 use serde_json::{Value, json};
+use support::PRIORITIES;
 use support::python::{Peer, PeerOpts, python_client, python_server};
 use support::rabbit::Scope;
 use testkit::broker::url as broker_url;
@@ -796,18 +797,6 @@ async fn next(rx: &mut Seen) -> Notification {
         .expect("a notification within 15 s")
         .unwrap()
 }
-
-/// Every notifier method and the priority a listener sees for it.
-const PRIORITIES: [(&str, &str); 8] = [
-    ("audit", "audit"),
-    ("debug", "debug"),
-    ("info", "info"),
-    ("warn", "warn"),
-    ("warning", "warn"),
-    ("error", "error"),
-    ("critical", "critical"),
-    ("sample", "sample"),
-];
 
 /// Python's two notification drivers.
 const NOTIFIER_DRIVERS: [&str; 2] = ["messaging", "messagingv2"];

@@ -133,16 +133,7 @@ pub fn encode_kafka_notification(n: &Notification) -> Vec<u8> {
         let mut first = true;
         write_notification_fields(out, &mut first, n);
         write_key(out, &mut first, "_context");
-        out.raw(b"{");
-        for (i, (k, v)) in n.context.iter().enumerate() {
-            if i > 0 {
-                out.raw(b", ");
-            }
-            out.str(k);
-            out.raw(b": ");
-            out.value(v);
-        }
-        out.raw(b"}");
+        out.object(n.context.as_map());
         out.raw(b"}");
     })
 }

@@ -77,6 +77,18 @@ pub fn counting_endpoint(count: &Arc<AtomicUsize>, key: &'static str) -> Endpoin
         .unwrap()
 }
 
+/// Every notifier method and the priority a listener sees for it.
+pub const PRIORITIES: [(&str, &str); 8] = [
+    ("audit", "audit"),
+    ("debug", "debug"),
+    ("info", "info"),
+    ("warn", "warn"),
+    ("warning", "warn"),
+    ("error", "error"),
+    ("critical", "critical"),
+    ("sample", "sample"),
+];
+
 /// The notifications a [`forwarding`] endpoint received.
 pub type Seen = mpsc::UnboundedReceiver<Notification>;
 
