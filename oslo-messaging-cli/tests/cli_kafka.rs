@@ -1,10 +1,12 @@
 //! `notify` and `listen` with a `kafka://` URL, as an operator runs them, on a private tansu
 //! broker (skipped without one, unless `CI` is set).
 
-use std::io::{BufRead, BufReader};
+mod support;
+
 use std::process::{Command, Output, Stdio};
 
 use serde_json::{Value, json};
+use support::wait_until_listening;
 use testkit::kafka::Tansu;
 
 fn cli(url: &str) -> Command {
@@ -26,11 +28,7 @@ fn notify_and_listen_work_on_a_kafka_url() {
     testkit::require_kafka!();
     let broker = Tansu::start();
     let topic = testkit::unique("clik");
-    for p in [
-        "audit", "debug", "info", "warn", "error", "critical", "sample",
-    ] {
-        broker.create_topic(&format!("{topic}.{p}"), 1);
-    }
+    broker.create_priority_topics(&topic, 1);
     let url = broker.url("");
     let mut listener = cli(&url)
         .args(["-v", "--json", "listen", "--topic", &topic, "--pool", "ops"])
@@ -40,12 +38,7 @@ fn notify_and_listen_work_on_a_kafka_url() {
         .spawn()
         .unwrap();
     // -v logs when the listener is up (its partitions assigned).
-    let mut err = BufReader::new(listener.stderr.take().unwrap());
-    let mut line = String::new();
-    while !line.contains("listening for notifications") {
-        line.clear();
-        assert!(err.read_line(&mut line).unwrap() > 0, "listen exited early");
-    }
+    let _stderr = wait_until_listening(&mut listener);
     for (priority, payload) in [("error", r#"{"k": 1}"#), ("info", "[1, 2]")] {
         let o = run(
             &url,

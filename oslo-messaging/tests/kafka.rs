@@ -17,26 +17,15 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
 use serde_json::{Value, json};
-use support::{PRIORITIES, Seen, forwarding};
+use support::{PRIORITIES, Seen, forwarding, notifier, stop_listener};
 use testkit::kafka::Tansu;
 use testkit::python::{Peer, PeerOpts};
-
-/// The topics a listener on `topic` subscribes to: one per priority.
-const TOPIC_PRIORITIES: [&str; 7] = [
-    "audit", "debug", "info", "warn", "error", "critical", "sample",
-];
 
 /// A broker with the priority topics of `topic`, `partitions` each.
 fn broker_with(topic: &str, partitions: u32) -> Tansu {
     let broker = Tansu::start();
-    create_topics(&broker, topic, partitions);
+    broker.create_priority_topics(topic, partitions);
     broker
-}
-
-fn create_topics(broker: &Tansu, topic: &str, partitions: u32) {
-    for p in TOPIC_PRIORITIES {
-        broker.create_topic(&format!("{topic}.{p}"), partitions);
-    }
 }
 
 async fn next(rx: &mut Seen, secs: u64) -> Notification {
@@ -67,15 +56,6 @@ async fn rust_listener(
     let l = b.build().unwrap();
     l.start().await.unwrap();
     (l, rx)
-}
-
-fn notifier(t: &Transport, topic: &str, publisher: &str) -> Notifier {
-    Notifier::builder(t)
-        .driver(NotifyDriver::MessagingV2)
-        .publisher_id(publisher)
-        .topics([topic])
-        .build()
-        .unwrap()
 }
 
 fn peer_opts(url: &str) -> PeerOpts<'_> {
@@ -152,8 +132,7 @@ async fn python_notifications_reach_a_rust_listener_at_every_priority() {
         want.sort();
         assert_eq!(got, want, "{driver}");
     }
-    l.stop().await;
-    l.wait().await;
+    stop_listener(&l).await;
     t.cleanup().await;
 }
 
@@ -368,8 +347,7 @@ async fn two_pools_each_get_every_notification_and_one_pool_shares_them() {
     nothing_more(&mut a, 1).await;
     drop((b, shared_py));
     for l in [la, ls] {
-        l.stop().await;
-        l.wait().await;
+        stop_listener(&l).await;
     }
     t.cleanup().await;
 }
@@ -403,8 +381,7 @@ async fn a_message_that_is_not_a_notification_is_skipped_and_the_next_handled() 
     let n = next(&mut rx, 30).await;
     assert_eq!(n.event_type.as_deref(), Some("after.bad"));
     nothing_more(&mut rx, 1).await;
-    l.stop().await;
-    l.wait().await;
+    stop_listener(&l).await;
     t.cleanup().await;
 }
 
@@ -440,8 +417,7 @@ async fn a_broker_that_refuses_connections_hangs_nothing() {
     let (l, _rx) = rust_listener(&t, "refused", None).await;
     let listening = started.elapsed();
     let started = Instant::now();
-    l.stop().await;
-    l.wait().await;
+    stop_listener(&l).await;
     t.cleanup().await;
     let cleaned = started.elapsed();
     println!("refused broker: notify {sent:?}, listen {listening:?}, stop and cleanup {cleaned:?}");
@@ -467,7 +443,7 @@ async fn notifications_sent_while_the_broker_is_unreachable_arrive_when_it_is_ba
     let port = testkit::kafka::free_port();
     let proxy = testkit::proxy::Proxy::start(&format!("127.0.0.1:{port}")).await;
     let broker = Tansu::start_on(port, proxy.port);
-    create_topics(&broker, &topic, 1);
+    broker.create_priority_topics(&topic, 1);
     // One record per batch: tansu 0.6 answers a fetch that starts inside a multi-record
     // batch with wrong records (each with the last one's offset and value), and after the
     // outage the listener resumes where it committed, which may be inside the batch of the
@@ -512,8 +488,7 @@ async fn notifications_sent_while_the_broker_is_unreachable_arrive_when_it_is_ba
     );
     assert_eq!(got, (0..10).collect());
     assert!(twice <= 10, "at most one redelivery each: {twice}");
-    l.stop().await;
-    l.wait().await;
+    stop_listener(&l).await;
     t.cleanup().await;
 }
 
@@ -556,8 +531,7 @@ async fn a_pool_resumes_where_it_committed_and_requeue_is_not_redelivery() {
         assert_eq!(next(&mut rx, 30).await.event_type.as_deref(), Some("first"));
     }
     nothing_more(&mut rx, 2).await;
-    l.stop().await;
-    l.wait().await;
+    stop_listener(&l).await;
     // Sent while the pool has no listener: its next listener starts from the pool's
     // committed offsets, so it gets these and none of the first five again.
     for i in 0..5 {
@@ -574,7 +548,6 @@ async fn a_pool_resumes_where_it_committed_and_requeue_is_not_redelivery() {
     }
     assert_eq!(got, (0..5).collect());
     nothing_more(&mut rx, 1).await;
-    l.stop().await;
-    l.wait().await;
+    stop_listener(&l).await;
     t.cleanup().await;
 }

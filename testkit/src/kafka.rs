@@ -155,6 +155,21 @@ impl Tansu {
     }
 }
 
+impl Tansu {
+    /// Creates the topics a listener on notification topic `topic` subscribes to,
+    /// `<topic>.<priority>` for every priority, `partitions` each.
+    pub fn create_priority_topics(&self, topic: &str, partitions: u32) {
+        for p in PRIORITIES {
+            self.create_topic(&format!("{topic}.{p}"), partitions);
+        }
+    }
+}
+
+/// The notification priorities as they appear in topic names.
+const PRIORITIES: [&str; 7] = [
+    "audit", "debug", "info", "warn", "error", "critical", "sample",
+];
+
 impl Drop for Tansu {
     fn drop(&mut self) {
         self.kill();

@@ -526,11 +526,7 @@ async fn measure(
             return Err("no tansu broker (OSLO_MESSAGING_TANSU)".to_owned());
         }
         let broker = testkit::kafka::Tansu::start();
-        for p in [
-            "audit", "debug", "info", "warn", "error", "critical", "sample",
-        ] {
-            broker.create_topic(&format!("{topic}.{p}"), 1);
-        }
+        broker.create_priority_topics(&topic, 1);
         Some(broker)
     } else {
         None
