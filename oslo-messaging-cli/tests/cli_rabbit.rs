@@ -7,12 +7,11 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use support::{Background, Env, broker_url, stderr, stdout};
+use support::{Background, Env, broker_url, stderr, stdout, wait_until_listening};
 
 fn rpc_server(env: &Env, topic: &str, server: &str, extra: &[&str]) -> Background {
     let mut c = env.cmd();
@@ -388,12 +387,7 @@ fn listen_with_a_pool_gets_its_own_copy() {
         .spawn()
         .unwrap();
     // -v logs when the listener is up.
-    let mut err = BufReader::new(child.stderr.take().unwrap());
-    let mut line = String::new();
-    while !line.contains("listening for notifications") {
-        line.clear();
-        assert!(err.read_line(&mut line).unwrap() > 0, "listen exited early");
-    }
+    let _stderr = wait_until_listening(&mut child);
     let o = env.run(&[
         "notify",
         "--topic",

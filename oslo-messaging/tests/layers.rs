@@ -198,33 +198,41 @@ fn each_module_uses_only_lower_layers() {
     );
 }
 
-#[test]
-fn only_the_rabbit_driver_names_the_amqp_client() {
+/// The source files outside `driver/<driver>/` whose code names a crate by one of `paths`;
+/// `driver/<driver>/mod.rs` must name it (so the guard reads real code).
+fn named_outside(driver: &str, paths: &[&str]) -> Vec<String> {
     let mut files = Vec::new();
     rust_files(&src(), &mut files);
-    let rabbit = src().join("driver").join("rabbit");
-    // A path into the crate, or an import of it (the group name "oslo_messaging_amqp" in a
-    // string is not one).
-    let names_it = |text: &str| {
-        [
-            "oslo_messaging_amqp::",
-            "oslo_messaging_amqp as ",
-            "use oslo_messaging_amqp",
-        ]
-        .iter()
-        .any(|p| text.contains(p))
-    };
+    let home = src().join("driver").join(driver);
+    let names_it = |text: &str| paths.iter().any(|p| text.contains(p));
     let mut named = Vec::new();
     for file in &files {
         let text = code(&std::fs::read_to_string(file).unwrap());
-        if names_it(&text) && !file.starts_with(&rabbit) {
+        if names_it(&text) && !file.starts_with(&home) {
             named.push(file.display().to_string());
         }
     }
+    let driver = std::fs::read_to_string(home.join("mod.rs")).unwrap();
+    assert!(
+        names_it(&code(&driver)),
+        "driver/{driver}/mod.rs names none of {paths:?}"
+    );
+    named
+}
+
+#[test]
+fn only_the_rabbit_driver_names_the_amqp_client() {
+    // A path into the crate, or an import of it (the group name "oslo_messaging_amqp" in a
+    // string is not one).
+    let named = named_outside(
+        "rabbit",
+        &[
+            "oslo_messaging_amqp::",
+            "oslo_messaging_amqp as ",
+            "use oslo_messaging_amqp",
+        ],
+    );
     assert!(named.is_empty(), "the AMQP client is named in {named:?}");
-    // The guard reads real code: the rabbit driver does name it.
-    let driver = std::fs::read_to_string(rabbit.join("mod.rs")).unwrap();
-    assert!(names_it(&code(&driver)));
 }
 
 #[test]
@@ -239,23 +247,6 @@ fn the_path_reader_sees_groups_and_macros() {
 
 #[test]
 fn only_the_kafka_driver_names_librdkafka() {
-    let mut files = Vec::new();
-    rust_files(&src(), &mut files);
-    let kafka = src().join("driver").join("kafka");
-    let names_it = |text: &str| {
-        ["rdkafka::", "use rdkafka"]
-            .iter()
-            .any(|p| text.contains(p))
-    };
-    let mut named = Vec::new();
-    for file in &files {
-        let text = code(&std::fs::read_to_string(file).unwrap());
-        if names_it(&text) && !file.starts_with(&kafka) {
-            named.push(file.display().to_string());
-        }
-    }
+    let named = named_outside("kafka", &["rdkafka::", "use rdkafka"]);
     assert!(named.is_empty(), "the Kafka client is named in {named:?}");
-    // The guard reads real code: the Kafka driver does name it.
-    let driver = std::fs::read_to_string(kafka.join("mod.rs")).unwrap();
-    assert!(names_it(&code(&driver)));
 }

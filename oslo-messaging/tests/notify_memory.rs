@@ -13,7 +13,7 @@ use oslo_messaging::notify::{
 };
 use oslo_messaging::{Config, Context, ErrorKind, Retry, State, Target, Transport};
 use serde_json::{Value, json};
-use support::{Seen, forwarding, forwarding_through};
+use support::{Seen, forwarding, forwarding_through, stop_listener as stop};
 use tokio::sync::mpsc;
 
 async fn listener(
@@ -36,11 +36,6 @@ async fn next(rx: &mut Seen) -> Notification {
         .await
         .expect("a notification")
         .unwrap()
-}
-
-async fn stop(l: &NotificationListener) {
-    l.stop().await;
-    l.wait().await;
 }
 
 fn notifier(t: &Transport, publisher: &str) -> Notifier {

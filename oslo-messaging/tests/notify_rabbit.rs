@@ -13,7 +13,7 @@ use oslo_messaging::notify::{
 use oslo_messaging::{Context, Target, Transport};
 use serde_json::{Value, json};
 use support::rabbit::{Raw, Scope};
-use support::{Seen, forwarding};
+use support::{Seen, forwarding, notifier, stop_listener as stop};
 use tokio::sync::mpsc;
 
 async fn listener(
@@ -37,20 +37,6 @@ async fn next(rx: &mut Seen) -> Notification {
     tokio::time::timeout(Duration::from_secs(10), rx.recv())
         .await
         .expect("a notification within 10 s")
-        .unwrap()
-}
-
-async fn stop(l: &NotificationListener) {
-    l.stop().await;
-    l.wait().await;
-}
-
-fn notifier(t: &Transport, topic: &str, publisher: &str) -> Notifier {
-    Notifier::builder(t)
-        .driver(NotifyDriver::MessagingV2)
-        .publisher_id(publisher)
-        .topics([topic])
-        .build()
         .unwrap()
 }
 

@@ -3,7 +3,8 @@
 // Each test binary uses a part of this module; the re-exports are there for those that do.
 #![allow(dead_code, unreachable_pub, unused_imports)]
 
-use std::process::{Command, Output};
+use std::io::{BufRead, BufReader};
+use std::process::{Child, ChildStderr, Command, Output};
 
 pub use testkit::broker::url as broker_url;
 pub use testkit::process::Background;
@@ -69,4 +70,16 @@ pub fn stdout(o: &Output) -> String {
 
 pub fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Reads a `listen -v` child's stderr until it logs that the listener is up; returns the
+/// reader, to keep the pipe open while the child runs.
+pub fn wait_until_listening(child: &mut Child) -> BufReader<ChildStderr> {
+    let mut err = BufReader::new(child.stderr.take().expect("stderr piped"));
+    let mut line = String::new();
+    while !line.contains("listening for notifications") {
+        line.clear();
+        assert!(err.read_line(&mut line).unwrap() > 0, "listen exited early");
+    }
+    err
 }

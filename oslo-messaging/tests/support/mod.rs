@@ -6,9 +6,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use oslo_messaging::notify::{Notification, NotificationEndpoint, NotificationFilter, Priority};
+use oslo_messaging::notify::{
+    Notification, NotificationEndpoint, NotificationFilter, NotifyDriver, Priority,
+};
 use oslo_messaging::rpc::{Endpoint, Request, RpcError, RpcServer};
-use oslo_messaging::{Target, Transport};
+use oslo_messaging::{NotificationListener, Notifier, Target, Transport};
 use serde_json::Value;
 use tokio::sync::mpsc;
 
@@ -117,6 +119,22 @@ pub fn forwarding_through(
         });
     }
     (ep.build().unwrap(), rx)
+}
+
+/// A `messagingv2` notifier to `topic` as `publisher`.
+pub fn notifier(t: &Transport, topic: &str, publisher: &str) -> Notifier {
+    Notifier::builder(t)
+        .driver(NotifyDriver::MessagingV2)
+        .publisher_id(publisher)
+        .topics([topic])
+        .build()
+        .unwrap()
+}
+
+/// Stops a notification listener and waits for its handlers.
+pub async fn stop_listener(l: &NotificationListener) {
+    l.stop().await;
+    l.wait().await;
 }
 
 /// Starts a server on `topic`/`server` with `endpoint`.
