@@ -39,14 +39,16 @@ ensure_rabbitmq() {
 
 # The Kafka-protocol broker of the Kafka driver's tests and benchmarks: tansu, built once from
 # crates.io into a cache (about 9 minutes); exports OSLO_MESSAGING_TANSU. Each test starts its
-# own broker, in memory, on a free port.
+# own broker on a free port, in memory, or in an SQLite file (libsql) when a test restarts it or
+# needs users that outlive the start that enables authentication.
 TANSU_VERSION=0.6.0
+TANSU_FEATURES=dynostore,libsql
 ensure_tansu() {
     step "tansu $TANSU_VERSION (a Kafka-protocol broker)"
-    local root="$HOME/.cache/tansu-$TANSU_VERSION"
+    local root="$HOME/.cache/tansu-$TANSU_VERSION-${TANSU_FEATURES//,/-}"
     if [ ! -x "$root/bin/tansu" ]; then
         CARGO_TARGET_DIR="$HOME/.cache/tansu-build" cargo install --locked tansu \
-            --version "$TANSU_VERSION" --features dynostore --root "$root"
+            --version "$TANSU_VERSION" --features "$TANSU_FEATURES" --root "$root"
         rm -rf "$HOME/.cache/tansu-build"
     fi
     export OSLO_MESSAGING_TANSU="$root/bin/tansu"

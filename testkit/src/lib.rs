@@ -6,6 +6,7 @@
 //! * [`node`] and [`cluster`]: private RabbitMQ nodes and three-node clusters on their own
 //!   ports, for faults ([`require_nodes!`]);
 //! * [`proxy`]: a fault proxy between a client and a broker;
+//! * [`tls`]: a TLS front for a plain-TCP server (tansu);
 //! * [`kafka`]: a private Kafka-protocol broker (tansu) for the Kafka driver ([`require_kafka!`]);
 //! * [`python`]: the Python oslo.messaging 18.3.1 peers ([`require_python!`]);
 //! * [`process`]: a background process read line by line;
@@ -29,6 +30,7 @@ pub mod otlp;
 pub mod process;
 pub mod proxy;
 pub mod python;
+pub mod tls;
 
 /// A name no other test uses (process id, time and a counter), for queues, exchanges and
 /// topics on shared brokers.

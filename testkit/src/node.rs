@@ -274,6 +274,12 @@ fn openssl(dir: &Path, args: &[&str]) {
 impl Certs {
     /// Makes the certificates in `dir`.
     pub fn make(dir: &Path, client_cn: &str) -> Self {
+        Self::make_for(dir, client_cn, "DNS:localhost")
+    }
+
+    /// Makes the certificates in `dir`, the server's for `server_names` (a `subjectAltName`
+    /// value, such as `DNS:localhost,IP:127.0.0.1`).
+    pub fn make_for(dir: &Path, client_cn: &str, server_names: &str) -> Self {
         std::fs::create_dir_all(dir).unwrap();
         for ca in ["ca", "other_ca"] {
             openssl(
@@ -295,7 +301,11 @@ impl Certs {
                 ],
             );
         }
-        std::fs::write(dir.join("server.ext"), "subjectAltName=DNS:localhost\n").unwrap();
+        std::fs::write(
+            dir.join("server.ext"),
+            format!("subjectAltName={server_names}\n"),
+        )
+        .unwrap();
         std::fs::write(dir.join("client.ext"), "extendedKeyUsage=clientAuth\n").unwrap();
         for (name, cn, ext) in [
             ("server", "localhost", "server.ext"),
@@ -348,5 +358,26 @@ impl Certs {
             client_key: dir.join("client.key"),
             other_ca: dir.join("other_ca.pem"),
         }
+    }
+
+    /// The client key encrypted with `password` (AES-256, PKCS#8), beside the plain one.
+    pub fn encrypted_client_key(&self, password: &str) -> PathBuf {
+        let dir = self.client_key.parent().unwrap();
+        openssl(
+            dir,
+            &[
+                "pkcs8",
+                "-topk8",
+                "-v2",
+                "aes-256-cbc",
+                "-in",
+                "client.key",
+                "-passout",
+                &format!("pass:{password}"),
+                "-out",
+                "client.enc.key",
+            ],
+        );
+        dir.join("client.enc.key")
     }
 }
