@@ -23,7 +23,7 @@ use super::super::{
     BoxFuture, IncomingNotification, ListenerControl, NotificationAcker, NotificationListenerStream,
 };
 use crate::config::KafkaOptions;
-use crate::error::Result;
+use crate::error::{Error, ErrorKind, Result};
 use crate::wire;
 
 /// How long `listen` waits for the group to assign partitions, as Python's first poll.
@@ -38,9 +38,20 @@ const OFFSET_LOOKUP: Duration = Duration::from_secs(5);
 /// How long `cleanup` waits for the consumer to leave its group.
 const CLOSE_WAIT: Duration = Duration::from_secs(10);
 
+/// Where a new listener stands, as its thread tells `listen`.
+#[derive(Debug, Clone)]
+enum Readiness {
+    Waiting,
+    /// Partitions are assigned, with the offsets they start from.
+    Assigned,
+    /// The brokers refused the login or the TLS handshake: trying again cannot help.
+    Refused(ErrorKind, String),
+}
+
 /// Starts a consumer in `group` on `topics` and its polling thread; returns once the group
 /// assigned it partitions, with the offsets they start from (so nothing sent afterwards is
 /// missed, even by a new group, which starts at the end), or after [`ASSIGNMENT_WAIT`].
+/// Fails at once if the brokers refuse its credentials or its TLS handshake first.
 pub(super) async fn start(
     base: &ClientConfig,
     opts: &KafkaOptions,
@@ -58,7 +69,7 @@ pub(super) async fn start(
         )
         .set("enable.partition.eof", "false")
         .set("auto.offset.reset", "latest");
-    let (ready_tx, mut ready) = watch::channel(false);
+    let (ready_tx, mut ready) = watch::channel(Readiness::Waiting);
     let consumer: BaseConsumer<ConsumerLog> = config
         .create_with_context(ConsumerLog {
             assigned: AtomicBool::new(false),
@@ -98,15 +109,25 @@ pub(super) async fn start(
         .map_err(|e| {
             crate::error::Error::transport(format!("cannot start the Kafka listener thread: {e}"))
         })?;
-    if tokio::time::timeout(ASSIGNMENT_WAIT, ready.wait_for(|r| *r))
-        .await
-        .is_err()
-    {
-        tracing::warn!(
+    let waited = tokio::time::timeout(
+        ASSIGNMENT_WAIT,
+        ready.wait_for(|r| !matches!(r, Readiness::Waiting)),
+    )
+    .await;
+    match waited {
+        // Returning drops the armed guard, which stops the thread.
+        Ok(Ok(r)) => {
+            if let Readiness::Refused(kind, message) = &*r {
+                return Err(Error::new(*kind, message.clone()));
+            }
+        }
+        // The thread ended (the transport is being cleaned up): the stream ends at once.
+        Ok(Err(_)) => {}
+        Err(_) => tracing::warn!(
             ?topics,
             group,
             "no Kafka partitions assigned to this listener yet (do the topics exist?); it keeps trying"
-        );
+        ),
     }
     guard.disarm();
     Ok(NotificationListenerStream {
@@ -210,8 +231,9 @@ struct PollLoop {
     limit: usize,
     timeout: Duration,
     commit: bool,
-    /// Told once the partitions and their starting offsets are known; `None` after.
-    ready_tx: Option<watch::Sender<bool>>,
+    /// Told once the partitions and their starting offsets are known, or the brokers
+    /// refused this consumer; `None` after.
+    ready_tx: Option<watch::Sender<Readiness>>,
 }
 
 impl PollLoop {
@@ -289,20 +311,53 @@ impl PollLoop {
         if self.consumer.context().assigned.load(Ordering::Acquire)
             && let Some(tx) = self.ready_tx.take()
         {
-            tx.send_replace(true);
+            tx.send_replace(Readiness::Assigned);
         }
     }
 
     /// The next message within `timeout`: `Some(None)` for one that did not decode (logged).
     #[allow(clippy::option_option)]
-    fn next(&self, timeout: Duration) -> Option<Option<wire::IncomingNotification>> {
+    fn next(&mut self, timeout: Duration) -> Option<Option<wire::IncomingNotification>> {
         match self.consumer.poll(timeout)? {
             Ok(m) => Some(decode(&m)),
             Err(e) => {
                 tracing::warn!(error = %e, "Kafka consumer error");
+                if let Some(refused) = refusal(&e)
+                    && let Some(tx) = self.ready_tx.take()
+                {
+                    // Before its partitions came, the listener gives up: `listen` fails.
+                    self.shared.stopped.store(true, Ordering::Release);
+                    tx.send_replace(refused);
+                }
                 None
             }
         }
+    }
+}
+
+/// What a consumer error means for a listener still waiting for its partitions: the brokers'
+/// refusal of its login or of its TLS handshake ends it (librdkafka's log line before says
+/// why); anything else it outlasts.
+fn refusal(e: &KafkaError) -> Option<Readiness> {
+    let (KafkaError::MessageConsumption(code) | KafkaError::MessageConsumptionFatal(code)) = e
+    else {
+        return None;
+    };
+    match code {
+        RDKafkaErrorCode::Authentication => Some(Readiness::Refused(
+            ErrorKind::AccessRefused,
+            "the Kafka brokers refused the listener's login (the transport URL's user name and \
+             password, sasl_mechanism and security_protocol; librdkafka's log says more)"
+                .to_owned(),
+        )),
+        RDKafkaErrorCode::SSL => Some(Readiness::Refused(
+            ErrorKind::Transport,
+            "the TLS handshake with the Kafka brokers failed (ssl_cafile, ssl_client_cert_file, \
+             ssl_client_key_file, ssl_client_key_password and the brokers' host names; \
+             librdkafka's log says more)"
+                .to_owned(),
+        )),
+        _ => None,
     }
 }
 

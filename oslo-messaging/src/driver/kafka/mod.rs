@@ -27,13 +27,19 @@
 //!   rebalance takes partitions away. A commit that fails is logged and the batch is still
 //!   handed up (Python drops it), so its next reader may handle it again. Requeueing is not
 //!   supported and is logged, as in Python.
+//! * **Security.** `security_protocol`, `sasl_mechanism` and the `ssl_*` options become
+//!   librdkafka's settings as in Python, with the user name and password of the URL's first
+//!   host. A producer the brokers refuse (login or TLS) logs it as an error; its notifications
+//!   wait in the queue as while the brokers are away.
 //!
 //! Deliberate differences, all additions: with a virtual host, a listener also subscribes to
 //! `t.p.<virtual host>`, where Python's (and our) notifiers send with that URL, besides the
 //! `t.p` Python's listener alone reads; a body that does not decode is logged and skipped (in
 //! Python it ends the poll); listening waits until the group has given this consumer its
 //! partitions (at most 5 seconds, as Python's first poll does), so notifications sent once
-//! `listen` returns are not missed; a URL host without a port means port 9092.
+//! `listen` returns are not missed, and fails if the brokers refuse its login
+//! ([`ErrorKind::AccessRefused`]) or its TLS handshake ([`ErrorKind::Transport`]) first, where
+//! Python's listener polls on, logging; a URL host without a port means port 9092.
 
 use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -338,7 +344,19 @@ impl ClientContext for ProducerLog {
     }
 
     fn error(&self, error: KafkaError, reason: &str) {
-        tracing::warn!(error = %error, "Kafka producer: {reason}");
+        if matches!(
+            error,
+            KafkaError::Global(RDKafkaErrorCode::Authentication | RDKafkaErrorCode::SSL)
+        ) {
+            // Retrying cannot mend it: notifications wait in librdkafka's queue and are lost
+            // once their `message.timeout.ms` passes.
+            tracing::error!(
+                error = %error,
+                "Kafka producer refused by the brokers (login or TLS): {reason}"
+            );
+        } else {
+            tracing::warn!(error = %error, "Kafka producer: {reason}");
+        }
     }
 }
 
