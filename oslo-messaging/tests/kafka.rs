@@ -758,3 +758,72 @@ async fn a_refused_login_or_tls_handshake_is_a_clear_error_without_secrets() {
         t.cleanup().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_listener_joining_a_pool_whose_other_listener_is_busy_gets_its_share_at_once() {
+    testkit::require_kafka!();
+    let topic = testkit::unique("busy");
+    // Two partitions a topic: one for each listener of the pool.
+    let broker = broker_with(&topic, 2);
+    // At most one notification with the handlers at a time.
+    let t = Transport::from_url(&broker.url("?max_poll_records=1")).unwrap();
+    // The first listener's handler holds its notification until told.
+    let (release, released) = tokio::sync::watch::channel(false);
+    let (tx, mut busy_rx) = tokio::sync::mpsc::unbounded_channel();
+    let ep = NotificationEndpoint::builder()
+        .on(Priority::Info, move |n: Notification| {
+            let (tx, mut released) = (tx.clone(), released.clone());
+            async move {
+                let _ = tx.send(n);
+                let _ = released.wait_for(|r| *r).await;
+                NotificationResult::Handled
+            }
+        })
+        .build()
+        .unwrap();
+    let busy = NotificationListener::builder(&t, vec![Target::new(&topic)])
+        .endpoint(ep)
+        .pool("p")
+        .build()
+        .unwrap();
+    busy.start().await.unwrap();
+    let n = notifier(&t, &topic, "rs");
+    n.info(&Context::new(), "first", &json!(-1)).await.unwrap();
+    assert_eq!(
+        next(&mut busy_rx, 30).await.event_type.as_deref(),
+        Some("first")
+    );
+    // The busy listener's window is full. A second listener joins the pool: the group must
+    // hand it one partition of each topic, which needs the busy one to take part.
+    let joined = Instant::now();
+    let (idle, mut idle_rx) = rust_listener(&t, &topic, Some("p")).await;
+    for i in 0..20 {
+        n.info(&Context::new(), "then", &json!(i)).await.unwrap();
+    }
+    let first = next(&mut idle_rx, 20).await;
+    println!(
+        "the joining listener handled its first notification {:?} after it joined",
+        joined.elapsed()
+    );
+    let mut got = BTreeSet::from([first.payload.as_i64().unwrap()]);
+    // Release the busy one: everything arrives once, between the two.
+    release.send_replace(true);
+    while got.len() < 20 {
+        let n = tokio::select! {
+            n = busy_rx.recv() => n.unwrap(),
+            n = idle_rx.recv() => n.unwrap(),
+            () = tokio::time::sleep(Duration::from_secs(30)) => panic!("only {got:?} arrived"),
+        };
+        assert_eq!(n.event_type.as_deref(), Some("then"));
+        assert!(
+            got.insert(n.payload.as_i64().unwrap()),
+            "twice: {:?}",
+            n.payload
+        );
+    }
+    nothing_more(&mut busy_rx, 1).await;
+    nothing_more(&mut idle_rx, 1).await;
+    stop_listener(&idle).await;
+    stop_listener(&busy).await;
+    t.cleanup().await;
+}
