@@ -7,10 +7,10 @@
 //! Without one the tests are skipped with a message, unless `CI` is set: then they fail. tansu
 //! creates no topic on first use: tests create theirs with [`Tansu::create_topic`].
 
-use std::net::TcpStream;
+use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// The tansu binary, if there is one.
 pub fn tansu() -> Option<PathBuf> {
@@ -67,8 +67,20 @@ pub struct Tansu {
 impl Tansu {
     /// A broker on a free port, advertising that port.
     pub fn start() -> Self {
-        let port = free_port();
-        Self::start_on(port, port)
+        // Another process may take the free port before tansu does: then try another.
+        let mut tries = 0;
+        loop {
+            let port = free_port();
+            let mut broker = Self::new(port, port, None);
+            match broker.spawn() {
+                Ok(()) => return broker,
+                Err(e) if tries < 3 => {
+                    tries += 1;
+                    eprintln!("{e}; trying another port");
+                }
+                Err(e) => panic!("{e}"),
+            }
+        }
     }
 
     /// A broker listening on `port` that tells clients to connect to `advertised` (a proxy in
@@ -86,20 +98,25 @@ impl Tansu {
     }
 
     fn launch(port: u16, advertised: u16, dir: Option<PathBuf>) -> Self {
-        let bin = tansu().expect("tansu is installed");
-        let mut broker = Self {
-            bin,
+        let mut broker = Self::new(port, advertised, dir);
+        broker.spawn().unwrap_or_else(|e| panic!("{e}"));
+        broker
+    }
+
+    fn new(port: u16, advertised: u16, dir: Option<PathBuf>) -> Self {
+        Self {
+            bin: tansu().expect("tansu is installed"),
             child: None,
             port,
             advertised,
             dir,
             authentication: false,
-        };
-        broker.spawn();
-        broker
+        }
     }
 
-    fn spawn(&mut self) {
+    /// Starts the broker process and waits until it says it is ready. Fails if it exits
+    /// first: its port was taken (a connection test would reach the other process).
+    fn spawn(&mut self) -> Result<(), String> {
         let mut command = Command::new(&self.bin);
         command.args([
             "broker",
@@ -118,22 +135,37 @@ impl Tansu {
         if self.authentication {
             command.arg("--authentication");
         }
-        let child = command
+        let mut child = command
             .env("RUST_LOG", "warn")
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
+            .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
             .expect("start tansu");
+        // tansu prints `ready in ...` once it listens; its stdout is read to the end.
+        let stdout = child.stdout.take().expect("tansu's stdout");
+        let (ready_tx, ready) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut ready_tx = Some(ready_tx);
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if line.starts_with("ready in")
+                    && let Some(tx) = ready_tx.take()
+                {
+                    let _ = tx.send(());
+                }
+            }
+        });
         self.child = Some(child);
-        let started = Instant::now();
-        while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            assert!(
-                started.elapsed() < Duration::from_secs(30),
-                "tansu did not listen on port {} within 30 s",
-                self.port
-            );
-            std::thread::sleep(Duration::from_millis(50));
+        match ready.recv_timeout(Duration::from_secs(30)) {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                self.kill();
+                Err(format!(
+                    "tansu did not start on port {} ({e}: is the port taken?)",
+                    self.port
+                ))
+            }
         }
     }
 
@@ -148,7 +180,7 @@ impl Tansu {
     /// Starts it again on the same ports: empty, unless it is [`Tansu::durable`].
     pub fn restart(&mut self) {
         self.kill();
-        self.spawn();
+        self.spawn().unwrap_or_else(|e| panic!("{e}"));
     }
 
     /// Restarts it requiring SASL authentication from every client (PLAIN or SCRAM; only
@@ -232,5 +264,28 @@ impl Drop for Tansu {
         if let Some(dir) = &self.dir {
             let _ = std::fs::remove_dir_all(dir);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_taken_port_is_a_clear_failure_not_another_broker() {
+        if tansu().is_none() {
+            return;
+        }
+        // Something else listens there: tansu cannot, and must not be taken for ready.
+        let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = taken.local_addr().unwrap().port();
+        let Err(failed) = std::panic::catch_unwind(|| Tansu::start_on(port, port)) else {
+            panic!("tansu started on a taken port");
+        };
+        let message = failed.downcast_ref::<String>().unwrap();
+        assert!(message.contains("is the port taken"), "{message}");
+        // A free port still works.
+        let broker = Tansu::start();
+        broker.create_topic("t", 1);
     }
 }
