@@ -146,15 +146,17 @@ impl Tansu {
         let stdout = child.stdout.take().expect("tansu's stdout");
         let (ready_tx, ready) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
-            let mut ready_tx = Some(ready_tx);
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if line.starts_with("ready in")
-                    && let Some(tx) = ready_tx.take()
-                {
-                    let _ = tx.send(());
+            let mut stdout = BufReader::new(stdout);
+            let mut line = Vec::new();
+            while stdout.read_until(b'\n', &mut line).is_ok_and(|n| n > 0) {
+                if line.starts_with(b"ready in") {
+                    let _ = ready_tx.send(());
+                    break;
                 }
+                line.clear();
             }
+            // Whatever else it prints is read, so a full pipe never stops it.
+            let _ = std::io::copy(&mut stdout, &mut std::io::sink());
         });
         self.child = Some(child);
         match ready.recv_timeout(Duration::from_secs(30)) {
