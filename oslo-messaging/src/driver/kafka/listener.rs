@@ -4,11 +4,8 @@
 //! listener gets a thread that polls as Python's listener does: a batch of at most
 //! `max_poll_records`, its offsets committed (without `enable_auto_commit`), then its
 //! notifications handed up. At most `max_poll_records` notifications are with the handlers at
-//! once; the thread fetches more as they finish. While that many are out, its partitions are
-//! paused and it keeps polling: the group's rebalances go on (a listener joining the pool gets
-//! its share at once) and the consumer stays in the group however long the handlers take.
+//! once; the thread fetches more as they finish.
 
-use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
@@ -34,9 +31,6 @@ const ASSIGNMENT_WAIT: Duration = Duration::from_secs(5);
 
 /// How often the thread polls until its partitions are assigned.
 const READY_POLL: Duration = Duration::from_millis(20);
-
-/// How often the thread polls, fetching nothing, while the handlers have all they may hold.
-const FULL_POLL: Duration = Duration::from_millis(100);
 
 /// How long looking up a partition's starting offset may take.
 const OFFSET_LOOKUP: Duration = Duration::from_secs(5);
@@ -106,8 +100,6 @@ pub(super) async fn start(
             .min(Duration::from_secs(3600)),
         commit: !opts.enable_auto_commit,
         ready_tx: Some(ready_tx),
-        paused: false,
-        held: VecDeque::new(),
     };
     // If `listen` is dropped before it returns, the thread stops and leaves the group.
     let guard = StopOnDrop(Some(shared.clone()));
@@ -242,51 +234,30 @@ struct PollLoop {
     /// Told once the partitions and their starting offsets are known, or the brokers
     /// refused this consumer; `None` after.
     ready_tx: Option<watch::Sender<Readiness>>,
-    /// Whether the assigned partitions are paused (the handlers hold all they may).
-    paused: bool,
-    /// Messages polled while paused (from partitions assigned since the pause), handed up
-    /// first when there is room.
-    held: VecDeque<Option<wire::IncomingNotification>>,
 }
 
 impl PollLoop {
     fn run(mut self) {
         while !self.shared.stopping() && !self.tx.is_closed() {
-            let room = self.shared.window.room(
-                self.limit,
-                FULL_POLL.min(self.timeout),
-                &self.shared.stopped,
-            );
-            if self.shared.stopping() {
+            let room = self
+                .shared
+                .window
+                .room(self.limit, self.timeout, &self.shared.stopped);
+            if room == 0 || self.shared.stopping() {
                 continue;
             }
-            if room == 0 {
-                // Fetch nothing, but poll: the group's callbacks run inside `poll`, and a
-                // consumer that stops polling for `max.poll.interval.ms` leaves its group.
-                self.pause(true);
-                if let Some(m) = self.next(Duration::ZERO) {
-                    // From a partition assigned since the pause: paused in turn.
-                    self.held.push_back(m);
-                    self.paused = false;
-                }
+            // Until ready, poll briefly: the group's callbacks run inside `poll`.
+            let wait = if self.ready_tx.is_some() {
+                READY_POLL
+            } else {
+                self.timeout
+            };
+            let first = self.next(wait);
+            self.tell_when_ready();
+            let Some(first) = first else {
                 continue;
-            }
-            self.pause(false);
-            let mut batch: Vec<_> = self.held.drain(..room.min(self.held.len())).collect();
-            if batch.is_empty() {
-                // Until ready, poll briefly: the group's callbacks run inside `poll`.
-                let wait = if self.ready_tx.is_some() {
-                    READY_POLL
-                } else {
-                    self.timeout
-                };
-                let first = self.next(wait);
-                self.tell_when_ready();
-                let Some(first) = first else {
-                    continue;
-                };
-                batch.push(first);
-            }
+            };
+            let mut batch = vec![first];
             while batch.len() < room {
                 match self.next(Duration::ZERO) {
                     Some(n) => batch.push(n),
@@ -335,30 +306,6 @@ impl PollLoop {
         shared.done_cv.notify_all();
     }
 
-    /// Pauses (`true`) or resumes every assigned partition, when not so already. A paused
-    /// partition fetches nothing; resumed, it goes on from the last message polled.
-    fn pause(&mut self, pause: bool) {
-        if self.paused == pause {
-            return;
-        }
-        let assigned = match self.consumer.assignment() {
-            Ok(a) => a,
-            Err(e) => {
-                tracing::debug!(error = %e, "cannot read the Kafka assignment");
-                return;
-            }
-        };
-        let done = if pause {
-            self.consumer.pause(&assigned)
-        } else {
-            self.consumer.resume(&assigned)
-        };
-        match done {
-            Ok(()) => self.paused = pause,
-            Err(e) => tracing::debug!(error = %e, pause, "cannot pause or resume Kafka partitions"),
-        }
-    }
-
     /// Tells `listen` once partitions are assigned, with the offsets they start from.
     fn tell_when_ready(&mut self) {
         if self.consumer.context().assigned.load(Ordering::Acquire)
@@ -375,10 +322,12 @@ impl PollLoop {
             Ok(m) => Some(decode(&m)),
             Err(e) => {
                 tracing::warn!(error = %e, "Kafka consumer error");
+                // While `listen` still waits for the partitions, a refusal ends the listener
+                // and fails `listen`; once it has returned, the listener keeps trying.
                 if let Some(refused) = refusal(&e)
+                    && self.ready_tx.as_ref().is_some_and(|tx| !tx.is_closed())
                     && let Some(tx) = self.ready_tx.take()
                 {
-                    // Before its partitions came, the listener gives up: `listen` fails.
                     self.shared.stopped.store(true, Ordering::Release);
                     tx.send_replace(refused);
                 }
