@@ -435,6 +435,36 @@ async fn a_broker_that_refuses_connections_hangs_nothing() {
     );
 }
 
+/// Sends notifications `during` 0 to 9 while the broker is out of reach: `notify` hands them
+/// to librdkafka's queue and does not wait.
+async fn notify_ten_during_the_fault(n: &Notifier) {
+    let started = Instant::now();
+    for i in 0..10 {
+        n.info(&Context::new(), "during", &json!(i)).await.unwrap();
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "notify does not wait for the broker"
+    );
+}
+
+/// Receives the ten notifications of [`notify_ten_during_the_fault`], each within `secs`:
+/// none may be lost, and at most ten repeats are allowed. Returns how many came twice.
+async fn the_ten_during_the_fault(rx: &mut Seen, secs: u64) -> usize {
+    let mut got = BTreeSet::new();
+    let mut twice = 0;
+    while got.len() < 10 {
+        let n = next(rx, secs).await;
+        assert_eq!(n.event_type.as_deref(), Some("during"), "{:?}", n.payload);
+        if !got.insert(n.payload.as_i64().unwrap()) {
+            twice += 1;
+        }
+    }
+    assert_eq!(got, (0..10).collect());
+    assert!(twice <= 10, "at most one redelivery each: {twice}");
+    twice
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn notifications_sent_while_the_broker_is_unreachable_arrive_when_it_is_back() {
     testkit::require_kafka!();
@@ -459,35 +489,18 @@ async fn notifications_sent_while_the_broker_is_unreachable_arrive_when_it_is_ba
     // The network goes: nothing flows, then every connection is reset.
     proxy.blackhole(true);
     proxy.reset();
-    let started = Instant::now();
-    for i in 0..10 {
-        n.info(&Context::new(), "during", &json!(i)).await.unwrap();
-    }
-    assert!(
-        started.elapsed() < Duration::from_secs(2),
-        "notify does not wait for the broker"
-    );
+    notify_ten_during_the_fault(&n).await;
     tokio::time::sleep(Duration::from_secs(3)).await;
     proxy.blackhole(false);
     let back = Instant::now();
     // None may be lost. One may come twice: a batch whose commit failed while the group's
     // coordinator was out of reach is handed up anyway (Python drops it), and is read again
     // by whoever resumes at the last commit that got through.
-    let mut got = BTreeSet::new();
-    let mut twice = 0;
-    while got.len() < 10 {
-        let n = next(&mut rx, 60).await;
-        assert_eq!(n.event_type.as_deref(), Some("during"));
-        if !got.insert(n.payload.as_i64().unwrap()) {
-            twice += 1;
-        }
-    }
+    let twice = the_ten_during_the_fault(&mut rx, 60).await;
     println!(
         "all 10 arrived {:?} after the network came back; lost 0, {twice} delivered twice",
         back.elapsed()
     );
-    assert_eq!(got, (0..10).collect());
-    assert!(twice <= 10, "at most one redelivery each: {twice}");
     stop_listener(&l).await;
     t.cleanup().await;
 }
@@ -574,32 +587,15 @@ async fn a_broker_restart_loses_nothing_and_the_pool_resumes_where_it_committed(
     }
     // The broker dies; notifications sent meanwhile wait in the producer's queue.
     broker.kill();
-    let started = Instant::now();
-    for i in 0..10 {
-        n.info(&Context::new(), "during", &json!(i)).await.unwrap();
-    }
-    assert!(
-        started.elapsed() < Duration::from_secs(2),
-        "notify does not wait for the broker"
-    );
+    notify_ten_during_the_fault(&n).await;
     tokio::time::sleep(Duration::from_secs(3)).await;
     broker.restart();
     let back = Instant::now();
-    let mut got = BTreeSet::new();
-    let mut twice = 0;
-    while got.len() < 10 {
-        let n = next(&mut rx, 90).await;
-        assert_eq!(n.event_type.as_deref(), Some("during"), "{:?}", n.payload);
-        if !got.insert(n.payload.as_i64().unwrap()) {
-            twice += 1;
-        }
-    }
+    let twice = the_ten_during_the_fault(&mut rx, 90).await;
     println!(
         "broker restart: all 10 arrived {:?} after it was back; lost 0, {twice} delivered twice",
         back.elapsed()
     );
-    assert_eq!(got, (0..10).collect());
-    assert!(twice <= 10, "at most one redelivery each: {twice}");
     nothing_more(&mut rx, 2).await;
     stop_listener(&l).await;
     // The pool's committed position survived the restart: its next listener gets only what
