@@ -266,10 +266,7 @@ impl PollLoop {
             }
             if self.commit {
                 // As Python: the batch is committed before it is handled.
-                match self.consumer.commit_consumer_state(CommitMode::Sync) {
-                    Ok(()) | Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {}
-                    Err(e) => tracing::warn!(error = %e, "cannot commit Kafka offsets"),
-                }
+                commit_fetched(&self.consumer);
             }
             for decoded in batch {
                 let Some(message) = decoded else { continue };
@@ -511,10 +508,7 @@ impl ConsumerContext for ConsumerLog {
                 // batch being gathered is handed up after), so their next owner does not
                 // fetch it again.
                 if self.commit {
-                    match consumer.commit_consumer_state(CommitMode::Sync) {
-                        Ok(()) | Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {}
-                        Err(e) => tracing::warn!(error = %e, "cannot commit Kafka offsets"),
-                    }
+                    commit_fetched(consumer);
                 }
                 if let Err(e) = consumer.unassign() {
                     tracing::warn!(error = %e, "cannot give the Kafka partitions back");
@@ -526,6 +520,15 @@ impl ConsumerContext for ConsumerLog {
                 let _ = consumer.unassign();
             }
         }
+    }
+}
+
+/// Commits, and waits for, the offsets after what the consumer has fetched; a failure is
+/// logged (nothing fetched yet is not one).
+fn commit_fetched(consumer: &BaseConsumer<ConsumerLog>) {
+    match consumer.commit_consumer_state(CommitMode::Sync) {
+        Ok(()) | Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {}
+        Err(e) => tracing::warn!(error = %e, "cannot commit Kafka offsets"),
     }
 }
 
