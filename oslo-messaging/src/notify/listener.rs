@@ -258,7 +258,7 @@ async fn run(
 ) {
     let (core, seen) = (core.clone(), seen.clone());
     intake
-        .spawn(async move {
+        .spawn(Box::pin(async move {
             dispatch(
                 &core.endpoints,
                 batch,
@@ -267,7 +267,7 @@ async fn run(
                 &core.telemetry,
             )
             .await;
-        })
+        }))
         .await;
 }
 

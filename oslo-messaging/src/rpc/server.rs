@@ -237,7 +237,7 @@ async fn poll_loop(
             span,
         )
         .instrument(log_span);
-        if !intake.spawn(job).await {
+        if !intake.spawn(Box::pin(job)).await {
             break;
         }
     }
