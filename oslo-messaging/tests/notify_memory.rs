@@ -372,9 +372,26 @@ async fn filters_screen_notifications_per_endpoint() {
     )
     .await
     .unwrap();
+    // The last endpoint gets each notification whole, as the first got its copy.
+    let mut got = Vec::new();
     for _ in 0..3 {
-        next(&mut all_rx).await;
+        let n = next(&mut all_rx).await;
+        got.push((n.event_type.unwrap_or_default(), n.payload));
     }
+    assert_eq!(
+        got,
+        [
+            (
+                "compute.instance.update".to_owned(),
+                json!({"state": "active"})
+            ),
+            (
+                "compute.instance.update".to_owned(),
+                json!({"state": "building"})
+            ),
+            ("volume.create".to_owned(), json!({"state": "active"})),
+        ]
+    );
     let only = next(&mut compute_rx).await;
     assert_eq!(only.payload, json!({"state": "active"}));
     assert_eq!(only.event_type.as_deref(), Some("compute.instance.update"));

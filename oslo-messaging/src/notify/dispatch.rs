@@ -113,7 +113,8 @@ pub(crate) async fn settle(received: Received, requeue: bool, seen: &StdMutex<De
 /// One message of a priority group: what handlers see, its acknowledgement, and whether a
 /// handler asked to requeue it.
 struct Slot {
-    notification: Notification,
+    /// Taken by the last endpoint that handles its priority (the others get copies).
+    notification: Option<Notification>,
     received: Received,
     requeue: bool,
     span: Span,
@@ -152,7 +153,7 @@ pub(crate) async fn dispatch(
                     .entry(notification.priority.as_str())
                     .or_default()
                     .push(Slot {
-                        notification,
+                        notification: Some(notification),
                         received,
                         requeue: false,
                         span,
@@ -161,12 +162,12 @@ pub(crate) async fn dispatch(
             None => settle(received, false, seen).await,
         }
     }
-    for (_, mut group) in groups {
+    for (priority, mut group) in groups {
         let requeue_all = run_group(endpoints, &mut group).await;
         for slot in group {
             let requeue = (slot.requeue || requeue_all) && allow_requeue;
             settle(slot.received, requeue, seen).await;
-            crate::stats::notification(slot.notification.priority.as_str(), requeue);
+            crate::stats::notification(priority, requeue);
             if requeue {
                 slot.span.event("requeued", None);
             }
@@ -178,17 +179,32 @@ pub(crate) async fn dispatch(
 /// Runs the endpoints on one priority's messages, marking those to requeue; `true` when a
 /// batch handler asked to requeue them all.
 async fn run_group(endpoints: &[NotificationEndpoint], group: &mut [Slot]) -> bool {
-    let Some(priority) = group.first().map(|s| s.notification.priority) else {
+    let Some(priority) = group
+        .first()
+        .and_then(|s| s.notification.as_ref())
+        .map(|n| n.priority)
+    else {
         return false;
     };
-    for ep in endpoints {
+    // The last endpoint to handle this priority takes the notifications instead of copies.
+    let last = endpoints
+        .iter()
+        .rposition(|ep| ep.handler(priority).is_some());
+    for (k, ep) in endpoints.iter().enumerate() {
         let Some(handler) = ep.handler(priority) else {
             continue;
+        };
+        let hand_over = |slot: &mut Slot| {
+            if Some(k) == last {
+                slot.notification.take()
+            } else {
+                slot.notification.clone()
+            }
         };
         let chosen: Vec<usize> = group
             .iter()
             .enumerate()
-            .filter(|(_, s)| !s.requeue && ep.passes(&s.notification))
+            .filter(|(_, s)| !s.requeue && s.notification.as_ref().is_some_and(|n| ep.passes(n)))
             .map(|(i, _)| i)
             .collect();
         if chosen.is_empty() {
@@ -197,27 +213,32 @@ async fn run_group(endpoints: &[NotificationEndpoint], group: &mut [Slot]) -> bo
         match handler {
             Erased::Single(call) => {
                 for &i in &chosen {
-                    let slot = &group[i];
-                    let log_span = tracing::debug_span!(
-                        "notification",
-                        event_type = slot.notification.event_type,
-                        message_id = slot.notification.message_id(),
-                        trace_id = slot.span.trace_id().as_deref(),
-                    );
+                    let slot = &mut group[i];
+                    let log_span = slot.notification.as_ref().map(|n| {
+                        tracing::debug_span!(
+                            "notification",
+                            event_type = n.event_type,
+                            message_id = n.message_id(),
+                            trace_id = slot.span.trace_id().as_deref(),
+                        )
+                    });
+                    let Some(notification) = hand_over(slot) else {
+                        continue;
+                    };
                     let handled = slot
                         .span
-                        .scope(call(slot.notification.clone()))
-                        .instrument(log_span)
+                        .scope(call(notification))
+                        .instrument(log_span.unwrap_or_else(tracing::Span::none))
                         .await;
                     if handled == NotificationResult::Requeue {
-                        group[i].requeue = true;
+                        slot.requeue = true;
                     }
                 }
             }
             Erased::Batch(call) => {
                 let batch = chosen
                     .iter()
-                    .map(|&i| group[i].notification.clone())
+                    .filter_map(|&i| hand_over(&mut group[i]))
                     .collect();
                 let outcome = call(batch).await;
                 for u in outcome.unfit {

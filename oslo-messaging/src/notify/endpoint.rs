@@ -132,7 +132,7 @@ where
     Erased::Single(Arc::new(move |n: Notification| {
         let call = call.clone();
         Box::pin(async move {
-            match n.into_typed::<T>() {
+            match n.into_handler_type::<T>() {
                 // The handler is called inside the guard: a panic before it returns its
                 // future is caught too.
                 Ok(typed) => guarded(async move { call(typed).await }).await,
@@ -158,7 +158,7 @@ where
             let mut typed = Vec::with_capacity(batch.len());
             let mut unfit = Vec::new();
             for (i, n) in batch.into_iter().enumerate() {
-                match n.into_typed::<T>() {
+                match n.into_handler_type::<T>() {
                     Ok(t) => typed.push(t),
                     Err(e) => {
                         tracing::error!(error = %e, "a notification does not fit its handler");

@@ -8,7 +8,7 @@ use serde_json::{Map, Value};
 use super::Priority;
 use crate::context::Context;
 use crate::error::{Error, ErrorKind, Result};
-use crate::serve::{Mismatch, from_json, from_json_ref};
+use crate::serve::{Mismatch, from_json, from_json_owned, from_json_ref};
 
 /// A notification as a listener hands it to handlers, with its payload as `T`
 /// (`serde_json::Value` unless the handler asks for its own type).
@@ -109,6 +109,21 @@ impl Notification<Value> {
     /// [`ErrorKind::Serialization`] saying which field did not fit and why, as a handler
     /// taking `Notification<T>` reports it.
     pub fn into_typed<T: DeserializeOwned>(self) -> Result<Notification<T>> {
+        self.convert(from_json::<T>)
+    }
+
+    /// As [`into_typed`](Self::into_typed), handing a `Value` payload over as it is (what
+    /// handlers get).
+    pub(crate) fn into_handler_type<T: DeserializeOwned + 'static>(
+        self,
+    ) -> Result<Notification<T>> {
+        self.convert(from_json_owned::<T>)
+    }
+
+    fn convert<T>(
+        self,
+        read: impl FnOnce(Value) -> std::result::Result<T, Mismatch>,
+    ) -> Result<Notification<T>> {
         let Self {
             context,
             publisher_id,
@@ -117,7 +132,7 @@ impl Notification<Value> {
             payload,
             metadata,
         } = self;
-        match from_json::<T>(payload) {
+        match read(payload) {
             Ok(payload) => Ok(Notification {
                 context,
                 publisher_id,

@@ -13,7 +13,7 @@ use serde_json::Value;
 use super::error::RpcError;
 use crate::context::Context;
 use crate::error::{Error, Result};
-use crate::serve::{State, from_json};
+use crate::serve::{State, from_json_owned};
 use crate::target::Target;
 use crate::version::Version;
 
@@ -262,14 +262,14 @@ fn result_to_value<R: Serialize + 'static>(
 }
 
 /// Builds `T` from the keyword arguments; a mismatch becomes Python's `TypeError` text.
-fn take_args<T: DeserializeOwned>(
+fn take_args<T: DeserializeOwned + 'static>(
     mut req: Request<Value>,
 ) -> std::result::Result<Request<T>, RpcError> {
     let args = match std::mem::take(&mut req.args) {
         Value::Null => Value::Object(serde_json::Map::new()),
         args => args,
     };
-    match from_json::<T>(args) {
+    match from_json_owned::<T>(args) {
         Ok(args) => Ok(req.map_args(args)),
         Err(e) => Err(RpcError::type_error(argument_error(
             &req.method,

@@ -1,6 +1,8 @@
 //! What RPC and notification handlers share: the state they are handed, and turning JSON into
 //! the handler's own type with an error that says where it did not fit.
 
+use std::any::Any;
+
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
@@ -57,6 +59,19 @@ pub(crate) fn from_json<T: DeserializeOwned>(value: Value) -> Result<T, Mismatch
     })
 }
 
+/// As [`from_json`], but a handler taking the JSON as it came (`T` is `Value`) gets `value`
+/// itself, without a pass that rebuilds it.
+pub(crate) fn from_json_owned<T: DeserializeOwned + 'static>(value: Value) -> Result<T, Mismatch> {
+    let mut slot = Some(value);
+    if let Some(same) = (&mut slot as &mut dyn Any)
+        .downcast_mut::<Option<T>>()
+        .and_then(Option::take)
+    {
+        return Ok(same);
+    }
+    from_json(slot.unwrap_or_default())
+}
+
 /// As [`from_json`], reading a borrowed value.
 pub(crate) fn from_json_ref<T: DeserializeOwned>(value: &Value) -> Result<T, Mismatch> {
     serde_path_to_error::deserialize::<_, T>(value).map_err(|e| Mismatch {
@@ -94,5 +109,11 @@ mod tests {
             "{e:?}"
         );
         assert!(from_json::<Created>(json!({"id": 1, "flavor": {"vcpus": 2}})).is_ok());
+        // Owned: JSON handed over as it is, other types checked as by `from_json`.
+        let v = json!({"id": 1, "flavor": {"vcpus": 2}});
+        assert_eq!(from_json_owned::<Value>(v.clone()).unwrap(), v);
+        assert!(from_json_owned::<Created>(v).is_ok());
+        let e = from_json_owned::<Created>(json!({"id": "x"})).unwrap_err();
+        assert_eq!(e.path, "id");
     }
 }
