@@ -207,11 +207,11 @@ impl Window {
         limit.saturating_sub(*out)
     }
 
-    fn take(&self) {
+    fn take(&self, n: usize) {
         *self
             .out
             .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) += 1;
+            .unwrap_or_else(std::sync::PoisonError::into_inner) += n;
     }
 
     fn give_back(&self) {
@@ -268,9 +268,10 @@ impl PollLoop {
                 // As Python: the batch is committed before it is handled.
                 commit_fetched(&self.consumer);
             }
+            // Counted out at once (one lock), before any of them can come back.
+            self.shared.window.take(batch.iter().flatten().count());
             for decoded in batch {
                 let Some(message) = decoded else { continue };
-                self.shared.window.take();
                 let acker = Box::new(KafkaAcker {
                     shared: Some(self.shared.clone()),
                 });
