@@ -102,8 +102,8 @@ impl<T> Intake<T> {
     /// running it) only if the pool was closed, which it never is while the intake lives.
     ///
     /// The job comes boxed: a handler's future is large, and unboxed it would be copied into
-    /// this future, the task's and the task cell (measured: a sixth of a Kafka listener's
-    /// time went to those copies).
+    /// this future, the task's and the task cell (a Kafka listener's share of time in
+    /// memmove fell from 14% to 7% when it came boxed).
     pub(crate) async fn spawn(&self, job: BoxFuture<'static, ()>) -> bool {
         if self.permits.available_permits() == 0 {
             crate::stats::pool_full();
