@@ -8,18 +8,12 @@ use percent_encoding::percent_decode_str;
 /// Runs `rabbitmqctl -q args` against the local node (the test broker when it is the local
 /// one) and returns its output; panics saying why when it cannot run or fails.
 pub fn rabbitmqctl(args: &[&str]) -> String {
-    let out = std::process::Command::new("rabbitmqctl")
-        .arg("-q")
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run rabbitmqctl {args:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "rabbitmqctl {args:?}: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    crate::process::run_ok(
+        std::process::Command::new("rabbitmqctl")
+            .arg("-q")
+            .args(args),
+        &format!("rabbitmqctl {args:?}"),
+    )
 }
 
 /// The test broker's first host and its credentials.

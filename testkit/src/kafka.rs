@@ -209,15 +209,9 @@ impl Tansu {
 
     /// Runs a tansu command against it, which must succeed.
     fn tansu(&self, args: &[&str]) {
-        let out = Command::new(&self.bin)
-            .args(args)
-            .env("RUST_LOG", "warn")
-            .output()
-            .expect("run tansu");
-        assert!(
-            out.status.success(),
-            "tansu {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
+        crate::process::run_ok(
+            Command::new(&self.bin).args(args).env("RUST_LOG", "warn"),
+            &format!("tansu {args:?}"),
         );
     }
 

@@ -259,15 +259,9 @@ pub struct Certs {
 }
 
 fn openssl(dir: &Path, args: &[&str]) {
-    let out = Command::new("openssl")
-        .current_dir(dir)
-        .args(args)
-        .output()
-        .expect("openssl");
-    assert!(
-        out.status.success(),
-        "openssl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
+    crate::process::run_ok(
+        Command::new("openssl").current_dir(dir).args(args),
+        &format!("openssl {args:?}"),
     );
 }
 

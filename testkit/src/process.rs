@@ -1,4 +1,4 @@
-//! A background process whose stdout is read line by line.
+//! Commands run to their end, and a background process whose stdout is read line by line.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -6,6 +6,21 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+
+/// Runs `command` to its end and returns its stdout; panics, showing its output, when it
+/// cannot run or fails. `what` names it in the panic (the program and its arguments).
+pub fn run_ok(command: &mut Command, what: &str) -> String {
+    let out = command
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {what}: {e}"));
+    assert!(
+        out.status.success(),
+        "{what}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
 
 /// A background process whose stdout lines arrive on a channel; killed on drop. Its stdin
 /// is a pipe held open until then (the Python peers stop at the end of their input).
